@@ -1,0 +1,59 @@
+//! Errors (the client would stop or misbehave) and warnings (it would run, maybe not as meant).
+
+use std::fmt;
+
+/// Why a config, a plan or a stage is refused. Messages name the file and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{origin}: cannot read: {source}")]
+    Io {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: invalid JSON at line {line}, column {column}: {message} (the 3.4 client exits 1 on this; 4.x/5.x ignore the whole file)")]
+    Json {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{origin}: the top level must be a JSON object, found {found}")]
+    NotObject { origin: String, found: &'static str },
+    #[error("{origin}: `{key}` must be {expected}, found {found} (the 3.4 client exits 1 on a wrong type)")]
+    WrongType {
+        origin: String,
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("`Servers` (in {servers_in}) together with `ServerURL` {server_url:?} (in {server_url_in}): the 3.4 client exits 1 and 4.x/5.x silently drop the file; remove the `ServerURL` key (do not blank it)")]
+    ServersAndServerUrl {
+        servers_in: String,
+        server_url_in: String,
+        server_url: String,
+    },
+    #[error("{origin}: `\"Servers\": []` makes the 3.4 client panic at its first request; list at least one server")]
+    EmptyServers { origin: String },
+    #[error("server URL {url:?}: {reason}")]
+    BadServerUrl { url: String, reason: String },
+    #[error("old and new server are the same ({url}); give the new server with --new-server")]
+    SameServer { url: String },
+    #[error("no server configured in {origin} and none given; pass --old-server")]
+    NoServer { origin: String },
+    #[error("{0}")]
+    Precondition(String),
+    #[error("invalid plan: {0}")]
+    Plan(String),
+}
+
+/// Something the client accepts but that is probably not what was meant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Warning(pub String);
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
