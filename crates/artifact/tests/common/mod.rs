@@ -1,0 +1,165 @@
+//! Shared test helpers: locating `mender-artifact`/`openssl`, key generation, running the tool.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Path of an external tool, or `None` (after a loud SKIP) when it is missing locally.
+/// Under CI (env `CI` set) a missing tool is a test failure.
+pub fn tool(name: &str, apt_package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("`{name}` is not installed but CI is set; install it with `apt-get install -y {apt_package}`");
+        }
+        eprintln!("==================================================================");
+        eprintln!("SKIP: `{name}` not found; install `{apt_package}` to run this test");
+        eprintln!("==================================================================");
+    }
+    found
+}
+
+pub fn mender_artifact() -> Option<PathBuf> {
+    tool("mender-artifact", "mender-artifact")
+}
+
+pub fn openssl() -> Option<PathBuf> {
+    tool("openssl", "openssl")
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+pub fn out_text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `openssl` with `args`, panicking with its output on failure.
+pub fn openssl_run(openssl: &Path, args: &[&str]) {
+    let o = run(Command::new(openssl).args(args));
+    assert!(
+        o.status.success(),
+        "openssl {args:?} failed: {}",
+        out_text(&o)
+    );
+}
+
+/// Key kinds the tests generate with the openssl CLI.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyKind {
+    Rsa2048Pkcs1,
+    Rsa3072Pkcs8,
+    Rsa3072Pkcs1,
+    P256Sec1,
+    P256Pkcs8,
+}
+
+/// Generates a private key and its SPKI public key in `dir`; returns (private, public).
+pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{kind:?}.key.pem"));
+    let public = dir.join(format!("{kind:?}.pub.pem"));
+    let k = key.to_str().unwrap();
+    match kind {
+        KeyKind::Rsa2048Pkcs1 => {
+            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "2048"])
+        }
+        KeyKind::Rsa3072Pkcs1 => {
+            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "3072"])
+        }
+        KeyKind::Rsa3072Pkcs8 => openssl_run(
+            openssl,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:3072",
+                "-out",
+                k,
+            ],
+        ),
+        KeyKind::P256Sec1 => openssl_run(
+            openssl,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                k,
+            ],
+        ),
+        KeyKind::P256Pkcs8 => openssl_run(
+            openssl,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                k,
+            ],
+        ),
+    }
+    openssl_run(
+        openssl,
+        &[
+            "pkey",
+            "-in",
+            k,
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    );
+    (key, public)
+}
+
+/// Converts a PKCS#8 key to the traditional form that mender-artifact 3.9 can load.
+pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
+    let sub = if rsa { "rsa" } else { "ec" };
+    let mut args = vec![
+        sub,
+        "-in",
+        key.to_str().unwrap(),
+        "-out",
+        out.to_str().unwrap(),
+    ];
+    if rsa {
+        args.push("-traditional");
+    }
+    openssl_run(openssl, &args);
+}
+
+/// `mender-artifact validate [-k pub] file`.
+pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+    let mut c = Command::new(tool);
+    c.arg("validate");
+    if let Some(p) = public {
+        c.arg("-k").arg(p);
+    }
+    run(c.arg(file))
+}
+
+/// `mender-artifact read [-k pub] file`.
+pub fn read(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+    let mut c = Command::new(tool);
+    c.arg("read");
+    if let Some(p) = public {
+        c.arg("-k").arg(p);
+    }
+    run(c.arg(file))
+}
