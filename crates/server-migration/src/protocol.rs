@@ -1,0 +1,275 @@
+//! The Update Module v3 states as the 3.4 (Go) and 4.x/5.x (C++) clients call them, mapped onto the transaction.
+//!
+//! | state | behaviour |
+//! |---|---|
+//! | `ProvidePayloadFileSizes`, `Download` | nothing (the client stores the payload in `files/`) |
+//! | `SupportsRollback` | prints `Yes` |
+//! | `ArtifactInstall` | plan + device config → new files via menderconf; refuse (exit 1, nothing changed) or install up to the commit point |
+//! | `NeedsArtifactReboot` | `Automatic` (`restart: reboot`) or `No` (`restart: service`, or nothing changed / nothing installed) |
+//! | `ArtifactReboot`, `ArtifactRollbackReboot` | nothing (we never answer `Yes`; the client reboots itself for `Automatic`) |
+//! | `ArtifactVerifyReboot` | files on disk are the journal's new versions and parse/validate |
+//! | `ArtifactCommit` | checks the new files again, journal → `Committed` |
+//! | `ArtifactRollback` | restores the backups (idempotent; nothing to do if nothing was installed) |
+//! | `ArtifactVerifyRollbackReboot` | files on disk are the old versions |
+//! | `ArtifactFailure` | rolls back if an uncommitted install is still in place |
+//! | `Cleanup` | finishes the journal (backups kept); schedules the client restart in service mode |
+//! | anything else | exit 0, no output (forward compatibility) |
+//!
+//! Every known state first runs recovery, so an install or rollback cut by a power loss is
+//! completed (to old or new, see `transaction`) before the state does its own work.
+
+use crate::device::{DeviceRoot, DEFAULT_STATE_DIR};
+use crate::error::{Error, Result};
+use crate::faults::Faults;
+use crate::journal::{Journal, Phase, RestartMode};
+use crate::payload;
+use crate::restart::{self, CommandRunner};
+use crate::transaction::Store;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The states this module knows; everything else is ignored with exit 0.
+pub const KNOWN_STATES: [&str; 14] = [
+    "ProvidePayloadFileSizes",
+    "Download",
+    "SupportsRollback",
+    "ArtifactInstall",
+    "NeedsArtifactReboot",
+    "ArtifactReboot",
+    "ArtifactVerifyReboot",
+    "ArtifactCommit",
+    "ArtifactRollback",
+    "ArtifactRollbackReboot",
+    "ArtifactVerifyRollbackReboot",
+    "ArtifactFailure",
+    "Cleanup",
+    "DownloadWithFileSizes",
+];
+
+/// Everything a state needs from the outside world.
+pub struct Context {
+    pub root: DeviceRoot,
+    pub faults: Faults,
+    pub runner: Box<dyn CommandRunner>,
+}
+
+impl Context {
+    /// Host path of the (symlink-resolved) state directory.
+    pub fn state_dir(&self) -> Result<PathBuf> {
+        Ok(self.root.resolve_host(Path::new(DEFAULT_STATE_DIR))?)
+    }
+
+    pub fn store(&self) -> Result<Store<'_>> {
+        Ok(Store {
+            root: &self.root,
+            state_dir: self.state_dir()?,
+            faults: &self.faults,
+        })
+    }
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("server-migration: {}", msg.as_ref());
+}
+
+/// The journal of the deployment in progress (`None` if there is none or the last one is finished).
+fn active(journal: Option<Journal>) -> Option<Journal> {
+    journal.filter(|j| !j.finished)
+}
+
+/// Runs one protocol state. Query answers go to `out`; diagnostics to stderr.
+pub fn run_state(ctx: &Context, state: &str, tree: &Path, out: &mut dyn Write) -> Result<()> {
+    if !KNOWN_STATES.contains(&state) {
+        return Ok(());
+    }
+    let store = ctx.store()?;
+    let journal = store.recover()?;
+    match state {
+        "SupportsRollback" => answer(out, "Yes"),
+        "ArtifactInstall" => install(ctx, &store, journal, tree),
+        "NeedsArtifactReboot" => answer(out, needs_reboot(active(journal).as_ref())),
+        "ArtifactVerifyReboot" => {
+            let j = active(journal)
+                .ok_or_else(|| Error::new("ArtifactVerifyReboot: no migration is installed"))?;
+            if !j.phase.targets_new() {
+                return Err(Error::new(format!(
+                    "ArtifactVerifyReboot: the migration is in phase {}, not installed",
+                    j.phase.name()
+                )));
+            }
+            store.verify(&j, true)?;
+            payload::check_device_config(&ctx.root)
+        }
+        "ArtifactCommit" => {
+            let mut j = active(journal)
+                .ok_or_else(|| Error::new("ArtifactCommit: no migration is installed"))?;
+            match j.phase {
+                Phase::Committed => Ok(()),
+                Phase::Installed => {
+                    store.verify(&j, true)?;
+                    j.advance(Phase::Committed, &store.state_dir, &ctx.faults)?;
+                    log(format!("committed stage {} ({})", j.stage, j.artifact_name));
+                    Ok(())
+                }
+                other => Err(Error::new(format!(
+                    "ArtifactCommit: the migration is in phase {}, cannot commit",
+                    other.name()
+                ))),
+            }
+        }
+        "ArtifactRollback" => {
+            if let Some(mut j) = active(journal) {
+                store.rollback(&mut j)?;
+                log(format!(
+                    "rolled back to the files before {}",
+                    j.artifact_name
+                ));
+            }
+            Ok(())
+        }
+        "ArtifactVerifyRollbackReboot" => match active(journal) {
+            Some(j) if j.phase == Phase::RolledBack => store.verify(&j, false),
+            Some(j) => Err(Error::new(format!(
+                "ArtifactVerifyRollbackReboot: the migration is in phase {}, not rolled back",
+                j.phase.name()
+            ))),
+            None => Ok(()),
+        },
+        "ArtifactFailure" => {
+            if let Some(mut j) = active(journal) {
+                if j.phase != Phase::Committed && j.phase != Phase::RolledBack {
+                    j.note("ArtifactFailure with the install still in place: rolling back");
+                    store.rollback(&mut j)?;
+                }
+            }
+            Ok(())
+        }
+        "Cleanup" => cleanup(ctx, &store, active(journal)),
+        // ProvidePayloadFileSizes, Download, DownloadWithFileSizes, ArtifactReboot, ArtifactRollbackReboot
+        _ => Ok(()),
+    }
+}
+
+fn answer(out: &mut dyn Write, text: &str) -> Result<()> {
+    writeln!(out, "{text}").map_err(|e| Error::new(format!("cannot write answer: {e}")))
+}
+
+/// `Automatic` only when this deployment changed a file the running client has to re-read.
+fn needs_reboot(journal: Option<&Journal>) -> &'static str {
+    match journal {
+        Some(j)
+            if j.commit_point_reached
+                && j.restart == RestartMode::Reboot
+                && j.files.iter().any(|f| f.changes()) =>
+        {
+            "Automatic"
+        }
+        _ => "No",
+    }
+}
+
+fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Path) -> Result<()> {
+    if let Some(mut previous) = active(journal) {
+        // A deployment the client abandoned without Cleanup: uncommitted work goes back to old.
+        if previous.phase != Phase::Committed && previous.phase != Phase::RolledBack {
+            log(format!(
+                "an earlier migration ({}) was left in phase {}; rolling it back first",
+                previous.artifact_name,
+                previous.phase.name()
+            ));
+            previous.note("abandoned by the client: rolled back before a new install");
+            store.rollback(&mut previous)?;
+        }
+        previous.finished = true;
+        previous.note("superseded by a new install");
+        store.save(&previous)?;
+    }
+    let prepared = payload::prepare_install(&ctx.root, tree)?;
+    for w in &prepared.warnings {
+        log(format!("warning: {w}"));
+    }
+    match store.install(&prepared.intent, &prepared.current, &prepared.new) {
+        Ok(j) => {
+            let changed: Vec<&str> = j
+                .files
+                .iter()
+                .filter(|f| f.changes())
+                .map(|f| f.device_path.as_str())
+                .collect();
+            log(format!(
+                "installed stage {} (servers: {}{}); changed: {}",
+                j.stage,
+                if j.stage == "dual" {
+                    format!("{}, ", j.old_server)
+                } else {
+                    String::new()
+                },
+                j.new_server,
+                if changed.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    changed.join(", ")
+                }
+            ));
+            Ok(())
+        }
+        Err(e) => {
+            // Put everything back now rather than waiting for ArtifactRollback.
+            if let Ok(Some(mut j)) = store.load() {
+                if !j.finished && j.phase != Phase::RolledBack {
+                    j.note(format!("install failed: {e}"));
+                    if let Err(re) = store.rollback(&mut j) {
+                        log(format!(
+                            "rollback after the failed install also failed: {re}"
+                        ));
+                    }
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+fn cleanup(ctx: &Context, store: &Store<'_>, journal: Option<Journal>) -> Result<()> {
+    let Some(mut j) = journal else { return Ok(()) };
+    let mut result = Ok(());
+    match j.phase {
+        Phase::Committed => {
+            let changed = j.files.iter().any(|f| f.changes());
+            if j.restart == RestartMode::Service && changed && !j.restart_scheduled {
+                match restart::schedule_restart(&ctx.root, ctx.runner.as_ref()) {
+                    Ok(()) => {
+                        j.restart_scheduled = true;
+                        j.note("client restart scheduled");
+                        log(format!(
+                            "the Mender client will be restarted in {} s to load the new config",
+                            restart::RESTART_DELAY_SECS
+                        ));
+                    }
+                    Err(e) => {
+                        j.note(format!("scheduling the client restart failed: {e}"));
+                        result = Err(Error::new(format!(
+                            "cannot schedule the client restart ({e}); the new config takes effect at the next restart of the Mender client"
+                        )));
+                    }
+                }
+            }
+        }
+        Phase::RolledBack => {}
+        other => {
+            j.note(format!(
+                "Cleanup in phase {}: the deployment ended without commit",
+                other.name()
+            ));
+            log(format!(
+                "the deployment ended without commit (phase {}); restoring the old files",
+                other.name()
+            ));
+            store.rollback(&mut j)?;
+        }
+    }
+    j.finished = true;
+    j.note("finished");
+    store.save(&j)?;
+    result
+}
