@@ -1,0 +1,762 @@
+//! The in-memory server model (devices, auth sets, tokens, artifacts, deployments) and its
+//! optional persistence to `<state-dir>/state.json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Current time as RFC 3339 with milliseconds (UTC), the format of every timestamp we store.
+pub(crate) fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Status of one auth set (identity + key pair) of a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthStatus {
+    Pending,
+    Accepted,
+    Rejected,
+    Preauthorized,
+}
+
+impl AuthStatus {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "accepted" => Some(Self::Accepted),
+            "rejected" => Some(Self::Rejected),
+            "preauthorized" => Some(Self::Preauthorized),
+            _ => None,
+        }
+    }
+}
+
+/// One identity + public key pair a device authenticated (or was preauthorized) with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuthSet {
+    pub id: String,
+    pub identity_data: BTreeMap<String, Value>,
+    /// SPKI PEM, normalised (parsed and re-encoded).
+    pub pubkey: String,
+    pub status: AuthStatus,
+    pub ts: String,
+}
+
+/// A device as the deviceauth management API shows it, plus its inventory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Device {
+    pub id: String,
+    pub identity_data: BTreeMap<String, Value>,
+    pub status: AuthStatus,
+    pub created_ts: String,
+    pub updated_ts: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_in_time: Option<String>,
+    pub decommissioning: bool,
+    pub auth_sets: Vec<AuthSet>,
+    /// Inventory attributes reported by the device (`name` → `value`).
+    #[serde(default)]
+    pub inventory: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub inventory_updated_ts: Option<String>,
+}
+
+impl Device {
+    /// Device status derived from its auth sets, most permissive first, as deviceauth does.
+    fn recompute_status(&mut self) {
+        let has = |s| self.auth_sets.iter().any(|a| a.status == s);
+        self.status = if has(AuthStatus::Accepted) {
+            AuthStatus::Accepted
+        } else if has(AuthStatus::Preauthorized) {
+            AuthStatus::Preauthorized
+        } else if has(AuthStatus::Pending) {
+            AuthStatus::Pending
+        } else {
+            AuthStatus::Rejected
+        };
+        self.updated_ts = now_rfc3339();
+    }
+}
+
+/// An uploaded artifact: what was read from its header plus where its bytes live.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Artifact {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub device_types_compatible: Vec<String>,
+    pub payload_types: Vec<String>,
+    pub artifact_provides: BTreeMap<String, String>,
+    pub artifact_depends: BTreeMap<String, Value>,
+    pub clears_artifact_provides: Vec<String>,
+    pub signed: bool,
+    pub size: u64,
+    pub sha256: String,
+    pub modified: String,
+    /// File name inside the server's artifact directory.
+    pub file_name: String,
+}
+
+/// Device deployment statuses that end a device's part of a deployment.
+pub(crate) const FINAL_STATUSES: &[&str] = &[
+    "success",
+    "failure",
+    "noartifact",
+    "already-installed",
+    "aborted",
+    "decommissioned",
+];
+/// Statuses a device may report through `PUT …/status`.
+pub(crate) const DEVICE_REPORTABLE: &[&str] = &[
+    "downloading",
+    "installing",
+    "rebooting",
+    "pause_before_installing",
+    "pause_before_rebooting",
+    "pause_before_committing",
+    "success",
+    "failure",
+    "already-installed",
+];
+/// Every key the statistics endpoint must return.
+pub(crate) const STATISTICS_KEYS: &[&str] = &[
+    "success",
+    "pending",
+    "downloading",
+    "rebooting",
+    "installing",
+    "failure",
+    "noartifact",
+    "already-installed",
+    "aborted",
+    "pause_before_installing",
+    "pause_before_rebooting",
+    "pause_before_committing",
+    "decommissioned",
+];
+
+/// One status report a device sent for a deployment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub substate: Option<String>,
+    pub time: String,
+}
+
+/// One device's part of a deployment.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceDeployment {
+    pub status: String,
+    pub created: String,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+    pub device_type: Option<String>,
+    pub substate: Option<String>,
+    /// Every status the device reported, in order (for assertions in tests).
+    pub history: Vec<StatusReport>,
+    /// Log messages uploaded with `PUT …/log`.
+    pub log: Option<Vec<Value>>,
+}
+
+impl DeviceDeployment {
+    pub(crate) fn is_finished(&self) -> bool {
+        FINAL_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+/// A deployment of one artifact name to a list of devices.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub name: String,
+    pub artifact_name: String,
+    pub created: String,
+    pub finished: Option<String>,
+    pub aborted: bool,
+    pub devices: BTreeMap<String, DeviceDeployment>,
+    /// Creation order, so `next` offers the oldest unfinished deployment first.
+    pub seq: u64,
+}
+
+impl Deployment {
+    pub(crate) fn status(&self) -> &'static str {
+        if self.finished.is_some() || self.devices.values().all(|d| d.is_finished()) {
+            "finished"
+        } else if self.devices.values().all(|d| d.status == "pending") {
+            "pending"
+        } else {
+            "inprogress"
+        }
+    }
+
+    pub(crate) fn statistics(&self) -> serde_json::Map<String, Value> {
+        let mut stats: serde_json::Map<String, Value> = STATISTICS_KEYS
+            .iter()
+            .map(|k| (k.to_string(), Value::from(0u64)))
+            .collect();
+        for dd in self.devices.values() {
+            let entry = stats.entry(dd.status.clone()).or_insert(Value::from(0u64));
+            *entry = Value::from(entry.as_u64().unwrap_or(0) + 1);
+        }
+        stats
+    }
+
+    pub(crate) fn refresh_finished(&mut self) {
+        if self.finished.is_none() && self.devices.values().all(|d| d.is_finished()) {
+            self.finished = Some(now_rfc3339());
+        }
+    }
+}
+
+/// The whole server state; everything a restarted mock needs to keep its devices.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub devices: BTreeMap<String, Device>,
+    /// Opaque device token → device id.
+    pub tokens: HashMap<String, String>,
+    pub artifacts: BTreeMap<String, Artifact>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub next_seq: u64,
+}
+
+/// Result of an authentication request against the registry.
+pub(crate) enum AuthOutcome {
+    Token {
+        device_id: String,
+        token: String,
+    },
+    Refused {
+        device_id: String,
+        reason: &'static str,
+    },
+}
+
+/// Reasons a management operation fails; mapped to HTTP codes by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+}
+
+impl State {
+    fn device_by_identity(&self, identity: &BTreeMap<String, Value>) -> Option<&str> {
+        self.devices
+            .values()
+            .find(|d| &d.identity_data == identity)
+            .map(|d| d.id.as_str())
+    }
+
+    /// Removes every token that belongs to `device_id`.
+    pub(crate) fn revoke_tokens(&mut self, device_id: &str) {
+        self.tokens.retain(|_, d| d != device_id);
+    }
+
+    /// Handles a verified auth request: registers unknown identities/keys as pending, turns a
+    /// matching preauthorized set into accepted, and issues a token only for accepted sets.
+    pub(crate) fn authenticate(
+        &mut self,
+        identity: BTreeMap<String, Value>,
+        pubkey: &str,
+    ) -> AuthOutcome {
+        let now = now_rfc3339();
+        let device_id = match self.device_by_identity(&identity) {
+            Some(id) => id.to_string(),
+            None => {
+                let id = new_id();
+                self.devices.insert(
+                    id.clone(),
+                    Device {
+                        id: id.clone(),
+                        identity_data: identity.clone(),
+                        status: AuthStatus::Pending,
+                        created_ts: now.clone(),
+                        updated_ts: now.clone(),
+                        check_in_time: None,
+                        decommissioning: false,
+                        auth_sets: Vec::new(),
+                        inventory: BTreeMap::new(),
+                        inventory_updated_ts: None,
+                    },
+                );
+                id
+            }
+        };
+        let device = self
+            .devices
+            .get_mut(&device_id)
+            .expect("device just looked up");
+        let idx = match device.auth_sets.iter().position(|a| a.pubkey == pubkey) {
+            Some(idx) => idx,
+            None => {
+                device.auth_sets.push(AuthSet {
+                    id: new_id(),
+                    identity_data: identity,
+                    pubkey: pubkey.to_string(),
+                    status: AuthStatus::Pending,
+                    ts: now.clone(),
+                });
+                device.recompute_status();
+                return AuthOutcome::Refused {
+                    device_id,
+                    reason: "device is pending authorization",
+                };
+            }
+        };
+        if device.decommissioning {
+            return AuthOutcome::Refused {
+                device_id,
+                reason: "device is being decommissioned",
+            };
+        }
+        match device.auth_sets[idx].status {
+            AuthStatus::Preauthorized | AuthStatus::Accepted => {
+                if device.auth_sets[idx].status == AuthStatus::Preauthorized {
+                    // Accepting one set rejects the device's other accepted sets.
+                    for (i, set) in device.auth_sets.iter_mut().enumerate() {
+                        if i != idx && set.status == AuthStatus::Accepted {
+                            set.status = AuthStatus::Rejected;
+                        }
+                    }
+                    device.auth_sets[idx].status = AuthStatus::Accepted;
+                    device.auth_sets[idx].ts = now.clone();
+                    device.recompute_status();
+                }
+                device.check_in_time = Some(now);
+                let token = format!("mock.{}", new_token_secret());
+                self.tokens.insert(token.clone(), device_id.clone());
+                AuthOutcome::Token { device_id, token }
+            }
+            AuthStatus::Pending => AuthOutcome::Refused {
+                device_id,
+                reason: "device is pending authorization",
+            },
+            AuthStatus::Rejected => AuthOutcome::Refused {
+                device_id,
+                reason: "device auth set is rejected",
+            },
+        }
+    }
+
+    /// Creates a preauthorized device (management API). Conflicts when the identity exists.
+    pub(crate) fn preauthorize(
+        &mut self,
+        identity: BTreeMap<String, Value>,
+        pubkey: &str,
+        force: bool,
+    ) -> Result<String, OpError> {
+        let now = now_rfc3339();
+        if let Some(existing) = self.device_by_identity(&identity).map(str::to_string) {
+            if !force {
+                return Err(OpError::Conflict(format!(
+                    "device with the same identity already exists: {existing}"
+                )));
+            }
+            let device = self.devices.get_mut(&existing).expect("exists");
+            match device.auth_sets.iter_mut().find(|a| a.pubkey == pubkey) {
+                Some(set) => {
+                    set.status = AuthStatus::Preauthorized;
+                    set.ts = now;
+                }
+                None => device.auth_sets.push(AuthSet {
+                    id: new_id(),
+                    identity_data: identity,
+                    pubkey: pubkey.to_string(),
+                    status: AuthStatus::Preauthorized,
+                    ts: now,
+                }),
+            }
+            device.recompute_status();
+            if device.status != AuthStatus::Accepted {
+                self.revoke_tokens(&existing);
+            }
+            return Ok(existing);
+        }
+        let id = new_id();
+        self.devices.insert(
+            id.clone(),
+            Device {
+                id: id.clone(),
+                identity_data: identity.clone(),
+                status: AuthStatus::Preauthorized,
+                created_ts: now.clone(),
+                updated_ts: now.clone(),
+                check_in_time: None,
+                decommissioning: false,
+                auth_sets: vec![AuthSet {
+                    id: new_id(),
+                    identity_data: identity,
+                    pubkey: pubkey.to_string(),
+                    status: AuthStatus::Preauthorized,
+                    ts: now,
+                }],
+                inventory: BTreeMap::new(),
+                inventory_updated_ts: None,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Sets an auth set's status; leaving `accepted` revokes the device's tokens.
+    pub(crate) fn set_auth_status(
+        &mut self,
+        device_id: &str,
+        auth_id: &str,
+        status: AuthStatus,
+    ) -> Result<(), OpError> {
+        let device = self
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| OpError::NotFound(format!("device {device_id} not found")))?;
+        let idx = device
+            .auth_sets
+            .iter()
+            .position(|a| a.id == auth_id)
+            .ok_or_else(|| OpError::NotFound(format!("auth set {auth_id} not found")))?;
+        if status == AuthStatus::Preauthorized {
+            return Err(OpError::BadRequest(
+                "status must be one of accepted, rejected, pending".into(),
+            ));
+        }
+        let mut revoke = false;
+        if status == AuthStatus::Accepted {
+            // Accepting one set rejects the others; tokens issued for them die with them.
+            for (i, set) in device.auth_sets.iter_mut().enumerate() {
+                if i != idx && set.status == AuthStatus::Accepted {
+                    set.status = AuthStatus::Rejected;
+                    revoke = true;
+                }
+            }
+        }
+        let was_accepted = device.auth_sets[idx].status == AuthStatus::Accepted;
+        device.auth_sets[idx].status = status;
+        device.auth_sets[idx].ts = now_rfc3339();
+        device.recompute_status();
+        if revoke || (was_accepted && status != AuthStatus::Accepted) {
+            self.revoke_tokens(device_id);
+        }
+        Ok(())
+    }
+
+    /// Deletes one auth set; the device goes away with its last set.
+    pub(crate) fn delete_auth_set(
+        &mut self,
+        device_id: &str,
+        auth_id: &str,
+    ) -> Result<(), OpError> {
+        let device = self
+            .devices
+            .get_mut(device_id)
+            .ok_or_else(|| OpError::NotFound(format!("device {device_id} not found")))?;
+        let before = device.auth_sets.len();
+        device.auth_sets.retain(|a| a.id != auth_id);
+        if device.auth_sets.len() == before {
+            return Err(OpError::NotFound(format!("auth set {auth_id} not found")));
+        }
+        let empty = device.auth_sets.is_empty();
+        device.recompute_status();
+        self.revoke_tokens(device_id);
+        if empty {
+            self.devices.remove(device_id);
+        }
+        Ok(())
+    }
+
+    /// Decommissions a device: removes it with its tokens and ends its open deployments.
+    pub(crate) fn decommission(&mut self, device_id: &str) -> Result<(), OpError> {
+        self.devices
+            .remove(device_id)
+            .ok_or_else(|| OpError::NotFound(format!("device {device_id} not found")))?;
+        self.revoke_tokens(device_id);
+        let now = now_rfc3339();
+        for dep in self.deployments.values_mut() {
+            if let Some(dd) = dep.devices.get_mut(device_id) {
+                if !dd.is_finished() {
+                    dd.status = "decommissioned".into();
+                    dd.finished = Some(now.clone());
+                }
+            }
+            dep.refresh_finished();
+        }
+        Ok(())
+    }
+
+    /// Creates a deployment; the artifact name must exist, the device ids must be known.
+    pub(crate) fn create_deployment(
+        &mut self,
+        name: &str,
+        artifact_name: &str,
+        devices: &[String],
+        all_devices: bool,
+    ) -> Result<String, OpError> {
+        if name.trim().is_empty() {
+            return Err(OpError::BadRequest("name must not be empty".into()));
+        }
+        if !self.artifacts.values().any(|a| a.name == artifact_name) {
+            return Err(OpError::Unprocessable(format!(
+                "no artifact named {artifact_name:?}"
+            )));
+        }
+        let targets: Vec<String> = if all_devices {
+            self.devices
+                .values()
+                .filter(|d| d.status == AuthStatus::Accepted)
+                .map(|d| d.id.clone())
+                .collect()
+        } else {
+            if let Some(unknown) = devices.iter().find(|d| !self.devices.contains_key(*d)) {
+                return Err(OpError::BadRequest(format!("unknown device id {unknown}")));
+            }
+            devices.to_vec()
+        };
+        if targets.is_empty() {
+            return Err(OpError::BadRequest("no devices to deploy to".into()));
+        }
+        let now = now_rfc3339();
+        let id = new_id();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let devices = targets
+            .into_iter()
+            .map(|d| {
+                (
+                    d,
+                    DeviceDeployment {
+                        status: "pending".into(),
+                        created: now.clone(),
+                        started: None,
+                        finished: None,
+                        device_type: None,
+                        substate: None,
+                        history: Vec::new(),
+                        log: None,
+                    },
+                )
+            })
+            .collect();
+        self.deployments.insert(
+            id.clone(),
+            Deployment {
+                id: id.clone(),
+                name: name.to_string(),
+                artifact_name: artifact_name.to_string(),
+                created: now,
+                finished: None,
+                aborted: false,
+                devices,
+                seq,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Aborts a deployment (management API); devices reporting on it get 409 afterwards.
+    pub(crate) fn abort_deployment(&mut self, id: &str) -> Result<(), OpError> {
+        let dep = self
+            .deployments
+            .get_mut(id)
+            .ok_or_else(|| OpError::NotFound(format!("deployment {id} not found")))?;
+        if dep.status() == "finished" {
+            return Err(OpError::Unprocessable("deployment already finished".into()));
+        }
+        let now = now_rfc3339();
+        for dd in dep.devices.values_mut() {
+            if !dd.is_finished() {
+                dd.status = "aborted".into();
+                dd.finished = Some(now.clone());
+            }
+        }
+        dep.aborted = true;
+        dep.finished = Some(now);
+        Ok(())
+    }
+
+    /// Picks the deployment to offer a device on `deployments/next`, updating device
+    /// deployments that end without an install (already-installed, noartifact).
+    /// Returns (deployment id, artifact id).
+    pub(crate) fn next_deployment(
+        &mut self,
+        device_id: &str,
+        artifact_name: &str,
+        device_type: &str,
+    ) -> Option<(String, String)> {
+        let mut order: Vec<(u64, String)> = self
+            .deployments
+            .values()
+            .filter(|d| !d.aborted && d.devices.get(device_id).is_some_and(|dd| !dd.is_finished()))
+            .map(|d| (d.seq, d.id.clone()))
+            .collect();
+        order.sort();
+        let now = now_rfc3339();
+        for (_, dep_id) in order {
+            let dep = self.deployments.get_mut(&dep_id).expect("listed");
+            let artifact = self
+                .artifacts
+                .values()
+                .filter(|a| a.name == dep.artifact_name)
+                .find(|a| a.device_types_compatible.iter().any(|t| t == device_type))
+                .map(|a| a.id.clone());
+            let dd = dep.devices.get_mut(device_id).expect("filtered");
+            dd.device_type = Some(device_type.to_string());
+            if dd.status == "pending" && dep.artifact_name == artifact_name {
+                dd.status = "already-installed".into();
+                dd.finished = Some(now.clone());
+                dep.refresh_finished();
+                continue;
+            }
+            match artifact {
+                None => {
+                    dd.status = "noartifact".into();
+                    dd.finished = Some(now.clone());
+                    dep.refresh_finished();
+                }
+                Some(artifact_id) => {
+                    if dd.started.is_none() {
+                        dd.started = Some(now.clone());
+                    }
+                    return Some((dep_id, artifact_id));
+                }
+            }
+        }
+        None
+    }
+
+    /// Records a device's status report. Errors: unknown deployment for this device (404),
+    /// aborted (409), unknown status (400).
+    pub(crate) fn report_status(
+        &mut self,
+        device_id: &str,
+        deployment_id: &str,
+        status: &str,
+        substate: Option<String>,
+    ) -> Result<(), OpError> {
+        let dep = self
+            .deployments
+            .get_mut(deployment_id)
+            .filter(|d| d.devices.contains_key(device_id))
+            .ok_or_else(|| {
+                OpError::NotFound(format!(
+                    "deployment {deployment_id} not found for this device"
+                ))
+            })?;
+        let dd = dep.devices.get_mut(device_id).expect("filtered");
+        if dep.aborted || dd.status == "aborted" {
+            return Err(OpError::Conflict("deployment aborted".into()));
+        }
+        if !DEVICE_REPORTABLE.contains(&status) {
+            return Err(OpError::BadRequest(format!("invalid status {status:?}")));
+        }
+        let now = now_rfc3339();
+        dd.history.push(StatusReport {
+            status: status.to_string(),
+            substate: substate.clone(),
+            time: now.clone(),
+        });
+        if dd.is_finished() {
+            // A final status is kept; late duplicates are recorded in the history only.
+            return Ok(());
+        }
+        dd.status = status.to_string();
+        dd.substate = substate;
+        if dd.started.is_none() {
+            dd.started = Some(now.clone());
+        }
+        if dd.is_finished() {
+            dd.finished = Some(now);
+        }
+        dep.refresh_finished();
+        Ok(())
+    }
+
+    /// Stores the messages of a deployment log upload.
+    pub(crate) fn store_log(
+        &mut self,
+        device_id: &str,
+        deployment_id: &str,
+        messages: Vec<Value>,
+    ) -> Result<(), OpError> {
+        let dd = self
+            .deployments
+            .get_mut(deployment_id)
+            .and_then(|d| d.devices.get_mut(device_id))
+            .ok_or_else(|| {
+                OpError::NotFound(format!(
+                    "deployment {deployment_id} not found for this device"
+                ))
+            })?;
+        dd.log = Some(messages);
+        Ok(())
+    }
+}
+
+fn new_token_secret() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the state lives on disk (if anywhere) and how it is written.
+pub(crate) struct Persistence {
+    path: Option<PathBuf>,
+    last_written: std::sync::Mutex<u64>,
+}
+
+impl Persistence {
+    pub(crate) fn new(state_dir: Option<&Path>) -> Self {
+        Self {
+            path: state_dir.map(|d| d.join("state.json")),
+            last_written: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Loads `state.json` if present; a corrupt file is an error naming the file.
+    pub(crate) fn load(&self) -> anyhow::Result<State> {
+        let Some(path) = &self.path else {
+            return Ok(State::default());
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: invalid state file: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        }
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// Writes a serialised snapshot atomically (temp file + rename). `generation` orders
+    /// concurrent writers: an older snapshot never overwrites a newer one.
+    pub(crate) fn write(&self, generation: u64, json: &[u8]) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mut last = self.last_written.lock().unwrap_or_else(|e| e.into_inner());
+        if generation <= *last {
+            return Ok(());
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(json)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        *last = generation;
+        Ok(())
+    }
+}
