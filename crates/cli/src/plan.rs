@@ -1,0 +1,169 @@
+//! `plan`: the dry run. Shows both stages' files, a diff against the captured ones, warnings.
+
+use crate::inputs::MigrationInputs;
+use anyhow::Result;
+use clap::Args;
+use menderconf::{
+    masked, ConfigFile, ConfigSet, MigrationPlan, Stage, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH,
+};
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub inputs: MigrationInputs,
+    /// Print `{"stage1": {PATH: CONFIG|null}, "stage2": {...}, "warnings": [...]}`.
+    #[arg(long)]
+    pub json: bool,
+    /// The key the artifacts will be signed with (checked, and silences the unsigned warning).
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
+}
+
+pub fn run(args: &PlanArgs) -> Result<()> {
+    let plan = args.inputs.plan()?;
+    if let Some(path) = &args.sign_key {
+        crate::artifacts::load_signing_key(path)?;
+    }
+    let warnings = all_warnings(&plan, args.sign_key.is_some());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan_json(&plan, &warnings))?
+        );
+    } else {
+        print!("{}", plan_text(&plan, &args.inputs, &warnings));
+    }
+    Ok(())
+}
+
+/// The engine's warnings plus the ones only the CLI can know (signing).
+pub fn all_warnings(plan: &MigrationPlan, signing: bool) -> Vec<String> {
+    let mut warnings: Vec<String> = plan.warnings.iter().map(|w| w.to_string()).collect();
+    if let (Some(key), false) = (plan.artifact_verify_key(), signing) {
+        warnings.push(format!(
+            "the device verifies artifact signatures (ArtifactVerifyKey = {key}) but no --sign-key was given: it will refuse the unsigned artifacts"
+        ));
+    }
+    warnings
+}
+
+fn files_json(set: &ConfigSet) -> Value {
+    let file = |f: &Option<ConfigFile>| {
+        f.as_ref()
+            .map_or(Value::Null, |f| Value::Object(masked(&f.object)))
+    };
+    json!({ MAIN_CONFIG_PATH: file(&set.main), FALLBACK_CONFIG_PATH: file(&set.fallback) })
+}
+
+/// The machine-readable plan; `TenantToken` masked like everything printed.
+pub fn plan_json(plan: &MigrationPlan, warnings: &[String]) -> Value {
+    let mut out = Map::new();
+    out.insert("old_server".into(), json!(plan.old_server));
+    out.insert("new_server".into(), json!(plan.new_server));
+    out.insert("stage1".into(), files_json(&plan.stage1));
+    out.insert("stage2".into(), files_json(&plan.stage2));
+    out.insert("warnings".into(), json!(warnings));
+    Value::Object(out)
+}
+
+fn masked_text(file: &Option<ConfigFile>) -> String {
+    match file {
+        Some(f) => {
+            let mut text = serde_json::to_string_pretty(&masked(&f.object)).expect("JSON map");
+            text.push('\n');
+            text
+        }
+        None => String::new(),
+    }
+}
+
+fn plan_text(plan: &MigrationPlan, inputs: &MigrationInputs, warnings: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Migration plan");
+    let _ = writeln!(out, "  old server: {}", plan.old_server);
+    let _ = writeln!(out, "  new server: {}", plan.new_server);
+    let _ = writeln!(
+        out,
+        "  captured:   {} (as {MAIN_CONFIG_PATH})",
+        inputs.config.display()
+    );
+    match &inputs.fallback_config {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "              {} (as {FALLBACK_CONFIG_PATH})",
+                p.display()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "              no fallback captured: {FALLBACK_CONFIG_PATH} must not hold ServerURL or Servers on the devices");
+        }
+    }
+    for (stage, before, title) in [
+        (
+            Stage::Dual,
+            &plan.captured,
+            "Stage 1 (dual): deploy from the OLD server",
+        ),
+        (
+            Stage::NewOnly,
+            &plan.stage1,
+            "Stage 2 (new-only): deploy from the NEW server, after the device moved",
+        ),
+    ] {
+        let after = plan.stage_files(stage);
+        let _ = writeln!(out, "\n{title}");
+        for (path, b, a) in [
+            (MAIN_CONFIG_PATH, &before.main, &after.main),
+            (FALLBACK_CONFIG_PATH, &before.fallback, &after.fallback),
+        ] {
+            if b.is_none() && a.is_none() {
+                continue;
+            }
+            let (old_text, new_text) = (masked_text(b), masked_text(a));
+            let _ = writeln!(out, "\n  {path}:");
+            for line in new_text.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+            if old_text == new_text {
+                let _ = writeln!(out, "  (unchanged)");
+            } else {
+                let diff = similar::TextDiff::from_lines(&old_text, &new_text);
+                let _ = write!(
+                    out,
+                    "\n{}",
+                    diff.unified_diff()
+                        .context_radius(2)
+                        .header(&format!("{path} (before)"), &format!("{path} (after)"))
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "\nWarnings:");
+    if warnings.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for w in warnings {
+        let _ = writeln!(out, "  - {w}");
+    }
+    let _ = writeln!(out, "\nProcedure:");
+    for step in procedure(plan) {
+        let _ = writeln!(out, "  {step}");
+    }
+    out
+}
+
+/// The seed procedure, made concrete for this plan.
+pub fn procedure(plan: &MigrationPlan) -> Vec<String> {
+    vec![
+        format!("0. Make sure {} knows this fleet's tenant (clone) and keep a backup of both servers' device lists.", plan.new_server),
+        format!("1. Upload NAME-module-install.mender and NAME-stage1-dual.mender to {} and deploy both (module first).", plan.old_server),
+        "2. Wait until every device reports stage 1 success (inventory `server_migration_stage=dual`).".into(),
+        format!("3. Preauthorize each device on {} with its identity and public key from the old server.", plan.new_server),
+        format!("4. Reject (do not decommission) the devices on {}: each fails over to {} on its next request.", plan.old_server, plan.new_server),
+        format!("5. Upload NAME-stage2-new-only.mender to {} and deploy it from there; never from the old server.", plan.new_server),
+    ]
+}
