@@ -99,6 +99,10 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 fn tar_err(what: &str, e: io::Error) -> ArtifactError {
+    // The tar crate reports short input as `Other` with an "unexpected EOF" message.
+    if e.to_string().contains("unexpected EOF") {
+        return ArtifactError::Truncated(what.to_string());
+    }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => ArtifactError::Truncated(what.to_string()),
         io::ErrorKind::InvalidData | io::ErrorKind::Other | io::ErrorKind::InvalidInput => {
@@ -723,11 +727,13 @@ fn read_artifact<R: Read>(
     if !unused.is_empty() {
         return Err(ArtifactError::MissingFromArtifact(unused));
     }
-    let _ = header_name;
     // Every real payload needs its data member (devices fetch it before installing).
     for (i, t) in hd.payload_types.iter().enumerate() {
         if t.is_some() && i >= data_seen {
-            return Err(ArtifactError::MissingMember(format!("data/{i:04}.tar.gz")));
+            let suffix = header_name.strip_prefix("header.tar").unwrap_or("");
+            return Err(ArtifactError::MissingMember(format!(
+                "data/{i:04}.tar{suffix}"
+            )));
         }
     }
 

@@ -1,0 +1,429 @@
+//! Malformed artifacts (truncated, bad checksums, missing or misordered members, bad JSON,
+//! bad manifest lines) must be rejected with a specific error; invalid specs too.
+
+use menderartifact::*;
+use sha2::Digest;
+use std::io::Read;
+
+fn sha_hex(data: &[u8]) -> String {
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A valid uncompressed module artifact (easy to edit byte-wise).
+fn valid_artifact() -> Vec<u8> {
+    let spec = ArtifactSpec {
+        compression: Compression::None,
+        mtime: Some(1_700_000_000),
+        ..ArtifactSpec::new(
+            "rel-1",
+            vec!["dev1".into()],
+            Payload::Module {
+                type_name: "single-file".into(),
+                files: vec![
+                    PayloadFile::from_bytes("a.txt", b"alpha\n".to_vec(), 0o644),
+                    PayloadFile::from_bytes("b.bin", vec![7u8; 5000], 0o600),
+                ],
+                meta_data: None,
+            },
+        )
+    };
+    let mut out = Vec::new();
+    write_artifact(spec, &mut out).unwrap();
+    out
+}
+
+fn members(art: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(art);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            (name, v)
+        })
+        .collect()
+}
+
+fn assemble(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o600);
+        h.set_cksum();
+        b.append(&h, data.as_slice()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Rewrites the manifest's `header.tar` line to match the (edited) header member.
+fn fix_header_line(m: &mut [(String, Vec<u8>)]) {
+    let header = m.iter().find(|(n, _)| n == "header.tar").unwrap().1.clone();
+    let man = m.iter_mut().find(|(n, _)| n == "manifest").unwrap();
+    let text = String::from_utf8(man.1.clone()).unwrap();
+    let fixed: String = text
+        .lines()
+        .map(|l| {
+            if l.ends_with("  header.tar") {
+                format!("{}  header.tar\n", sha_hex(&header))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    man.1 = fixed.into_bytes();
+}
+
+fn inner_members(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    members(tar_bytes)
+}
+
+fn replace_header_entry(m: &mut [(String, Vec<u8>)], entry: &str, content: &[u8]) {
+    let h = m.iter_mut().find(|(n, _)| n == "header.tar").unwrap();
+    let mut inner = inner_members(&h.1);
+    inner.iter_mut().find(|(n, _)| n == entry).unwrap().1 = content.to_vec();
+    h.1 = assemble(&inner);
+    fix_header_line(m);
+}
+
+fn err_of(bytes: &[u8]) -> ArtifactError {
+    read_info(bytes).expect_err("malformed artifact was accepted")
+}
+
+#[test]
+fn valid_artifact_reads() {
+    let info = read_info(valid_artifact().as_slice()).unwrap();
+    assert_eq!(info.name, "rel-1");
+    assert_eq!(info.payload_files[1].sha256, sha_hex(&[7u8; 5000]));
+}
+
+#[test]
+fn truncated_anywhere_is_rejected() {
+    let art = valid_artifact();
+    // Cut inside every member and at member boundaries; none may read successfully.
+    for cut in (0..art.len() - 1024).step_by(97) {
+        assert!(
+            read_info(&art[..cut]).is_err(),
+            "truncated at {cut} was accepted"
+        );
+    }
+    let m = members(&art);
+    let data_start = art.len() - 1024 - m.last().unwrap().1.len().div_ceil(512) * 512;
+    let err = err_of(&art[..data_start + 700]);
+    assert!(matches!(err, ArtifactError::Truncated(_)), "{err}");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[test]
+fn bad_payload_checksum() {
+    let mut m = members(&valid_artifact());
+    let data = &mut m.iter_mut().find(|(n, _)| n == "data/0000.tar").unwrap().1;
+    data[512 + 2] ^= 1; // first byte of content of a.txt is at 512
+    let err = err_of(&assemble(&m));
+    match err {
+        ArtifactError::ChecksumMismatch { name, .. } => assert_eq!(name, "data/0000/a.txt"),
+        e => panic!("unexpected {e}"),
+    }
+}
+
+#[test]
+fn bad_header_and_version_checksums() {
+    let mut m = members(&valid_artifact());
+    let h = &mut m.iter_mut().find(|(n, _)| n == "header.tar").unwrap().1;
+    let pos = h.len() - 1030; // inside the last entry's content region or padding
+    h[pos] ^= 0x20;
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::ChecksumMismatch { name, .. } if name == "header.tar")
+            || matches!(
+                &err,
+                ArtifactError::Malformed(_) | ArtifactError::InvalidJson { .. }
+            ),
+        "{err}"
+    );
+
+    let mut m = members(&valid_artifact());
+    m[0].1 = br#"{"format":"mender","version":3} "#.to_vec();
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::ChecksumMismatch { name, .. } if name == "version"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_members() {
+    let m = members(&valid_artifact());
+    let without = |name: &str| -> Vec<(String, Vec<u8>)> {
+        m.iter().filter(|(n, _)| n != name).cloned().collect()
+    };
+    let err = err_of(&assemble(&without("version")));
+    assert!(
+        matches!(&err, ArtifactError::UnexpectedMember { expected, found } if expected == "version" && found == "manifest"),
+        "{err}"
+    );
+    let err = err_of(&assemble(&without("manifest")));
+    assert!(
+        matches!(&err, ArtifactError::UnexpectedMember { expected, found } if expected == "manifest" && found == "header.tar"),
+        "{err}"
+    );
+    let err = err_of(&assemble(&without("header.tar")));
+    assert!(
+        matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
+        "{err}"
+    );
+    let err = err_of(&assemble(&without("data/0000.tar")));
+    assert!(
+        matches!(&err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/a.txt", "data/0000/b.bin"]),
+        "{err}"
+    );
+    let err = err_of(&assemble(&m[..2]));
+    assert!(
+        matches!(&err, ArtifactError::MissingMember(n) if n == "header.tar.gz"),
+        "{err}"
+    );
+    assert!(matches!(err_of(b""), ArtifactError::Malformed(_)));
+    assert!(
+        matches!(err_of(&[b'x'; 2048]), ArtifactError::Malformed(_)),
+        "{}",
+        err_of(&[b'x'; 2048])
+    );
+}
+
+#[test]
+fn wrong_member_order() {
+    let m = members(&valid_artifact());
+    let mut swapped = m.clone();
+    swapped.swap(2, 3); // data before header
+    let err = err_of(&assemble(&swapped));
+    assert!(
+        matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
+        "{err}"
+    );
+    let mut swapped = m.clone();
+    swapped.swap(0, 1);
+    assert!(matches!(
+        err_of(&assemble(&swapped)),
+        ArtifactError::UnexpectedMember { .. }
+    ));
+    let mut extra = m.clone();
+    extra.push(("README".into(), b"hi".to_vec()));
+    let err = err_of(&assemble(&extra));
+    assert!(
+        matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "README"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_json() {
+    let m = members(&valid_artifact());
+    let mut bad = m.clone();
+    replace_header_entry(&mut bad, "header-info", br#"{"payloads":[{"type":"x"}"#);
+    let err = err_of(&assemble(&bad));
+    assert!(
+        matches!(&err, ArtifactError::InvalidJson { member, .. } if member == "header-info"),
+        "{err}"
+    );
+
+    let mut bad = m.clone();
+    replace_header_entry(
+        &mut bad,
+        "header-info",
+        br#"{"payloads":[{"type":"x"}],"artifact_provides":{"artifact_name":"a"},"artifact_depends":{"device_type":["d"]},"extra":1}"#,
+    );
+    let err = err_of(&assemble(&bad));
+    assert!(err.to_string().contains("unknown field `extra`"), "{err}");
+
+    let mut bad = m.clone();
+    replace_header_entry(
+        &mut bad,
+        "header-info",
+        br#"{"payloads":[{"type":"x"}],"artifact_provides":{"artifact_name":"a"},"artifact_depends":{}}"#,
+    );
+    let err = err_of(&assemble(&bad));
+    assert!(err.to_string().contains("device_type"), "{err}");
+
+    let mut bad = m.clone();
+    replace_header_entry(&mut bad, "headers/0000/type-info", b"{\"type\":");
+    let err = err_of(&assemble(&bad));
+    assert!(
+        matches!(&err, ArtifactError::InvalidJson { member, .. } if member == "headers/0000/type-info"),
+        "{err}"
+    );
+
+    let mut bad = m.clone();
+    replace_header_entry(
+        &mut bad,
+        "headers/0000/type-info",
+        br#"{"type":"x","artifact_provides":{"k":["list"]}}"#,
+    );
+    let err = err_of(&assemble(&bad));
+    assert!(
+        err.to_string().contains("provide 'k' is not a string"),
+        "{err}"
+    );
+
+    let mut bad = m.clone();
+    bad[0].1 = br#"{"format":"mender","version":4}"#.to_vec();
+    let man = String::from_utf8(bad[1].1.clone()).unwrap();
+    let man = man.replace(
+        &sha_hex(br#"{"format":"mender","version":3}"#),
+        &sha_hex(&bad[0].1),
+    );
+    bad[1].1 = man.into_bytes();
+    let err = err_of(&assemble(&bad));
+    assert!(
+        matches!(&err, ArtifactError::Unsupported(s) if s.contains("version 4")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_manifest_lines() {
+    let m = members(&valid_artifact());
+    let manifest = String::from_utf8(m[1].1.clone()).unwrap();
+    let with_manifest = |text: String| {
+        let mut v = m.clone();
+        v[1].1 = text.into_bytes();
+        assemble(&v)
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (manifest.replacen("  ", " ", 1), "two spaces"),
+        (manifest.trim_end().to_string(), "newline"),
+        (manifest.replace('\n', "\r\n"), "carriage return"),
+        (
+            manifest
+                .to_uppercase()
+                .replace("DATA/0000/", "data/0000/")
+                .replace("HEADER.TAR", "header.tar")
+                .replace("VERSION", "version"),
+            "lowercase hex",
+        ),
+        (
+            format!(
+                "{manifest}{}",
+                manifest.lines().next().unwrap().to_string() + "\n"
+            ),
+            "duplicate",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = err_of(&with_manifest(text));
+        assert!(
+            matches!(err, ArtifactError::InvalidManifest { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "'{err}' lacks '{needle}'");
+    }
+    let ghost = format!("{manifest}{}  data/0000/ghost.bin\n", "0".repeat(64));
+    let err = err_of(&with_manifest(ghost));
+    assert!(
+        matches!(&err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/ghost.bin"]),
+        "{err}"
+    );
+    let no_b: String = manifest
+        .lines()
+        .filter(|l| !l.ends_with("b.bin"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let err = err_of(&with_manifest(no_b));
+    assert!(
+        matches!(&err, ArtifactError::NotInManifest(n) if n == "data/0000/b.bin"),
+        "{err}"
+    );
+    let no_header: String = manifest
+        .lines()
+        .filter(|l| !l.ends_with("header.tar"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let err = err_of(&with_manifest(no_header));
+    assert!(
+        matches!(&err, ArtifactError::NotInManifest(n) if n == "header.tar"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_specs_are_rejected_before_writing() {
+    let mk = |name: &str, devs: Vec<String>, file: &str| {
+        ArtifactSpec::new(
+            name,
+            devs,
+            Payload::Module {
+                type_name: "t".into(),
+                files: vec![PayloadFile::from_bytes(file, b"x".to_vec(), 0o644)],
+                meta_data: None,
+            },
+        )
+    };
+    for (spec, needle) in [
+        (mk("has space", vec!["d".into()], "f"), "whitespace"),
+        (mk("", vec!["d".into()], "f"), "must not be empty"),
+        (mk("n", vec![], "f"), "device type"),
+        (mk("n", vec!["d".into()], "pay load.bin"), "invalid"),
+        (mk("n", vec!["d".into()], "sub/x"), "invalid"),
+    ] {
+        let mut out = Vec::new();
+        let err = write_artifact(spec, &mut out).unwrap_err();
+        assert!(matches!(err, ArtifactError::InvalidSpec(_)), "{err}");
+        assert!(err.to_string().contains(needle), "'{err}' lacks '{needle}'");
+        assert!(out.is_empty(), "bytes were written for an invalid spec");
+    }
+    // A reader that is shorter or longer than declared.
+    for (content, size) in [(vec![1u8; 10], 11u64), (vec![1u8; 10], 9u64)] {
+        let spec = ArtifactSpec::new(
+            "n",
+            vec!["d".into()],
+            Payload::Module {
+                type_name: "t".into(),
+                files: vec![PayloadFile::from_reader(
+                    "f",
+                    Box::new(std::io::Cursor::new(content)),
+                    size,
+                    0o644,
+                )],
+                meta_data: None,
+            },
+        );
+        let mut out = Vec::new();
+        let err = write_artifact(spec, &mut out).unwrap_err();
+        assert!(err.to_string().contains("bytes"), "{err}");
+    }
+    // write_artifact_to_path leaves nothing behind on failure.
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.mender");
+    assert!(write_artifact_to_path(mk("a b", vec!["d".into()], "f"), &target).is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn streaming_reader_source_roundtrip() {
+    // A payload from a plain io::Read (not seekable), gzip, read back with matching hashes.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 97) as u8).collect();
+    let spec = ArtifactSpec::new(
+        "n",
+        vec!["d".into()],
+        Payload::RootfsImage {
+            file: PayloadFile::from_reader(
+                "img.ext4",
+                Box::new(std::io::Cursor::new(data.clone())),
+                data.len() as u64,
+                0o644,
+            ),
+        },
+    );
+    let mut out = Vec::new();
+    write_artifact(spec, &mut out).unwrap();
+    let info = read_info(out.as_slice()).unwrap();
+    assert_eq!(info.payload_files[0].sha256, sha_hex(&data));
+    assert_eq!(info.payload_files[0].size, data.len() as u64);
+    assert_eq!(info.provides["rootfs-image.checksum"], sha_hex(&data));
+    assert_eq!(info.payload_types, ["rootfs-image"]);
+}

@@ -1,0 +1,248 @@
+//! Our reader must read artifacts written by the official `mender-artifact` 3.9 tool:
+//! module-image and rootfs-image, gzip and none, unsigned and signed (RSA, ECDSA P-256).
+
+mod common;
+
+use common::*;
+use menderartifact::*;
+use sha2::Digest;
+use std::path::Path;
+use std::process::Command;
+
+fn sha_hex(data: &[u8]) -> String {
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn write_official(tool: &Path, args: &[&str], extra: &[&std::ffi::OsStr]) {
+    let o = run(Command::new(tool).args(args).args(extra));
+    assert!(
+        o.status.success(),
+        "mender-artifact {args:?} failed: {}",
+        out_text(&o)
+    );
+}
+
+#[test]
+fn reads_official_module_and_rootfs_artifacts() {
+    let Some(tool) = mender_artifact() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f1 = d.join("file1.txt");
+    let f2 = d.join("file2.bin");
+    std::fs::write(&f1, b"one\n").unwrap();
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&f2, &blob).unwrap();
+    let meta = d.join("meta.json");
+    std::fs::write(&meta, br#"{"b":2,"a":{"x":"y"}}"#).unwrap();
+    let script = d.join("ArtifactInstall_Enter_00");
+    std::fs::write(&script, b"#!/bin/sh\nexit 0\n").unwrap();
+    let img = d.join("img.ext4");
+    std::fs::write(&img, vec![0x5au8; 300_000]).unwrap();
+
+    for compression in ["gzip", "none"] {
+        let m = d.join(format!("m-{compression}.mender"));
+        write_official(
+            &tool,
+            &[
+                "write",
+                "module-image",
+                "--compression",
+                compression,
+                "-T",
+                "my-module",
+                "-n",
+                "rel-2",
+                "-t",
+                "qemux86-64",
+                "-t",
+                "rpi4",
+                "-g",
+                "grpA",
+                "-N",
+                "rel-1",
+                "-p",
+                "custom.key:val1",
+                "-d",
+                "dep.key:dval",
+                "--clears-provides",
+                "foo.*",
+            ],
+            &[
+                "-f".as_ref(),
+                f1.as_os_str(),
+                "-f".as_ref(),
+                f2.as_os_str(),
+                "-m".as_ref(),
+                meta.as_os_str(),
+                "-s".as_ref(),
+                script.as_os_str(),
+                "-o".as_ref(),
+                m.as_os_str(),
+            ],
+        );
+        let info = read_info(std::fs::File::open(&m).unwrap()).unwrap();
+        assert_eq!(info.name, "rel-2");
+        assert_eq!(info.group.as_deref(), Some("grpA"));
+        assert_eq!(info.device_types, ["qemux86-64", "rpi4"]);
+        assert_eq!(info.payload_types, ["my-module"]);
+        assert_eq!(info.provides["artifact_name"], "rel-2");
+        assert_eq!(info.provides["artifact_group"], "grpA");
+        assert_eq!(info.provides["custom.key"], "val1");
+        assert_eq!(info.provides["rootfs-image.my-module.version"], "rel-2");
+        assert_eq!(info.depends["dep.key"], "dval");
+        assert_eq!(
+            info.depends["device_type"],
+            serde_json::json!(["qemux86-64", "rpi4"])
+        );
+        assert_eq!(info.depends["artifact_name"], serde_json::json!(["rel-1"]));
+        assert_eq!(info.clears_provides, ["foo.*", "rootfs-image.my-module.*"]);
+        assert_eq!(info.scripts, ["ArtifactInstall_Enter_00"]);
+        assert_eq!(info.meta_data[0].as_ref().unwrap()["b"], 2);
+        assert_eq!(info.signature, SignatureStatus::Unsigned);
+        let files: Vec<(&str, u64)> = info
+            .payload_files
+            .iter()
+            .map(|f| (f.name.as_str(), f.size))
+            .collect();
+        assert_eq!(files, [("file1.txt", 4), ("file2.bin", 200_000)]);
+        assert_eq!(info.payload_files[1].sha256, sha_hex(&blob));
+
+        let r = d.join(format!("r-{compression}.mender"));
+        write_official(
+            &tool,
+            &[
+                "write",
+                "rootfs-image",
+                "--compression",
+                compression,
+                "-n",
+                "rootfs-1",
+                "-t",
+                "dev1",
+            ],
+            &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
+        );
+        let info = read_info(std::fs::File::open(&r).unwrap()).unwrap();
+        // 3.9 writes the legacy `"type":""`; we report it as rootfs-image.
+        assert_eq!(info.payload_types, ["rootfs-image"]);
+        assert_eq!(info.provides["rootfs-image.version"], "rootfs-1");
+        assert_eq!(
+            info.provides["rootfs-image.checksum"],
+            sha_hex(&vec![0x5au8; 300_000])
+        );
+        assert_eq!(info.payload_files.len(), 1);
+    }
+}
+
+#[test]
+fn reads_official_signed_artifacts() {
+    let (Some(tool), Some(openssl)) = (mender_artifact(), openssl()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f1 = d.join("payload.bin");
+    std::fs::write(&f1, b"signed payload\n").unwrap();
+    for (i, kind) in [
+        KeyKind::Rsa2048Pkcs1,
+        KeyKind::Rsa3072Pkcs1,
+        KeyKind::P256Sec1,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (key, public) = gen_key(&openssl, d, kind);
+        let compression = if i % 2 == 0 { "gzip" } else { "none" };
+        let m = d.join(format!("s{i}.mender"));
+        write_official(
+            &tool,
+            &[
+                "write",
+                "module-image",
+                "--compression",
+                compression,
+                "-T",
+                "single-file",
+                "-n",
+                "s-1",
+                "-t",
+                "dev1",
+            ],
+            &[
+                "-f".as_ref(),
+                f1.as_os_str(),
+                "-k".as_ref(),
+                key.as_os_str(),
+                "-o".as_ref(),
+                m.as_os_str(),
+            ],
+        );
+        let vk = VerifyKey::from_pem(&std::fs::read(&public).unwrap()).unwrap();
+        let info = read_verified(std::fs::File::open(&m).unwrap(), Some(&vk)).unwrap();
+        assert_eq!(info.signature, SignatureStatus::Valid, "{kind:?}");
+        assert_eq!(
+            read_info(std::fs::File::open(&m).unwrap())
+                .unwrap()
+                .signature,
+            SignatureStatus::Unverified
+        );
+
+        // A different key of another type must not verify.
+        let other = if matches!(kind, KeyKind::P256Sec1) {
+            KeyKind::Rsa2048Pkcs1
+        } else {
+            KeyKind::P256Pkcs8
+        };
+        let sub = d.join(format!("other{i}"));
+        std::fs::create_dir(&sub).unwrap();
+        let (_, wrong) = gen_key(&openssl, &sub, other);
+        let wk = VerifyKey::from_pem(&std::fs::read(&wrong).unwrap()).unwrap();
+        assert!(matches!(
+            read_verified(std::fs::File::open(&m).unwrap(), Some(&wk)),
+            Err(ArtifactError::SignatureInvalid)
+        ));
+        assert_eq!(
+            read_report(std::fs::File::open(&m).unwrap(), Some(&wk))
+                .unwrap()
+                .signature,
+            SignatureStatus::Invalid
+        );
+    }
+}
+
+#[test]
+fn official_lzma_artifact_gives_clear_unsupported_error() {
+    let Some(tool) = mender_artifact() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let f1 = dir.path().join("payload.bin");
+    std::fs::write(&f1, b"x").unwrap();
+    let m = dir.path().join("x.mender");
+    write_official(
+        &tool,
+        &[
+            "write",
+            "module-image",
+            "--compression",
+            "lzma",
+            "-T",
+            "t",
+            "-n",
+            "n",
+            "-t",
+            "dev1",
+        ],
+        &["-f".as_ref(), f1.as_os_str(), "-o".as_ref(), m.as_os_str()],
+    );
+    let err = read_info(std::fs::File::open(&m).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::UnsupportedCompression(ref n) if n == "header.tar.xz"),
+        "{err}"
+    );
+}
