@@ -1,0 +1,217 @@
+//! Test harness: a fake device root (Debian layout), module FILE_TREEs, and a driver for the module binary.
+#![allow(dead_code)]
+
+use menderconf::{ConfigFile, Mode, Restart, ServerUrl, Stage, StagePlan};
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_server-migration");
+pub const OLD: &str = "https://old.example.com";
+pub const NEW: &str = "https://new.example.com";
+pub const MAIN: &str = "etc/mender/mender.conf";
+/// The fallback's real location: `/var/lib/mender` is a symlink to `/data/mender` on Debian.
+pub const FALLBACK_REAL: &str = "data/mender/mender.conf";
+
+/// Main config with `ServerURL` and other keys (bytes deliberately not in menderconf's format).
+pub const MAIN_OLD: &str = "{\"ServerURL\": \"https://old.example.com\", \"UpdatePollIntervalSeconds\": 5,\n \"InventoryPollIntervalSeconds\": 5}\n";
+/// Fallback config holding a second `ServerURL` and the tenant token.
+pub const FALLBACK_OLD: &str =
+    "{\"TenantToken\": \"tok-1234\", \"ServerURL\": \"https://old.example.com\"}\n";
+
+/// A device file system under a temp dir, Debian-style.
+pub struct Device {
+    pub dir: tempfile::TempDir,
+    /// Module work trees live outside the root (the client deletes them anyway).
+    pub trees: tempfile::TempDir,
+    /// Extra PATH entry (fake `systemd-run`).
+    pub bin_dir: PathBuf,
+}
+
+impl Device {
+    /// Both files present (main 0644, fallback 0600), `/var/lib/mender -> /data/mender`.
+    pub fn debian() -> Device {
+        let d = Device::empty();
+        d.write(MAIN, MAIN_OLD, 0o644);
+        d.write(FALLBACK_REAL, FALLBACK_OLD, 0o600);
+        d
+    }
+
+    /// Only the Debian fallback holds the config.
+    pub fn fallback_only() -> Device {
+        let d = Device::empty();
+        d.write(FALLBACK_REAL, FALLBACK_OLD, 0o600);
+        d
+    }
+
+    pub fn empty() -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc/mender")).unwrap();
+        fs::create_dir_all(dir.path().join("data/mender")).unwrap();
+        fs::create_dir_all(dir.path().join("var/lib")).unwrap();
+        symlink("/data/mender", dir.path().join("var/lib/mender")).unwrap();
+        let trees = tempfile::tempdir().unwrap();
+        let bin_dir = trees.path().join("bin");
+        fs::create_dir_all(&bin_dir).unwrap();
+        Device {
+            dir,
+            trees,
+            bin_dir,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, contents: &str, mode: u32) {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, contents).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    /// Both config files: `None` = absent.
+    pub fn configs(&self) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        (
+            fs::read(self.path(MAIN)).ok(),
+            fs::read(self.path(FALLBACK_REAL)).ok(),
+        )
+    }
+
+    /// A fresh module FILE_TREE with `plan` as `files/plan.json` (or raw bytes).
+    pub fn tree(&self, name: &str, plan_json: Option<&[u8]>) -> PathBuf {
+        let t = self.trees.path().join(name);
+        fs::create_dir_all(t.join("header")).unwrap();
+        fs::create_dir_all(t.join("files")).unwrap();
+        fs::create_dir_all(t.join("tmp")).unwrap();
+        fs::write(t.join("version"), "3\n").unwrap();
+        fs::write(t.join("header/artifact_name"), format!("{name}\n")).unwrap();
+        fs::write(t.join("header/payload_type"), "server-migration\n").unwrap();
+        if let Some(p) = plan_json {
+            fs::write(t.join("files/plan.json"), p).unwrap();
+        }
+        t
+    }
+
+    /// Runs the module binary with this device as root.
+    pub fn run(&self, args: &[&str], crash_at: Option<u64>) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("SERVER_MIGRATION_ROOT", self.root())
+            .env("PATH", path)
+            .env_remove("SERVER_MIGRATION_CRASH_AT")
+            .env_remove("SERVER_MIGRATION_TRACE_STEPS");
+        if let Some(n) = crash_at {
+            cmd.env("SERVER_MIGRATION_CRASH_AT", n.to_string());
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Runs one state like the client does and returns (exit code, stdout, stderr).
+    pub fn state(&self, state: &str, tree: &Path) -> (i32, String, String) {
+        let out = self.run(&[state, tree.to_str().unwrap()], None);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a sequence of states; panics with the state and stderr if one's exit code differs
+    /// from `expect_fail` membership. Returns the stdout of each state.
+    pub fn sequence(
+        &self,
+        tree: &Path,
+        states: &[&str],
+        expect_fail: &[&str],
+    ) -> Vec<(String, String)> {
+        let mut answers = Vec::new();
+        for s in states {
+            let (code, out, err) = self.state(s, tree);
+            let should_fail = expect_fail.contains(s);
+            assert_eq!(
+                code != 0,
+                should_fail,
+                "state {s}: exit {code}, expected {}; stderr:\n{err}",
+                if should_fail { "failure" } else { "success" }
+            );
+            answers.push((s.to_string(), out));
+        }
+        answers
+    }
+
+    /// Installs a fake `systemd-run` that logs its arguments to `<trees>/systemd-run.log`.
+    pub fn fake_systemd_run(&self, exit_code: i32) -> PathBuf {
+        let log = self.trees.path().join("systemd-run.log");
+        let script = self.bin_dir.join("systemd-run");
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> '{}'\nexit {exit_code}\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        log
+    }
+}
+
+pub fn plan(stage: Stage, restart: Restart) -> Vec<u8> {
+    let mut p = StagePlan::new(
+        stage,
+        Mode::Patch,
+        ServerUrl::parse(OLD).unwrap(),
+        ServerUrl::parse(NEW).unwrap(),
+    );
+    p.restart = restart;
+    p.to_json()
+}
+
+/// Was the process killed by the injected abort?
+pub fn aborted(out: &Output) -> bool {
+    out.status.signal() == Some(libc_sigabrt())
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+/// Both files parse (when present) with the engine's parser.
+pub fn assert_parse(configs: &(Option<Vec<u8>>, Option<Vec<u8>>)) {
+    if let Some(m) = &configs.0 {
+        ConfigFile::parse("main", m).expect("main config parses");
+    }
+    if let Some(f) = &configs.1 {
+        ConfigFile::parse("fallback", f).expect("fallback config parses");
+    }
+}
+
+pub fn text(c: &Option<Vec<u8>>) -> String {
+    c.as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_else(|| "<absent>".into())
+}
+
+pub const SUCCESS_34_AUTOMATIC: [&str; 7] = [
+    "Download",
+    "SupportsRollback",
+    "ArtifactInstall",
+    "NeedsArtifactReboot",
+    // client runs `reboot` here; it resumes after boot with:
+    "ArtifactVerifyReboot",
+    "ArtifactCommit",
+    "Cleanup",
+];
