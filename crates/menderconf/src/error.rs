@@ -35,8 +35,12 @@ pub enum ConfigError {
     },
     #[error("{origin}: `\"Servers\": []` makes the 3.4 client panic at its first request; list at least one server")]
     EmptyServers { origin: String },
-    #[error("server URL {url:?}: {reason}")]
-    BadServerUrl { url: String, reason: String },
+    #[error("{}server URL {url:?}: {reason}", in_file(origin))]
+    BadServerUrl {
+        origin: String,
+        url: String,
+        reason: String,
+    },
     #[error("old and new server are the same ({url}); give the new server with --new-server")]
     SameServer { url: String },
     #[error("no server configured in {origin} and none given; pass --old-server")]
@@ -45,6 +49,14 @@ pub enum ConfigError {
     Precondition(String),
     #[error("invalid plan: {0}")]
     Plan(String),
+}
+
+fn in_file(origin: &str) -> String {
+    if origin.is_empty() {
+        String::new()
+    } else {
+        format!("{origin}: ")
+    }
 }
 
 /// Something the client accepts but that is probably not what was meant.

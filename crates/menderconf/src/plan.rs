@@ -312,6 +312,19 @@ pub fn plan_migration(
             "TenantToken is sent to every server in `Servers` (entries cannot carry their own token): the new server must accept the same tenant token, e.g. a cloned tenant".into(),
         ));
     }
+    if let Some(cert) = [&captured.main, &captured.fallback]
+        .into_iter()
+        .flatten()
+        .find_map(|f| {
+            f.get("ServerCertificate")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+        })
+    {
+        warnings.push(Warning(format!(
+            "ServerCertificate ({cert}) is the only extra CA for both servers: the new server's certificate must chain to it or to the system CAs"
+        )));
+    }
     if new.scheme() == "http" {
         warnings.push(Warning(format!("the new server {new} uses plain HTTP")));
     }

@@ -164,12 +164,12 @@ impl ConfigSet {
                             "{origin}: Servers[{i}] has an empty ServerURL; the client skips it"
                         )));
                     } else {
-                        ServerUrl::parse(url)?;
+                        ServerUrl::parse_in(url, origin)?;
                     }
                 }
             }
-            (None, Some((url, _))) if !url.is_empty() => {
-                ServerUrl::parse(url)?;
+            (None, Some((url, origin))) if !url.is_empty() => {
+                ServerUrl::parse_in(url, origin)?;
             }
             (None, _) => warnings.push(Warning(
                 "no server configured (neither `ServerURL` nor `Servers`): the client runs without a server".into(),

@@ -13,6 +13,7 @@ pub struct ServerUrl(String);
 impl ServerUrl {
     pub fn parse(input: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::BadServerUrl {
+            origin: String::new(),
             url: input.to_string(),
             reason: reason.to_string(),
         };
@@ -56,6 +57,18 @@ impl ServerUrl {
             "{scheme}://{}",
             rest.to_ascii_lowercase()
         )))
+    }
+
+    /// Like [`parse`](Self::parse), with the file the URL comes from in the error.
+    pub fn parse_in(input: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::parse(input).map_err(|e| match e {
+            ConfigError::BadServerUrl { url, reason, .. } => ConfigError::BadServerUrl {
+                origin: origin.to_string(),
+                url,
+                reason,
+            },
+            other => other,
+        })
     }
 
     pub fn as_str(&self) -> &str {
