@@ -91,9 +91,9 @@ pub(crate) fn matches(key: &str, field: &str) -> bool {
 pub(crate) fn lookup<'a>(object: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     object
         .iter()
-        .filter(|(k, _)| matches(k, field))
+        .rev()
+        .find(|(k, _)| matches(k, field))
         .map(|(_, v)| v)
-        .last()
 }
 
 pub(crate) fn known_kind(

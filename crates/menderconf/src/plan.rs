@@ -255,16 +255,12 @@ impl MigrationPlan {
 
     /// `ArtifactVerifyKey` of the captured config: the device refuses unsigned artifacts.
     pub fn artifact_verify_key(&self) -> Option<String> {
-        [&self.captured.fallback, &self.captured.main]
+        [&self.captured.main, &self.captured.fallback]
             .into_iter()
             .flatten()
-            .filter_map(|f| {
-                f.get("ArtifactVerifyKey")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            })
-            .filter(|k| !k.is_empty())
-            .last()
+            .filter_map(|f| f.get("ArtifactVerifyKey").and_then(Value::as_str))
+            .find(|k| !k.is_empty())
+            .map(str::to_string)
     }
 }
 
