@@ -1,5 +1,149 @@
-//! `recipes` task (placeholder until the Yocto/Debian issue lands).
+//! `cargo xtask recipes`: (re)generate the cargo-bitbake style recipes in `recipes/` and the
+//! layer's Update Module recipe, or `--check` that the checked-in ones are fresh.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("recipes is not implemented yet")
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use migration_generators::project::{self, git, RecipeInputs};
+use migration_generators::recipe;
+use migration_generators::tree;
+
+/// Generate BitBake recipes (cargo-bitbake layout) for the workspace's binary crates, offline,
+/// from Cargo.lock. SRCREV pins a commit that must hold the same Cargo.lock, manifests and
+/// license files as the working tree (see recipes/README.md).
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask recipes")]
+struct Args {
+    /// Verify instead of writing: exit non-zero naming each stale or missing file.
+    #[arg(long)]
+    check: bool,
+    /// Commit to pin as SRCREV when writing (default: HEAD).
+    #[arg(long, value_name = "REV", conflicts_with = "check")]
+    srcrev: Option<String>,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let args =
+        Args::try_parse_from(std::iter::once("recipes".to_string()).chain(args.iter().cloned()))
+            .map_err(|e| {
+                let _ = e.print();
+                anyhow::anyhow!("bad arguments")
+            })?;
+    let root = crate::project_root();
+    let inputs = RecipeInputs::load(&root)?;
+    if args.check {
+        check(&inputs)
+    } else {
+        write(&inputs, args.srcrev.as_deref().unwrap_or("HEAD"))
+    }
+}
+
+fn write(inputs: &RecipeInputs, rev: &str) -> Result<()> {
+    let root = &inputs.root;
+    let commit = git::resolve_commit(root, rev)?;
+    let changed = git::changed_since(root, &commit, &inputs.input_paths())?;
+    if !changed.is_empty() {
+        bail!(
+            "{} differ(s) from commit {commit} ({rev}); the recipes pin that commit, so commit these files first, then run `cargo xtask recipes`",
+            changed.join(", ")
+        );
+    }
+    let source = git::project_source(root, inputs, &commit)?;
+    for (dir, files) in inputs.render(&source)? {
+        let dir_path = root.join(&dir);
+        // Drop recipes of versions or crates that no longer exist.
+        for rel in tree::list_files(&dir_path) {
+            if !project::is_not_generated(&rel)
+                && !rel.contains('/')
+                && !files.files.contains_key(&rel)
+            {
+                std::fs::remove_file(dir_path.join(&rel))
+                    .with_context(|| format!("removing {dir}/{rel}"))?;
+                println!("removed {dir}/{rel}");
+            }
+        }
+        files.write_files_into(&dir_path)?;
+        for name in files.files.keys() {
+            println!("wrote {dir}/{name}");
+        }
+    }
+    println!(
+        "SRCREV = {commit} ({} crates from Cargo.lock)",
+        inputs.crates.len()
+    );
+    Ok(())
+}
+
+fn check(inputs: &RecipeInputs) -> Result<()> {
+    let root = &inputs.root;
+    let mut problems = Vec::new();
+    // The SRCREV each checked-in recipe pins; all must agree.
+    let mut srcrev: Option<String> = None;
+    let rendered_with_placeholder = inputs.render(&recipe::ProjectSource {
+        git_url: inputs.git_url.clone(),
+        srcrev: "0".repeat(40),
+        tagged: false,
+    })?;
+    for (dir, files) in &rendered_with_placeholder {
+        for name in files.files.keys() {
+            let path = root.join(dir).join(name);
+            match std::fs::read_to_string(&path) {
+                Err(_) => {
+                    problems.push(format!("{dir}/{name}: missing (run `cargo xtask recipes`)"))
+                }
+                Ok(text) => match recipe::srcrev_of(&text) {
+                    None => problems.push(format!("{dir}/{name}: has no SRCREV line")),
+                    Some(rev) => match &srcrev {
+                        None => srcrev = Some(rev),
+                        Some(first) if *first != rev => problems.push(format!(
+                            "{dir}/{name}: SRCREV {rev} differs from the other recipes' {first}"
+                        )),
+                        Some(_) => {}
+                    },
+                },
+            }
+        }
+    }
+    if let Some(rev) = &srcrev {
+        match git::resolve_commit(root, rev) {
+            Err(e) => problems.push(format!("SRCREV {rev}: {e}")),
+            Ok(commit) => {
+                for path in git::changed_since(root, &commit, &inputs.input_paths())? {
+                    problems.push(format!(
+                        "{path}: changed since the recipes' SRCREV {commit}; commit it, then run `cargo xtask recipes`"
+                    ));
+                }
+                let source = git::project_source(root, inputs, &commit)?;
+                for (dir, files) in inputs.render(&source)? {
+                    for line in files.compare_with_dir(&root.join(&dir), &project::is_not_generated)
+                    {
+                        let rel = line
+                            .strip_prefix(&format!("{}/", root.display()))
+                            .unwrap_or(&line)
+                            .to_string();
+                        if !problems
+                            .iter()
+                            .any(|p| p.starts_with(rel.split(':').next().unwrap_or("")))
+                        {
+                            problems.push(rel);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "recipes are fresh (SRCREV {}, {} crates)",
+            srcrev.unwrap_or_default(),
+            inputs.crates.len()
+        );
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("stale: {p}");
+    }
+    bail!(
+        "{} recipe problem(s); regenerate with `cargo xtask recipes`",
+        problems.len()
+    )
 }

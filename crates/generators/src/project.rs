@@ -1,0 +1,226 @@
+//! This repository's recipes: gathers the inputs (`cargo metadata`, `Cargo.lock`, license files,
+//! git) and lays out every generated `.bb` file, for `cargo xtask recipes` and its freshness test.
+//!
+//! SRCREV policy: a recipe pins the commit it was generated from (default `HEAD`), and that
+//! commit must contain exactly the recipe inputs of the working tree (`Cargo.lock`, the
+//! manifests, the license files). So the recipe builds what it describes, is reproducible
+//! (no `${AUTOREV}`, no floating tag) and can be re-derived: `--check` takes the SRCREV from the
+//! checked-in file, regenerates, compares, and checks that the inputs still equal those at
+//! SRCREV. A recipe cannot name the commit that contains it, so after changing dependencies:
+//! commit, run `cargo xtask recipes`, commit the recipes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::license::{self, RecipeLicense};
+use crate::lockfile::{self, LockedCrate};
+use crate::recipe::{self, PackageInfo, ProjectSource, Variant};
+use crate::tree::FileTree;
+use crate::GenError;
+
+/// Directory (relative to the project root) of the Update Module recipe in the layer.
+pub const LAYER_RECIPE_DIR: &str = "meta-migration/recipes-mender/server-migration";
+/// The crate whose recipe also goes into the layer.
+pub const MODULE_CRATE: &str = "server-migration";
+
+/// Everything the recipes are rendered from, read from the working tree.
+pub struct RecipeInputs {
+    pub root: PathBuf,
+    pub packages: Vec<PackageInfo>,
+    pub licenses: Vec<RecipeLicense>,
+    pub crates: Vec<LockedCrate>,
+    pub git_url: String,
+}
+
+impl RecipeInputs {
+    /// Reads the workspace at `root` (runs `cargo metadata --offline --no-deps`).
+    pub fn load(root: &Path) -> Result<RecipeInputs, GenError> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(&cargo)
+            .current_dir(root)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--offline",
+            ])
+            .output()
+            .map_err(|e| GenError::io(&cargo, e))?;
+        if !out.status.success() {
+            return Err(GenError::Invalid(format!(
+                "`cargo metadata` failed in {}: {}",
+                root.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let all = recipe::packages_from_metadata(&out.stdout)?;
+        let packages: Vec<PackageInfo> =
+            recipe::recipe_packages(&all).into_iter().cloned().collect();
+        if packages.is_empty() {
+            return Err(GenError::Invalid(
+                "no workspace member under crates/ has a binary target".into(),
+            ));
+        }
+        let lock_path = root.join("Cargo.lock");
+        let lock_text =
+            std::fs::read_to_string(&lock_path).map_err(|e| GenError::io(&lock_path, e))?;
+        let crates = lockfile::registry_crates(&lock_path, &lock_text)?;
+        let mut licenses = Vec::new();
+        for p in &packages {
+            let spdx = p.license.as_deref().ok_or_else(|| {
+                GenError::Invalid(format!(
+                    "{}/Cargo.toml: no `license` (a recipe needs one)",
+                    p.rel_dir
+                ))
+            })?;
+            licenses.push(license::resolve(spdx, root)?);
+        }
+        let repository = packages[0]
+            .repository
+            .as_deref()
+            .or(packages[0].homepage.as_deref())
+            .ok_or_else(|| {
+                GenError::Invalid(format!(
+                    "{}/Cargo.toml: no `repository` to fetch the sources from",
+                    packages[0].rel_dir
+                ))
+            })?;
+        Ok(RecipeInputs {
+            root: root.to_path_buf(),
+            git_url: recipe::bitbake_git_url(repository)?,
+            packages,
+            licenses,
+            crates,
+        })
+    }
+
+    /// Files a recipe's correctness depends on, relative to the root.
+    pub fn input_paths(&self) -> Vec<String> {
+        let mut paths = vec!["Cargo.lock".to_string(), "Cargo.toml".to_string()];
+        for (p, l) in self.packages.iter().zip(&self.licenses) {
+            paths.push(format!("{}/Cargo.toml", p.rel_dir));
+            paths.extend(l.files.iter().map(|f| f.path.clone()));
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// The generated recipes, grouped by output directory (relative to the root).
+    pub fn render(&self, source: &ProjectSource) -> Result<Vec<(String, FileTree)>, GenError> {
+        let mut dirs = Vec::new();
+        for variant in [Variant::Classic, Variant::Unpackdir] {
+            let mut tree = FileTree::new();
+            for (p, l) in self.packages.iter().zip(&self.licenses) {
+                tree.add(
+                    recipe::recipe_file_name(p),
+                    recipe::render(p, source, &self.crates, l, variant)?,
+                    0o644,
+                );
+            }
+            dirs.push((format!("recipes/{}", variant.dir_name()), tree));
+        }
+        let (module, module_license) = self
+            .packages
+            .iter()
+            .zip(&self.licenses)
+            .find(|(p, _)| p.name == MODULE_CRATE)
+            .ok_or_else(|| {
+                GenError::Invalid(format!("workspace has no `{MODULE_CRATE}` binary crate"))
+            })?;
+        let mut layer = FileTree::new();
+        layer.add(
+            recipe::recipe_file_name(module),
+            recipe::render(
+                module,
+                source,
+                &self.crates,
+                module_license,
+                Variant::Unpackdir,
+            )?,
+            0o644,
+        );
+        dirs.push((LAYER_RECIPE_DIR.to_string(), layer));
+        Ok(dirs)
+    }
+}
+
+/// In the generated directories only `.bb` files are ours; READMEs and the hand-written `.inc`
+/// beside the layer recipe are not.
+pub fn is_not_generated(rel: &str) -> bool {
+    !rel.ends_with(".bb")
+}
+
+/// git helpers (the recipes pin commits).
+pub mod git {
+    use super::*;
+
+    fn git(root: &Path, args: &[&str]) -> Result<Vec<u8>, GenError> {
+        let out = Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .map_err(|e| GenError::io("git", e))?;
+        if !out.status.success() {
+            return Err(GenError::Invalid(format!(
+                "`git {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Full commit id of `rev`.
+    pub fn resolve_commit(root: &Path, rev: &str) -> Result<String, GenError> {
+        let spec = format!("{rev}^{{commit}}");
+        let out = git(root, &["rev-parse", "--verify", "--quiet", &spec]).map_err(|_| {
+            GenError::Invalid(format!(
+                "`{rev}` is not a commit in {} (a shallow clone may lack it: fetch the full history)",
+                root.display()
+            ))
+        })?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
+    }
+
+    /// Whether the tag `v<version>` points at `commit`.
+    pub fn has_release_tag(root: &Path, commit: &str, version: &str) -> Result<bool, GenError> {
+        let out = git(root, &["tag", "--points-at", commit])?;
+        let tag = format!("v{version}");
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .any(|l| l.trim() == tag))
+    }
+
+    /// Paths whose content at `commit` differs from the working tree.
+    pub fn changed_since(
+        root: &Path,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<Vec<String>, GenError> {
+        let mut changed = Vec::new();
+        for path in paths {
+            let at_commit = git(root, &["show", &format!("{commit}:{path}")]).ok();
+            let now = std::fs::read(root.join(path)).ok();
+            if at_commit != now {
+                changed.push(path.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The source description for a pinned commit.
+    pub fn project_source(
+        root: &Path,
+        inputs: &RecipeInputs,
+        commit: &str,
+    ) -> Result<ProjectSource, GenError> {
+        let version = &inputs.packages[0].version;
+        Ok(ProjectSource {
+            git_url: inputs.git_url.clone(),
+            srcrev: commit.to_string(),
+            tagged: has_release_tag(root, commit, version)?,
+        })
+    }
+}
