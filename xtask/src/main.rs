@@ -4,6 +4,7 @@ mod artifacts;
 mod debian_overlay;
 mod qemu;
 mod recipes;
+mod test;
 mod yocto_layer;
 
 use std::process::ExitCode;
@@ -18,6 +19,7 @@ tasks:
   debian-overlay  write mender-convert rootfs overlays (--check: verify debian-overlay/ is fresh)
   qemu-image      build (or reuse the cached) Debian guest image with the real mender-client 3.4
   qemu-test       run the end-to-end migration scenarios in QEMU
+  test            run all tests: host tools, cargo test, linters, then qemu-test (--no-qemu to skip)
 ";
 
 fn main() -> ExitCode {
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         "debian-overlay" => debian_overlay::run(&args),
         "qemu-image" => qemu::run_image(&args),
         "qemu-test" => qemu::run_test(&args),
+        "test" => test::run(&args),
         other => {
             eprint!("unknown task `{other}`\n\n{USAGE}");
             return ExitCode::from(2);

@@ -1,0 +1,100 @@
+//! `test`: the README's "run all tests" command: host tools, fast suites, linters, then QEMU.
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+use std::time::Instant;
+
+/// Tools some test needs; a missing one is a failure, never a silent skip.
+const REQUIRED_TOOLS: &[&str] = &[
+    "mender-artifact",
+    "oelint-adv",
+    "qemu-system-x86_64",
+    "mmdebstrap",
+    "mkfs.ext4",
+    "debugfs",
+];
+
+fn missing_tools() -> Vec<&'static str> {
+    REQUIRED_TOOLS
+        .iter()
+        .copied()
+        .filter(|tool| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn step(name: &str, cmd: &mut Command) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("==> {name}");
+    let status = cmd.status().with_context(|| format!("starting: {name}"))?;
+    eprintln!(
+        "==> {name}: {} in {:.1} s",
+        if status.success() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("{name} failed");
+    }
+    Ok(())
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut qemu = true;
+    for arg in args {
+        match arg.as_str() {
+            "--no-qemu" => qemu = false,
+            other => bail!("unknown argument {other:?} (usage: cargo xtask test [--no-qemu])"),
+        }
+    }
+    let root = crate::project_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
+        if !is_root {
+            bail!("missing host tools {missing:?}: run `sudo bash .ci/install-deps` first");
+        }
+        step(
+            &format!("install missing host tools {missing:?}"),
+            Command::new("bash").arg(root.join(".ci/install-deps")),
+        )?;
+    }
+    step(
+        "cargo fmt --check",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )?;
+    // CI=true turns every "tool missing" into a failure inside the test suites too.
+    step(
+        "cargo test --workspace",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .env("CI", "true")
+            .args(["test", "--workspace"]),
+    )?;
+    step(
+        "oelint-adv on meta-migration/ and recipes/",
+        Command::new("bash")
+            .current_dir(&root)
+            .arg("meta-migration/scripts/oelint.sh"),
+    )?;
+    if qemu {
+        step(
+            "QEMU end-to-end (cargo xtask qemu-test)",
+            Command::new(&cargo)
+                .current_dir(&root)
+                .args(["xtask", "qemu-test"]),
+        )?;
+    }
+    Ok(())
+}
