@@ -59,7 +59,7 @@ fn pem_block(pem: &[u8]) -> Result<(String, Vec<u8>), ArtifactError> {
     let start = text
         .find("-----BEGIN ")
         .ok_or_else(|| ArtifactError::InvalidKey("no '-----BEGIN' PEM block found".into()))?;
-    let (label, der) = pkcs8::der::pem::decode_vec(text[start..].as_bytes())
+    let (label, der) = pkcs8::der::pem::decode_vec(&text.as_bytes()[start..])
         .map_err(|e| ArtifactError::InvalidKey(format!("invalid PEM: {e}")))?;
     Ok((label.to_string(), der))
 }

@@ -361,18 +361,18 @@ fn validate(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
 
 /// Writer end of the compressed data/header tar.
 enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(Box<flate2::write::GzEncoder<W>>),
     Plain(W),
 }
 
 impl<W: Write> Compressor<W> {
     fn new(inner: W, c: Compression) -> Self {
         match c {
-            Compression::Gzip => Compressor::Gzip(
+            Compression::Gzip => Compressor::Gzip(Box::new(
                 flate2::GzBuilder::new()
                     .operating_system(255)
                     .write(inner, flate2::Compression::new(6)),
-            ),
+            )),
             Compression::None => Compressor::Plain(inner),
         }
     }
