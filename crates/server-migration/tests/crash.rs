@@ -1,0 +1,348 @@
+//! Crash-point tests: abort the module at every durable step of install, rollback, commit and
+//! cleanup (and of the recovery after an install crash), then check that recovery leaves both
+//! config files exactly old or exactly new — together — and that the client's next states work.
+
+mod common;
+use common::*;
+use menderconf::{Restart, Stage};
+use std::path::Path;
+
+type Configs = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The files after a clean install of `plan` on a fresh device of the same kind.
+fn new_configs(make: fn() -> Device, plan_bytes: &[u8]) -> Configs {
+    let dev = make();
+    let tree = dev.tree("ref", Some(plan_bytes));
+    dev.sequence(
+        &tree,
+        &["Download", "SupportsRollback", "ArtifactInstall"],
+        &[],
+    );
+    dev.configs()
+}
+
+fn which(c: &Configs, old: &Configs, new: &Configs) -> &'static str {
+    if c == old {
+        "old"
+    } else if c == new {
+        "new"
+    } else {
+        "mixed"
+    }
+}
+
+fn assert_consistent(ctx: &str, c: &Configs, old: &Configs, new: &Configs) -> &'static str {
+    let w = which(c, old, new);
+    assert_ne!(
+        w,
+        "mixed",
+        "{ctx}: files are neither all-old nor all-new:\nmain: {}\nfallback: {}",
+        text(&c.0),
+        text(&c.1)
+    );
+    assert_parse(c);
+    w
+}
+
+fn recover(dev: &Device, ctx: &str) {
+    let out = dev.run(&["recover"], None);
+    assert!(
+        out.status.success(),
+        "{ctx}: recover failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `state` with a crash at steps 1, 2, … until it completes; `prefix` runs first without
+/// faults. After each crash: recovery, consistency, then `after` (the client's continuation)
+/// must succeed and leave `expect_final`. Returns the number of crash points.
+fn crash_loop(
+    make: fn() -> Device,
+    plan_bytes: &[u8],
+    prefix: &[&str],
+    state: &str,
+    after: &[&str],
+    expect_final: &str,
+) -> u64 {
+    let old = make().configs();
+    let new = new_configs(make, plan_bytes);
+    assert_ne!(old.0, new.0, "scenario must change the main file");
+    assert_ne!(old.1, new.1, "scenario must change the fallback file");
+    let mut n = 1;
+    loop {
+        let dev = make();
+        let tree = dev.tree("stage", Some(plan_bytes));
+        dev.sequence(&tree, prefix, &[]);
+        let out = dev.run(&[state, tree.to_str().unwrap()], Some(n));
+        if out.status.success() {
+            // Ran past the last step: every crash point is covered.
+            let end = dev.configs();
+            dev.sequence(&tree, after, &[]);
+            assert_eq!(
+                which(&dev.configs(), &old, &new),
+                expect_final,
+                "{state} without crash"
+            );
+            let _ = end;
+            return n - 1;
+        }
+        let ctx = format!("{state} crashed at step {n}");
+        assert!(
+            aborted(&out),
+            "{ctx}: expected the injected abort, got {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        recover(&dev, &ctx);
+        assert_consistent(&ctx, &dev.configs(), &old, &new);
+        // Recovery is idempotent.
+        recover(&dev, &ctx);
+        dev.sequence(&tree, after, &[]);
+        let final_state = assert_consistent(
+            &format!("{ctx}, after {after:?}"),
+            &dev.configs(),
+            &old,
+            &new,
+        );
+        assert_eq!(final_state, expect_final, "{ctx}: after {after:?}");
+        n += 1;
+        assert!(n < 500, "{state} never completed");
+    }
+}
+
+fn stage1() -> Vec<u8> {
+    plan(Stage::Dual, Restart::Reboot)
+}
+
+#[test]
+fn crash_during_install_recovers_then_client_rolls_back() {
+    // The 3.4 client resumes an update killed in ArtifactInstall with a rollback.
+    let n = crash_loop(
+        Device::debian,
+        &stage1(),
+        &["Download", "SupportsRollback"],
+        "ArtifactInstall",
+        &[
+            "ArtifactRollback",
+            "NeedsArtifactReboot",
+            "ArtifactFailure",
+            "Cleanup",
+        ],
+        "old",
+    );
+    eprintln!("install: {n} crash points");
+    assert!(n >= 20, "install has only {n} steps?");
+}
+
+#[test]
+fn crash_during_install_recovers_then_retry_installs() {
+    // After recovery a fresh install of the same artifact must succeed (no stale state blocks it).
+    let n = crash_loop(
+        Device::debian,
+        &stage1(),
+        &["Download", "SupportsRollback"],
+        "ArtifactInstall",
+        &[
+            "ArtifactInstall",
+            "ArtifactVerifyReboot",
+            "ArtifactCommit",
+            "Cleanup",
+        ],
+        "new",
+    );
+    eprintln!("install (retry): {n} crash points");
+}
+
+#[test]
+fn crash_during_rollback_ends_old() {
+    let n = crash_loop(
+        Device::debian,
+        &stage1(),
+        &[
+            "Download",
+            "SupportsRollback",
+            "ArtifactInstall",
+            "NeedsArtifactReboot",
+            "ArtifactVerifyReboot",
+        ],
+        "ArtifactRollback",
+        &[
+            "ArtifactRollback",
+            "ArtifactRollbackReboot",
+            "ArtifactVerifyRollbackReboot",
+            "ArtifactFailure",
+            "Cleanup",
+        ],
+        "old",
+    );
+    eprintln!("rollback: {n} crash points");
+    assert!(n >= 10, "rollback has only {n} steps?");
+}
+
+#[test]
+fn crash_during_commit_and_cleanup_ends_new() {
+    let prefix = [
+        "Download",
+        "SupportsRollback",
+        "ArtifactInstall",
+        "NeedsArtifactReboot",
+        "ArtifactVerifyReboot",
+    ];
+    let a = crash_loop(
+        Device::debian,
+        &stage1(),
+        &prefix,
+        "ArtifactCommit",
+        &["ArtifactCommit", "Cleanup"],
+        "new",
+    );
+    let mut with_commit = prefix.to_vec();
+    with_commit.push("ArtifactCommit");
+    let b = crash_loop(
+        Device::debian,
+        &stage1(),
+        &with_commit,
+        "Cleanup",
+        &["Cleanup"],
+        "new",
+    );
+    eprintln!("commit: {a} crash points, cleanup: {b} crash points");
+    assert!(a >= 1 && b >= 1);
+}
+
+#[test]
+fn crash_during_install_of_removal_and_symlinked_fallback() {
+    // Stage 2 on a dual device whose config is split over both files (fallback via the
+    // /var/lib/mender symlink): covers file removal paths in replace mode.
+    fn dual_device() -> Device {
+        let dev = Device::debian();
+        let tree = dev.tree("s1", Some(&plan(Stage::Dual, Restart::Reboot)));
+        dev.sequence(&tree, &SUCCESS_34_AUTOMATIC, &[]);
+        dev
+    }
+    let old = dual_device().configs();
+    let n = {
+        let tree_plan = format!(
+            "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"new-only\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\
+             \"files\":{{\"/etc/mender/mender.conf\":\"main.conf\",\"/var/lib/mender/mender.conf\":null}}}}"
+        );
+        let main_new =
+            format!("{{\n  \"ServerURL\": \"{NEW}\",\n  \"TenantToken\": \"tok-1234\"\n}}\n");
+        let mut n = 1u64;
+        loop {
+            let dev = dual_device();
+            let tree = dev.tree("s2", Some(tree_plan.as_bytes()));
+            std::fs::write(tree.join("files/main.conf"), &main_new).unwrap();
+            let new: Configs = (Some(main_new.clone().into_bytes()), None);
+            let out = dev.run(&["ArtifactInstall", tree.to_str().unwrap()], Some(n));
+            if out.status.success() {
+                assert_eq!(dev.configs(), new);
+                break n - 1;
+            }
+            let ctx = format!("replace install crashed at step {n}");
+            assert!(
+                aborted(&out),
+                "{ctx}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            recover(&dev, &ctx);
+            assert_consistent(&ctx, &dev.configs(), &old, &new);
+            dev.sequence(
+                &tree,
+                &["ArtifactRollback", "ArtifactFailure", "Cleanup"],
+                &[],
+            );
+            assert_eq!(dev.configs(), old, "{ctx}: rollback");
+            n += 1;
+        }
+    };
+    eprintln!("replace install with removal: {n} crash points");
+    assert!(n >= 15);
+}
+
+#[test]
+fn crash_during_recovery_itself() {
+    // Crash the install at every step, then crash the recovery at every step, then recover.
+    let plan_bytes = stage1();
+    let old = Device::debian().configs();
+    let new = new_configs(Device::debian, &plan_bytes);
+    let mut covered = 0u64;
+    let mut n = 1u64;
+    loop {
+        let probe = Device::debian();
+        let tree = probe.tree("stage", Some(&plan_bytes));
+        if probe
+            .run(&["ArtifactInstall", tree.to_str().unwrap()], Some(n))
+            .status
+            .success()
+        {
+            break;
+        }
+        let mut m = 1u64;
+        loop {
+            let dev = Device::debian();
+            let tree = dev.tree("stage", Some(&plan_bytes));
+            assert!(aborted(
+                &dev.run(&["ArtifactInstall", tree.to_str().unwrap()], Some(n))
+            ));
+            let out = dev.run(&["recover"], Some(m));
+            if out.status.success() {
+                break;
+            }
+            let ctx = format!("install crash {n}, recovery crash {m}");
+            assert!(
+                aborted(&out),
+                "{ctx}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            recover(&dev, &ctx);
+            assert_consistent(&ctx, &dev.configs(), &old, &new);
+            dev.sequence(&tree, &["ArtifactRollback"], &[]);
+            assert_eq!(dev.configs(), old, "{ctx}");
+            covered += 1;
+            m += 1;
+        }
+        n += 1;
+    }
+    eprintln!("recovery crash points (summed over install crash points): {covered}");
+    assert!(covered >= 10);
+}
+
+#[test]
+fn leftover_temp_files_are_removed_by_recovery() {
+    let dev = Device::debian();
+    let tree = dev.tree("stage", Some(&stage1()));
+    // Crash right after the first temp file of a config file was written (find it by trace).
+    let trace = std::process::Command::new(BIN)
+        .args(["ArtifactInstall", tree.to_str().unwrap()])
+        .env("SERVER_MIGRATION_ROOT", dev.root())
+        .env("SERVER_MIGRATION_TRACE_STEPS", "1")
+        .env("SERVER_MIGRATION_CRASH_AT", "1000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&trace.stderr);
+    let step = stderr
+        .lines()
+        .find(|l| {
+            l.contains("fsync")
+                && l.contains(".mender.conf.server-migration.tmp")
+                && l.contains("etc/mender")
+        })
+        .and_then(|l| l.split("step ").nth(1))
+        .and_then(|l| l.split(':').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no temp fsync step in trace:\n{stderr}"));
+    let dev = Device::debian();
+    let tree = dev.tree("stage", Some(&stage1()));
+    assert!(aborted(
+        &dev.run(&["ArtifactInstall", tree.to_str().unwrap()], Some(step))
+    ));
+    let tmp = dev.path("etc/mender/.mender.conf.server-migration.tmp");
+    assert!(tmp.exists(), "crash should leave the temp file");
+    recover(&dev, "temp");
+    assert!(!tmp.exists(), "recovery must remove the temp file");
+    assert!(!Path::new(
+        &dev.path("data/mender/server-migration/.journal.cbor.server-migration.tmp")
+    )
+    .exists());
+}
