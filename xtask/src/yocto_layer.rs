@@ -1,5 +1,92 @@
-//! `yocto_layer` task (placeholder until the Yocto/Debian issue lands).
+//! `cargo xtask yocto-layer`: write a ready-to-add `meta-migration` layer instance with both
+//! stage configs, rendered from a captured mender.conf by `menderconf`, baked in.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("yocto_layer is not implemented yet")
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use mender_migrate::MigrationInputs;
+use migration_generators::layer::{self, BakedLayer};
+use std::path::PathBuf;
+
+/// Write a meta-migration layer instance with the captured, transformed configs baked in.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask yocto-layer")]
+struct Args {
+    #[command(flatten)]
+    inputs: MigrationInputs,
+    /// Device type(s) of the fleet (repeat, or several values); other MENDER_DEVICE_TYPEs stop the build.
+    #[arg(long = "device-type", value_name = "T", required = true, num_args = 1..)]
+    device_types: Vec<String>,
+    /// Name of the layer directory.
+    #[arg(long, default_value = "meta-migration")]
+    name: String,
+    /// Directory to create the layer in.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Replace an existing layer directory.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let args = Args::try_parse_from(
+        std::iter::once("yocto-layer".to_string()).chain(args.iter().cloned()),
+    )
+    .map_err(|e| {
+        let _ = e.print();
+        anyhow::anyhow!("bad arguments")
+    })?;
+    if args.name.is_empty() || args.name.contains(['/', '\\']) || args.name.starts_with('.') {
+        bail!("--name `{}` must be a plain directory name", args.name);
+    }
+    let plan = args.inputs.plan()?;
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let (recipe_name, recipe_text) = module_recipe()?;
+    let tree = layer::baked_layer(&BakedLayer {
+        plan: &plan,
+        device_types: &args.device_types,
+        captured_from: &args.inputs.config.display().to_string(),
+        module_recipe: (&recipe_name, &recipe_text),
+    })?;
+    let dest = args.out.join(&args.name);
+    tree.write_new_dir(&dest, args.force)?;
+    println!(
+        "wrote layer {} ({} files)",
+        dest.display(),
+        tree.files.len()
+    );
+    println!("  old server: {}", plan.old_server.as_str());
+    println!("  new server: {}", plan.new_server.as_str());
+    println!("enable it with `bitbake-layers add-layer {}`, then set MIGRATION_STAGE = \"dual\" (stage 1) or \"new-only\" (stage 2)", dest.display());
+    Ok(())
+}
+
+/// The checked-in Update Module recipe (`cargo xtask recipes` keeps it fresh).
+fn module_recipe() -> Result<(String, String)> {
+    let dir = crate::project_root().join(migration_generators::project::LAYER_RECIPE_DIR);
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".bb") {
+            found.push(name);
+        }
+    }
+    match found.as_slice() {
+        [one] => {
+            let path = dir.join(one);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok((one.clone(), text))
+        }
+        [] => bail!(
+            "{}: no server-migration recipe; run `cargo xtask recipes` first",
+            dir.display()
+        ),
+        many => bail!(
+            "{}: several recipes ({}); run `cargo xtask recipes`",
+            dir.display(),
+            many.join(", ")
+        ),
+    }
 }

@@ -34,9 +34,11 @@ pub fn resolve(spdx: &str, root: &Path) -> Result<RecipeLicense, GenError> {
         match token {
             "OR" => expression.push_str(" | "),
             "AND" => expression.push_str(" & "),
-            t if t.contains(['(', ')']) || t == "WITH" => return Err(GenError::Invalid(format!(
+            t if t.contains(['(', ')']) || t == "WITH" => {
+                return Err(GenError::Invalid(format!(
                 "license `{spdx}`: parentheses and WITH are not supported; use a plain OR/AND list"
-            ))),
+            )))
+            }
             id => {
                 if expression.ends_with(|c: char| c.is_alphanumeric() || c == '.' || c == '+') {
                     return Err(GenError::Invalid(format!(

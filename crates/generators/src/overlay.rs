@@ -45,6 +45,23 @@ pub fn overlays(plan: &MigrationPlan, inventory_script: &[u8]) -> Result<FileTre
     Ok(tree)
 }
 
+/// The example the checked-in `debian-overlay/` is rendered from (paths relative to the root).
+pub const EXAMPLE_CONFIG: &str = "examples/captured/etc/mender/mender.conf";
+pub const EXAMPLE_NEW_SERVER: &str = "https://new.eu.mender.example.com";
+/// The module's inventory script, shipped in every overlay.
+pub const INVENTORY_SCRIPT: &str =
+    "crates/server-migration/support/mender-inventory-server-migration";
+
+/// The checked-in reference overlays of the project at `root`.
+pub fn reference_overlays(root: &std::path::Path) -> Result<FileTree, GenError> {
+    let captured = menderconf::ConfigSet::load(&root.join(EXAMPLE_CONFIG), None)?;
+    let new = menderconf::ServerUrl::parse(EXAMPLE_NEW_SERVER)?;
+    let plan = menderconf::plan_migration(captured, &new, None)?;
+    let script_path = root.join(INVENTORY_SCRIPT);
+    let script = std::fs::read(&script_path).map_err(|e| GenError::io(&script_path, e))?;
+    overlays(&plan, &script)
+}
+
 /// Files on disk under the overlay directory that other parts of the project own.
 pub fn is_foreign(rel: &str) -> bool {
     rel.starts_with("qemu-guest/")
