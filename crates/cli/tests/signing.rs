@@ -1,0 +1,308 @@
+//! `--sign-key` and `--verify-key` through the CLI, cross-checked with the official tool.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mender-migrate"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn have(tool: &str) -> bool {
+    if Command::new(tool).arg("--version").output().is_ok() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{tool} is not installed: run .ci/install-deps");
+    }
+    eprintln!("SKIP: {tool} not installed; these checks run in CI");
+    false
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// (private key PEM, public key PEM) for each algorithm and PEM form we accept.
+fn keys(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &p("rsa2048-pkcs8.pem"),
+    ]);
+    openssl(&[
+        "rsa",
+        "-in",
+        &p("rsa2048-pkcs8.pem"),
+        "-traditional",
+        "-out",
+        &p("rsa2048-pkcs1.pem"),
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:3072",
+        "-out",
+        &p("rsa3072-pkcs8.pem"),
+    ]);
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &p("p256-sec1.pem"),
+    ]);
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &p("p256-sec1.pem"),
+        "-out",
+        &p("p256-pkcs8.pem"),
+    ]);
+    [
+        "rsa2048-pkcs8",
+        "rsa2048-pkcs1",
+        "rsa3072-pkcs8",
+        "p256-sec1",
+        "p256-pkcs8",
+    ]
+    .iter()
+    .map(|name| {
+        let private = dir.join(format!("{name}.pem"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        openssl(&[
+            "pkey",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ]);
+        (name.to_string(), private, public)
+    })
+    .collect()
+}
+
+fn artifacts(dir: &Path, out: &Path, sign_key: Option<&Path>) -> Output {
+    let module = dir.join("fake-module");
+    std::fs::write(&module, "#!/bin/sh\nexit 0\n").unwrap();
+    let mut args = vec![
+        "artifacts",
+        "--config",
+        "examples/captured/etc/mender/mender.conf",
+        "--new-server",
+        "https://new.eu.mender.example.com",
+        "--device-type",
+        "qemux86-64",
+        "--name",
+        "fleet",
+        "--out",
+        out.to_str().unwrap(),
+        "--module-binary",
+        module.to_str().unwrap(),
+    ];
+    if let Some(key) = sign_key {
+        args.extend(["--sign-key", key.to_str().unwrap()]);
+    }
+    cli(&args)
+}
+
+#[test]
+fn signed_artifacts_verify_with_the_official_tool_and_ours() {
+    if !have("openssl") || !have("mender-artifact") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let all = keys(dir.path());
+    let (_, _, other_public) = &all[2];
+    for (name, private, public) in &all {
+        let out_dir = dir.path().join(format!("out-{name}"));
+        let out = artifacts(dir.path(), &out_dir, Some(private));
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        for artifact in [
+            "fleet-module-install.mender",
+            "fleet-stage1-dual.mender",
+            "fleet-stage2-new-only.mender",
+        ] {
+            let path = out_dir.join(artifact);
+            for verb in ["validate", "read"] {
+                let o = Command::new("mender-artifact")
+                    .args([verb, "-k"])
+                    .arg(public)
+                    .arg(&path)
+                    .output()
+                    .unwrap();
+                assert!(
+                    o.status.success(),
+                    "{name} {verb} {artifact}: {}{}",
+                    text(&o.stdout),
+                    text(&o.stderr)
+                );
+            }
+            let ours = cli(&[
+                "inspect",
+                path.to_str().unwrap(),
+                "--verify-key",
+                public.to_str().unwrap(),
+            ]);
+            assert!(
+                ours.status.success(),
+                "{name} inspect {artifact}: {}",
+                text(&ours.stderr)
+            );
+            assert!(
+                text(&ours.stdout).contains("signature:     valid"),
+                "{}",
+                text(&ours.stdout)
+            );
+        }
+        // the wrong key fails both tools
+        if public != other_public {
+            let path = out_dir.join("fleet-stage1-dual.mender");
+            let o = Command::new("mender-artifact")
+                .args(["validate", "-k"])
+                .arg(other_public)
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                !o.status.success(),
+                "{name}: official tool accepted the wrong key"
+            );
+            let ours = cli(&[
+                "inspect",
+                path.to_str().unwrap(),
+                "--verify-key",
+                other_public.to_str().unwrap(),
+            ]);
+            assert_eq!(
+                ours.status.code(),
+                Some(1),
+                "{name}: inspect accepted the wrong key"
+            );
+            assert!(
+                text(&ours.stdout).contains("INVALID"),
+                "{}",
+                text(&ours.stdout)
+            );
+        }
+    }
+    // unsigned artifact with a verify key: refused, and distinctly reported
+    let out_dir = dir.path().join("out-unsigned");
+    assert!(artifacts(dir.path(), &out_dir, None).status.success());
+    let ours = cli(&[
+        "inspect",
+        out_dir.join("fleet-stage1-dual.mender").to_str().unwrap(),
+        "--verify-key",
+        all[0].2.to_str().unwrap(),
+    ]);
+    assert_eq!(ours.status.code(), Some(1));
+    assert!(text(&ours.stdout).contains("unsigned"));
+}
+
+#[test]
+fn unusable_signing_keys_are_refused_before_writing() {
+    if !have("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "secp384r1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &p("p384.pem"),
+    ]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-aes-256-cbc",
+        "-pass",
+        "pass:secret",
+        "-out",
+        &p("encrypted.pem"),
+    ]);
+    std::fs::write(p("garbage.pem"), "not a key").unwrap();
+    for (key, needle) in [
+        ("p384.pem", "p384.pem"),
+        ("encrypted.pem", "encrypted"),
+        ("garbage.pem", "garbage.pem"),
+    ] {
+        let out_dir = dir.path().join(format!("out-{key}"));
+        let out = artifacts(dir.path(), &out_dir, Some(&dir.path().join(key)));
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let err = text(&out.stderr);
+        assert!(err.contains(needle), "{key}: {err}");
+        assert!(
+            !out_dir.join("fleet-stage1-dual.mender").exists(),
+            "{key}: wrote an artifact"
+        );
+    }
+}
+
+#[test]
+fn plan_warns_when_the_device_verifies_signatures_and_no_key_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("mender.conf");
+    std::fs::write(&conf, r#"{"ServerURL": "https://old.example.com", "ArtifactVerifyKey": "/etc/mender/artifact-verify-key.pem"}"#).unwrap();
+    let out = cli(&[
+        "plan",
+        "--config",
+        conf.to_str().unwrap(),
+        "--new-server",
+        "https://new.example.com",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("--sign-key")),
+        "{v}"
+    );
+    // the key is kept in both stages
+    assert_eq!(
+        v["stage1"]["/etc/mender/mender.conf"]["ArtifactVerifyKey"],
+        "/etc/mender/artifact-verify-key.pem"
+    );
+    assert_eq!(
+        v["stage2"]["/etc/mender/mender.conf"]["ArtifactVerifyKey"],
+        "/etc/mender/artifact-verify-key.pem"
+    );
+}
