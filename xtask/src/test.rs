@@ -43,6 +43,17 @@ fn step(name: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The README's "run the main job" command, so this task proves it still works.
+fn readme_main_command(root: &std::path::Path) -> Result<String> {
+    let readme = std::fs::read_to_string(root.join("README.md")).context("reading README.md")?;
+    readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cargo xtask artifacts "))
+        .map(str::to_string)
+        .context("README.md has no `cargo xtask artifacts ...` main command")
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let mut qemu = true;
     for arg in args {
