@@ -79,6 +79,11 @@ pub fn run(args: &[String]) -> Result<()> {
             Command::new("bash").arg(root.join(".ci/install-deps")),
         )?;
     }
+    let main_job = readme_main_command(&root)?;
+    step(
+        &format!("README main command: {main_job}"),
+        Command::new("sh").current_dir(&root).args(["-c", &main_job]),
+    )?;
     step(
         "cargo fmt --check",
         Command::new(&cargo)
