@@ -548,3 +548,34 @@ fn inventory_script_is_posix_sh_and_calls_the_module() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("server_migration_error="));
 }
+
+#[test]
+fn owner_is_kept_across_install_and_rollback() {
+    let dev = Device::debian();
+    let main = dev.path(MAIN);
+    if std::os::unix::fs::chown(&main, Some(1234), Some(5678)).is_err() {
+        eprintln!("SKIP owner_is_kept_across_install_and_rollback: needs root to chown");
+        return;
+    }
+    let tree = dev.tree("stage1", Some(&plan(Stage::Dual, Restart::Reboot)));
+    dev.sequence(
+        &tree,
+        &["Download", "SupportsRollback", "ArtifactInstall"],
+        &[],
+    );
+    let m = fs::metadata(&main).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (1234, 5678, 0o644));
+    dev.sequence(&tree, &["ArtifactRollback"], &[]);
+    let m = fs::metadata(&main).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (1234, 5678, 0o644));
+    // Backups and journal are private to root.
+    let state = dev.path("data/mender/server-migration");
+    assert_eq!(fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+    assert_eq!(
+        fs::metadata(state.join("backup/etc_mender_mender.conf"))
+            .unwrap()
+            .mode()
+            & 0o777,
+        0o600
+    );
+}
