@@ -103,7 +103,12 @@ impl Shared {
     }
 
     fn device_for_token(&self, token: &str) -> Option<String> {
-        self.read(|s| s.tokens.get(token).cloned())
+        self.read(|s| {
+            s.tokens
+                .get(token)
+                .or_else(|| s.revoked_tokens.get(token))
+                .cloned()
+        })
     }
 
     pub(crate) fn set_up(&self, up: bool) {
@@ -224,6 +229,9 @@ async fn serve_connection<I>(
     }
 }
 
+/// Largest request body read into memory (everything but artifact uploads).
+const BODY_LIMIT: usize = 16 * 1024 * 1024;
+
 fn is_management_path(path: &str) -> bool {
     path.starts_with("/api/management/") || path.starts_with("/admin/")
 }
@@ -249,6 +257,34 @@ async fn handle(
         shared.reqlog.push(entry);
         return Err(DropConnection);
     }
+    // Read small bodies completely before answering anything: answering (404, 401, an
+    // injected fault) while a chunked body is still arriving makes hyper close the
+    // connection, which the client would see as a transport error instead of the status.
+    let is_upload = entry.path == "/api/management/v1/deployments/artifacts";
+    let req = if is_upload {
+        req.map(Body::new)
+    } else {
+        let (parts, body) = req.into_parts();
+        match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, BODY_LIMIT)).await
+        {
+            Ok(collected) => Request::from_parts(parts, Body::from(collected.to_bytes())),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                let response = REQUEST_ID
+                    .scope(new_id(), async {
+                        api::error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                    })
+                    .await;
+                entry.status = Some(response.status().as_u16());
+                shared.reqlog.push(entry);
+                return Ok(response);
+            }
+            Err(_) => {
+                entry.fault = Some("client disconnected".into());
+                shared.reqlog.push(entry);
+                return Err(DropConnection);
+            }
+        }
+    };
     let endpoint = Endpoint::classify(&entry.path);
     let bearer = api::bearer_token(req.headers()).map(str::to_string);
     if entry.path.starts_with("/api/devices/") && endpoint != Some(Endpoint::Auth) {
@@ -285,7 +321,7 @@ async fn handle(
         }
         None => {
             let result: Result<Response<Body>, Infallible> = REQUEST_ID
-                .scope(request_id.clone(), router.oneshot(req.map(Body::new)))
+                .scope(request_id.clone(), router.oneshot(req))
                 .await;
             match result {
                 Ok(r) => r,

@@ -223,6 +223,9 @@ pub struct State {
     pub devices: BTreeMap<String, Device>,
     /// Opaque device token → device id.
     pub tokens: HashMap<String, String>,
+    /// Revoked token → device id, so requests with a dead token are still attributed.
+    #[serde(default)]
+    pub revoked_tokens: HashMap<String, String>,
     pub artifacts: BTreeMap<String, Artifact>,
     pub deployments: BTreeMap<String, Deployment>,
     pub next_seq: u64,
@@ -263,7 +266,16 @@ impl State {
 
     /// Removes every token that belongs to `device_id`.
     pub(crate) fn revoke_tokens(&mut self, device_id: &str) {
-        self.tokens.retain(|_, d| d != device_id);
+        let revoked: Vec<String> = self
+            .tokens
+            .iter()
+            .filter(|(_, d)| d.as_str() == device_id)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for token in revoked {
+            self.tokens.remove(&token);
+            self.revoked_tokens.insert(token, device_id.to_string());
+        }
     }
 
     /// Handles a verified auth request: registers unknown identities/keys as pending, turns a

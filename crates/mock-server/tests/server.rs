@@ -1,0 +1,233 @@
+//! Server-level behaviour: HTTPS with the generated CA, persistence across restarts, the
+//! request log file, and the command-line binary (URL on stdout, SIGTERM, loopback guard).
+
+mod common;
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+
+use common::*;
+use mock_mender_server::{MockServer, ServerConfig};
+use serde_json::json;
+
+#[test]
+fn tls_with_generated_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new("tls", TOKEN);
+    config.tls = true;
+    config.extra_sans = vec!["10.0.2.100".into(), "mender.test".into()];
+    config.ca_file = Some(dir.path().join("server.crt"));
+    let server = MockServer::start(config).unwrap();
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    let ca = std::fs::read_to_string(server.ca_cert_path().unwrap()).unwrap();
+    assert_eq!(Some(ca.as_str()), server.ca_cert_pem());
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let agent = tls_agent(&ca);
+    let mut dev = SimDevice::with_agent(
+        &[("serial", "TLS-1")],
+        DeviceKey::ed25519(21),
+        vec![server.url().to_string()],
+        agent.clone(),
+    );
+    assert!(dev.authenticate().is_err());
+    let mut mgmt = Mgmt::new(&server);
+    mgmt.agent = agent.clone();
+    mgmt.accept_single_pending();
+    dev.authenticate().unwrap();
+    assert_eq!(dev.send_inventory().unwrap(), 200);
+    // "localhost" is a SAN as well.
+    let port = server.local_addr().port();
+    let r = send(
+        &agent,
+        "GET",
+        &format!("https://localhost:{port}/api/management/v2/devauth/devices"),
+        &[("Authorization", "Bearer test-management-token")],
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    // A client without the CA refuses the server.
+    let err = send(&tls_agent(""), "GET", server.url(), &[], None, false).unwrap_err();
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn state_dir_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new("persist", TOKEN);
+    config.state_dir = Some(dir.path().to_path_buf());
+    config.tls = true;
+    let server = MockServer::start(config.clone()).unwrap();
+    let ca_before = server.ca_cert_pem().unwrap().to_string();
+    let mut mgmt = Mgmt::new(&server);
+    mgmt.agent = tls_agent(&ca_before);
+    let key = DeviceKey::ed25519(22);
+    let id = mgmt.preauthorize(&json!({"serial": "P-1"}), &key.public_pem());
+    let artifact = build_artifact("persisted", "qemux86-64", &json!({}));
+    assert_eq!(mgmt.upload_artifact(&artifact, "").status, 201);
+    let mut dev = SimDevice::with_agent(
+        &[("serial", "P-1")],
+        key,
+        vec![server.url().to_string()],
+        tls_agent(&ca_before),
+    );
+    dev.authenticate().unwrap();
+    let dep = mgmt.deploy("d", "persisted", &[&id]);
+    server.shutdown();
+    assert!(dir.path().join("state.json").exists());
+
+    // Same port again so the device's URL and token still work.
+    config.listen = dev.servers[0]
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    let server = MockServer::start(config).unwrap();
+    assert_eq!(server.ca_cert_pem().unwrap(), ca_before, "CA kept");
+    assert_eq!(
+        server.device(&id).unwrap().status,
+        mock_mender_server::AuthStatus::Accepted
+    );
+    let update = dev.check_update().unwrap().expect("deployment kept");
+    assert_eq!(update.id, dep);
+    assert_eq!(dev.download(&update.uri).unwrap(), artifact);
+    let auths = server
+        .request_log()
+        .iter()
+        .filter(|e| e.path.ends_with("/auth_requests"))
+        .count();
+    assert_eq!(auths, 0, "the token survived the restart");
+
+    // A corrupt state file is refused with its name.
+    server.shutdown();
+    std::fs::write(dir.path().join("state.json"), b"{broken").unwrap();
+    let mut config = ServerConfig::new("persist", TOKEN);
+    config.state_dir = Some(dir.path().to_path_buf());
+    let err = MockServer::start(config).err().unwrap().to_string();
+    assert!(err.contains("state.json"), "{err}");
+}
+
+#[test]
+fn request_log_file_has_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("requests.jsonl");
+    let mut config = ServerConfig::new("logged", TOKEN);
+    config.request_log_file = Some(path.clone());
+    let server = MockServer::start(config).unwrap();
+    let mut dev = SimDevice::new(
+        &[("serial", "L-1")],
+        DeviceKey::ed25519(23),
+        vec![server.url().to_string()],
+    );
+    assert!(dev.authenticate().is_err());
+    let device_id = server.devices()[0].id.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["server"], "logged");
+    assert_eq!(lines[0]["method"], "POST");
+    assert_eq!(
+        lines[0]["path"],
+        "/api/devices/v1/authentication/auth_requests"
+    );
+    assert_eq!(lines[0]["status"], 401);
+    assert_eq!(lines[0]["device_id"], device_id.as_str());
+    assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+    let from_api: Vec<_> = server.request_log();
+    assert_eq!(serde_json::to_value(&from_api).unwrap(), json!(lines));
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mock-mender-server"))
+}
+
+#[test]
+fn cli_prints_url_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("req.jsonl");
+    let mut child = binary()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--management-token",
+            "cli-token",
+            "--tls",
+            "--name",
+            "cli",
+        ])
+        .args(["--public-url", "https://10.0.2.100:443", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .arg("--request-log")
+        .arg(&log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    let url = lines[0].strip_prefix("url=").expect("url line").to_string();
+    assert_eq!(lines[1], "public_url=https://10.0.2.100:443");
+    let ca_path = lines[2].strip_prefix("ca=").expect("ca line");
+    let ca = std::fs::read_to_string(ca_path).unwrap();
+    let r = send(
+        &tls_agent(&ca),
+        "GET",
+        &format!("{url}/api/management/v2/devauth/devices"),
+        &[("Authorization", "Bearer cli-token")],
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("\"server\":\"cli\""));
+}
+
+#[test]
+fn cli_refuses_non_loopback_and_bad_state() {
+    let out = binary()
+        .args(["--listen", "0.0.0.0:0", "--management-token", "t"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("non-loopback"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("state.json"), b"[]").unwrap();
+    let out = binary()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--management-token",
+            "t",
+            "--state-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("state.json"), "{err}");
+}
