@@ -74,6 +74,9 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
                 .map_err(|e| Error::new(format!("cannot write: {e}")))
         }),
         [state, tree] => protocol::run_state(&ctx, state, &PathBuf::from(tree), &mut out),
+        // The protocol: "print nothing and return zero if invoked with an unknown first
+        // argument". States are CamelCase; our own commands are lower case.
+        [first, ..] if is_unknown_state(first) => Ok(()),
         _ => {
             eprintln!("server-migration: unexpected arguments {rest:?}\n{USAGE}");
             return 2;
@@ -132,4 +135,8 @@ fn status(ctx: &Context, out: &mut dyn Write) -> Result<()> {
     }
     out.write_all(text.as_bytes())
         .map_err(|e| Error::new(format!("cannot write: {e}")))
+}
+
+fn is_unknown_state(arg: &str) -> bool {
+    arg.starts_with(|c: char| c.is_ascii_uppercase()) && !protocol::KNOWN_STATES.contains(&arg)
 }

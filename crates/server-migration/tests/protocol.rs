@@ -336,6 +336,14 @@ fn unknown_states_exit_zero_silently() {
             "state {s:?}"
         );
     }
+    for args in [
+        &["SupportsAugmentedArtifacts"][..],
+        &["FutureQuery", "a", "b"][..],
+    ] {
+        let out = dev.run(args, None);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{args:?}");
+    }
     assert_eq!(dev.configs(), before);
     assert!(!dev.path("data/mender/server-migration").exists());
 }
