@@ -10,6 +10,7 @@
 mod error;
 mod gojson;
 mod keys;
+mod pgzip;
 mod reader;
 mod tarfmt;
 mod writer;

@@ -362,6 +362,7 @@ fn validate(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
 /// Writer end of the compressed data/header tar.
 enum Compressor<W: Write> {
     Gzip(Box<flate2::write::GzEncoder<W>>),
+    ParallelGzip(Box<crate::pgzip::ParallelGzWriter<W>>),
     Plain(W),
 }
 
@@ -376,9 +377,23 @@ impl<W: Write> Compressor<W> {
             Compression::None => Compressor::Plain(inner),
         }
     }
+    /// For large data: gzip on all cores (the Go tool's pgzip is parallel too).
+    fn new_parallel(inner: W, c: Compression) -> Self {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(8);
+        match c {
+            Compression::Gzip => Compressor::ParallelGzip(Box::new(
+                crate::pgzip::ParallelGzWriter::new(inner, 6, threads),
+            )),
+            Compression::None => Compressor::Plain(inner),
+        }
+    }
     fn finish(self) -> io::Result<W> {
         match self {
             Compressor::Gzip(g) => g.finish(),
+            Compressor::ParallelGzip(g) => g.finish(),
             Compressor::Plain(w) => Ok(w),
         }
     }
@@ -388,12 +403,14 @@ impl<W: Write> Write for Compressor<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Compressor::Gzip(g) => g.write(buf),
+            Compressor::ParallelGzip(g) => g.write(buf),
             Compressor::Plain(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Compressor::Gzip(g) => g.flush(),
+            Compressor::ParallelGzip(g) => g.flush(),
             Compressor::Plain(w) => w.flush(),
         }
     }
@@ -703,7 +720,7 @@ pub fn write_artifact<W: Write>(spec: ArtifactSpec, out: W) -> Result<(), Artifa
         )],
     };
     let is_rootfs = matches!(spec.payload, Payload::RootfsImage { .. });
-    let mut comp = Compressor::new(BufWriter::with_capacity(CHUNK, tmp), spec.compression);
+    let mut comp = Compressor::new_parallel(BufWriter::with_capacity(CHUNK, tmp), spec.compression);
     let mut buf = vec![0u8; CHUNK];
     let mut hashed = Vec::with_capacity(files.len());
     for f in files {

@@ -1,0 +1,300 @@
+//! Block-parallel gzip writer (pigz style): the input is cut into blocks that worker threads
+//! deflate independently (each primed with the previous 32 KiB as dictionary, sync-flushed to
+//! a byte boundary), and the pieces are joined in order into one standard gzip member.
+
+use flate2::{Compress, Crc, FlushCompress, Status};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Input bytes per block. Larger blocks lose less ratio at block edges.
+const BLOCK_SIZE: usize = 1024 * 1024;
+/// Deflate window: the dictionary carried from one block to the next.
+const DICT_SIZE: usize = 32 * 1024;
+
+struct Job {
+    seq: u64,
+    data: Vec<u8>,
+    dict: Vec<u8>,
+    last: bool,
+}
+
+type JobResult = (u64, io::Result<(Vec<u8>, Crc)>);
+
+/// A gzip writer whose deflate work runs on `threads` worker threads. Memory is bounded by
+/// about `2 * threads + 2` blocks of input and output.
+pub(crate) struct ParallelGzWriter<W: Write> {
+    /// `None` only after `finish` moved it out.
+    out: Option<W>,
+    block: Vec<u8>,
+    tail: Vec<u8>,
+    next_seq: u64,
+    next_write: u64,
+    done: BTreeMap<u64, io::Result<(Vec<u8>, Crc)>>,
+    in_flight: usize,
+    max_in_flight: usize,
+    jobs: Option<Sender<Job>>,
+    results: Receiver<JobResult>,
+    workers: Vec<JoinHandle<()>>,
+    crc: Crc,
+    header_written: bool,
+}
+
+fn deflate_block(c: &mut Compress, job: &Job) -> io::Result<Vec<u8>> {
+    c.reset();
+    if !job.dict.is_empty() {
+        c.set_dictionary(&job.dict)
+            .map_err(|e| io::Error::other(format!("deflate dictionary: {e}")))?;
+    }
+    let flush = if job.last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    let mut out = Vec::with_capacity(job.data.len() / 2 + 64 * 1024);
+    loop {
+        if out.capacity() - out.len() < 16 * 1024 {
+            out.reserve(256 * 1024);
+        }
+        let consumed = c.total_in() as usize;
+        let status = c
+            .compress_vec(&job.data[consumed..], &mut out, flush)
+            .map_err(|e| io::Error::other(format!("deflate: {e}")))?;
+        let all_in = c.total_in() as usize == job.data.len();
+        if job.last {
+            if status == Status::StreamEnd {
+                break;
+            }
+        } else if all_in && out.len() < out.capacity() {
+            // Output space left over: the sync flush is complete.
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn worker(jobs: Arc<Mutex<Receiver<Job>>>, results: Sender<JobResult>, level: u32) {
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    loop {
+        let job = {
+            let rx = match jobs.lock() {
+                Ok(rx) => rx,
+                Err(_) => return,
+            };
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return,
+            }
+        };
+        let res = deflate_block(&mut c, &job).map(|out| {
+            let mut crc = Crc::new();
+            crc.update(&job.data);
+            (out, crc)
+        });
+        if results.send((job.seq, res)).is_err() {
+            return;
+        }
+    }
+}
+
+impl<W: Write> ParallelGzWriter<W> {
+    pub(crate) fn new(out: W, level: u32, threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (res_tx, res_rx) = mpsc::channel::<JobResult>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let workers = (0..threads)
+            .map(|_| {
+                let rx = Arc::clone(&job_rx);
+                let tx = res_tx.clone();
+                std::thread::spawn(move || worker(rx, tx, level))
+            })
+            .collect();
+        ParallelGzWriter {
+            out: Some(out),
+            block: Vec::with_capacity(BLOCK_SIZE),
+            tail: Vec::new(),
+            next_seq: 0,
+            next_write: 0,
+            done: BTreeMap::new(),
+            in_flight: 0,
+            max_in_flight: 2 * threads,
+            jobs: Some(job_tx),
+            results: res_rx,
+            workers,
+            crc: Crc::new(),
+            header_written: false,
+        }
+    }
+
+    fn sink(&mut self) -> io::Result<&mut W> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            // magic, deflate, no flags, mtime 0, XFL 0, OS unknown (255)
+            self.sink()?
+                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+            self.header_written = true;
+        }
+        Ok(())
+    }
+
+    /// Writes every finished block that is next in order.
+    fn write_ready(&mut self) -> io::Result<()> {
+        while let Some(res) = self.done.remove(&self.next_write) {
+            let (bytes, crc) = res?;
+            self.write_header()?;
+            self.sink()?.write_all(&bytes)?;
+            self.crc.combine(&crc);
+            self.next_write += 1;
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self, block: bool) -> io::Result<bool> {
+        let got = if block {
+            match self.results.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return Err(io::Error::other("gzip worker threads stopped unexpectedly")),
+            }
+        } else {
+            self.results.try_recv().ok()
+        };
+        match got {
+            Some((seq, res)) => {
+                self.done.insert(seq, res);
+                self.in_flight -= 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        while self.in_flight >= self.max_in_flight {
+            self.receive(true)?;
+            self.write_ready()?;
+        }
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_SIZE));
+        let dict = std::mem::take(&mut self.tail);
+        self.tail = data[data.len().saturating_sub(DICT_SIZE)..].to_vec();
+        let job = Job {
+            seq: self.next_seq,
+            data,
+            dict,
+            last,
+        };
+        self.jobs
+            .as_ref()
+            .expect("dispatch after finish")
+            .send(job)
+            .map_err(|_| io::Error::other("gzip worker threads stopped unexpectedly"))?;
+        self.next_seq += 1;
+        self.in_flight += 1;
+        while self.receive(false)? {}
+        self.write_ready()
+    }
+
+    /// Compresses the remaining input, writes the trailer and returns the inner writer.
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        self.dispatch(true)?;
+        while self.in_flight > 0 {
+            self.receive(true)?;
+            self.write_ready()?;
+        }
+        self.write_header()?;
+        let sum = self.crc.sum();
+        let amount = self.crc.amount();
+        self.sink()?.write_all(&sum.to_le_bytes())?;
+        self.sink()?.write_all(&amount.to_le_bytes())?;
+        self.shutdown();
+        Ok(self.out.take().expect("finish is called once"))
+    }
+
+    fn shutdown(&mut self) {
+        self.jobs = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl<W: Write> Write for ParallelGzWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = BLOCK_SIZE - self.block.len();
+        let n = room.min(buf.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == BLOCK_SIZE {
+            self.dispatch(false)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sink()?.flush()
+    }
+}
+
+impl<W: Write> Drop for ParallelGzWriter<W> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn roundtrip(data: &[u8], threads: usize) {
+        let mut w = ParallelGzWriter::new(Vec::new(), 6, threads);
+        // Uneven write sizes exercise block boundaries.
+        for chunk in data.chunks(300_007) {
+            w.write_all(chunk).unwrap();
+        }
+        let gz = w.finish().unwrap();
+        let mut d = flate2::read::GzDecoder::new(gz.as_slice());
+        let mut back = Vec::new();
+        d.read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), data.len());
+        assert!(back == data, "round trip differs for {} bytes", data.len());
+        // A single member: nothing after the trailer.
+        let consumed = gz.len() - d.into_inner().len();
+        assert_eq!(consumed, gz.len());
+    }
+
+    #[test]
+    fn round_trips_across_block_boundaries() {
+        let mut x = 0x12345678u32;
+        let noise: Vec<u8> = (0..3 * BLOCK_SIZE + 12345)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if i % 3 == 0 {
+                    (x >> 24) as u8
+                } else {
+                    (i % 251) as u8
+                }
+            })
+            .collect();
+        for len in [
+            0,
+            1,
+            BLOCK_SIZE - 1,
+            BLOCK_SIZE,
+            BLOCK_SIZE + 1,
+            noise.len(),
+        ] {
+            roundtrip(&noise[..len], 2);
+        }
+        roundtrip(&noise, 1);
+        roundtrip(&noise, 5);
+    }
+}
