@@ -6,6 +6,9 @@ pub mod ext4;
 pub mod host;
 pub mod image;
 pub mod progress;
+pub mod scenario;
+pub mod servers;
+pub mod vm;
 
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -62,7 +65,96 @@ pub fn run_qemu_image(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+const TEST_USAGE: &str = "usage: cargo xtask qemu-test [--scenario NAME]... [--keep-logs] [--list]
+
+Boots the guest image under qemu-system-x86_64 (TCG unless the CPU has vmx/svm and /dev/kvm works)
+against two mock-mender-server processes on 127.0.0.1 and runs the migration scenarios.
+  --scenario NAME  run only this scenario (repeatable; comma-separated lists work too)
+  --keep-logs      keep target/qemu-e2e/<scenario>/ (serial console, request logs, journal) on success
+  --list           list the scenarios
+Environment: QEMU_E2E_TIMEOUT_SCALE (default 3: every wait is 3x its quiet-machine figure),
+QEMU_E2E_SMP (guest CPUs, default 2), QEMU_E2E_ACCEL=tcg, QEMU_E2E_CACHE (image cache dir).";
+
 /// `cargo xtask qemu-test`.
-pub fn run_qemu_test(_args: &[String]) -> Result<()> {
-    bail!("qemu-test is not implemented yet")
+pub fn run_qemu_test(args: &[String]) -> Result<()> {
+    let mut wanted: Vec<String> = Vec::new();
+    let mut keep_logs = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--keep-logs" => keep_logs = true,
+            "--scenario" => match it.next() {
+                Some(names) => wanted.extend(names.split(',').map(|s| s.trim().to_string())),
+                None => bail!("--scenario needs a name\n\n{TEST_USAGE}"),
+            },
+            "--list" => {
+                for s in scenario::all() {
+                    eprintln!("{:<20} {}", s.name, s.about);
+                }
+                return Ok(());
+            }
+            "-h" | "--help" => {
+                eprintln!("{TEST_USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument `{other}`\n\n{TEST_USAGE}"),
+        }
+    }
+    let all = scenario::all();
+    for name in &wanted {
+        if !all.iter().any(|s| s.name == name) {
+            let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+            bail!("unknown scenario `{name}` (known: {})", names.join(", "));
+        }
+    }
+    let selected: Vec<&scenario::Scenario> = all
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s.name))
+        .collect();
+    host::require_tools(&[
+        "qemu-system-x86_64",
+        "socat",
+        "debugfs",
+        "mkfs.ext4",
+        "mmdebstrap",
+        "journalctl",
+    ])?;
+    let started = std::time::Instant::now();
+    let image = scenario::scenario_image()?;
+    let mock = scenario::build_mock_server()?;
+    let out_dir = host::target_dir().join("qemu-e2e");
+    let mut env = scenario::Env::new(image, mock, out_dir, keep_logs);
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for s in selected {
+        progress::note("qemu-test", &format!("scenario {}: {}", s.name, s.about));
+        match scenario::run_one(s, &mut env) {
+            Ok(t) => rows.push((s.name, "ok".to_string(), Some(t))),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                rows.push((s.name, "FAILED".to_string(), None));
+                failed.push(s.name);
+            }
+        }
+    }
+    eprintln!(
+        "\n{:<20} {:<7} {:>9} {:>9} {:>10}",
+        "scenario", "result", "wall", "booting", "poll-wait"
+    );
+    for (name, result, t) in &rows {
+        match t {
+            Some(t) => eprintln!(
+                "{name:<20} {result:<7} {:>9} {:>9} {:>10}",
+                progress::secs(t.wall),
+                progress::secs(t.booting),
+                progress::secs(t.poll_wait)
+            ),
+            None => eprintln!("{name:<20} {result:<7}"),
+        }
+    }
+    eprintln!("total {}", progress::secs(started.elapsed()));
+    if !failed.is_empty() {
+        bail!("{} scenario(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
 }

@@ -1,0 +1,1263 @@
+//! The migration scenarios: the real mender-client 3.4 in a QEMU guest moved from an old to a new
+//! mock server in two stages (the hosted-Mender tenant-migration procedure, automated), plus the
+//! fault runs. Each scenario asserts from the servers' management API, their request logs and the
+//! guest's disk after shutdown.
+
+use crate::ext4::Edits;
+use crate::host;
+use crate::image::{self, GuestImage, MODULE_GUEST_PATH};
+use crate::progress::{note, secs};
+use crate::servers::{now_epoch, parse_rfc3339, MockOptions, MockServer};
+use crate::vm::{tail_file, Disk, Forward, Vm, VmConfig};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OLD_IP: &str = "10.0.2.100";
+const NEW_IP: &str = "10.0.2.101";
+const DEVICE_TYPE: &str = "qemux86-64";
+const BASE_ARTIFACT: &str = "debian-bookworm-qemu-base";
+const MAIN_CONF: &str = "/etc/mender/mender.conf";
+/// `/var/lib/mender` is a symlink to `/data/mender`, which debugfs does not follow.
+const FALLBACK_CONF: &str = "/data/mender/mender.conf";
+const SERVER_CERT: &str = "/etc/mender/server.crt";
+/// The deployment statuses after which the device does nothing more for that deployment.
+const FINAL: &[&str] = &[
+    "success",
+    "failure",
+    "already-installed",
+    "noartifact",
+    "aborted",
+    "decommissioned",
+];
+
+/// Emulation speed swings 2-3x with host load; every wait is this many times its quiet budget
+/// (`QEMU_E2E_TIMEOUT_SCALE`, default 3).
+fn budget(quiet_secs: u64) -> Duration {
+    let scale: f64 = std::env::var("QEMU_E2E_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3.0);
+    Duration::from_secs_f64(quiet_secs as f64 * scale)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Mode {
+    Patch,
+    Replace,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Transport {
+    Http,
+    Https,
+}
+
+impl Transport {
+    fn scheme(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Https => "https",
+        }
+    }
+    fn guest_port(self) -> u16 {
+        match self {
+            Transport::Http => 80,
+            Transport::Https => 443,
+        }
+    }
+    fn url(self, ip: &str) -> String {
+        format!("{}://{ip}", self.scheme())
+    }
+}
+
+/// The three artifacts `cargo xtask artifacts` writes.
+struct ArtifactSet {
+    module_install: PathBuf,
+    stage1: PathBuf,
+    stage2: PathBuf,
+}
+
+/// One scenario: name, what it proves, and its body.
+pub struct Scenario {
+    pub name: &'static str,
+    pub about: &'static str,
+    run: fn(&mut Run) -> Result<()>,
+}
+
+pub fn all() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "boot", about: "guest boots, the real client authenticates on old and sends inventory", run: boot },
+        Scenario { name: "migration", about: "module-install + stage 1 from old, reject/preauthorize, failover, stage 2 from new", run: migration_patch },
+        Scenario { name: "new-down-stage1", about: "new server down during stage 1: device stays on old, migration continues later", run: new_down_stage1 },
+        Scenario { name: "invalid-result", about: "replace-mode stage 1 whose result is invalid (fallback holds ServerURL): refused, rollback", run: invalid_result },
+        Scenario { name: "stage2-first", about: "stage 2 before stage 1: refused by the depends check, config untouched", run: stage2_first },
+        Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", run: power_cut },
+        Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", run: migration_replace },
+        Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", run: migration_https },
+    ]
+}
+
+/// What a scenario run measured.
+#[derive(Default, Debug, Clone)]
+pub struct Timings {
+    pub wall: Duration,
+    /// QEMU start to the first request at a server, plus every guest reboot (the `rebooting`
+    /// report to the next report of the same deployment).
+    pub booting: Duration,
+    /// Time spent waiting for the client's polls, deployments and reports (waits minus booting).
+    pub poll_wait: Duration,
+    waited: Duration,
+}
+
+/// Shared inputs of all scenarios.
+pub struct Env {
+    pub image: GuestImage,
+    pub mock_binary: PathBuf,
+    pub out_dir: PathBuf,
+    pub keep_logs: bool,
+    artifacts: BTreeMap<(Mode, Transport), ArtifactSet>,
+}
+
+impl Env {
+    pub fn new(image: GuestImage, mock_binary: PathBuf, out_dir: PathBuf, keep_logs: bool) -> Env {
+        Env {
+            image,
+            mock_binary,
+            out_dir,
+            keep_logs,
+            artifacts: BTreeMap::new(),
+        }
+    }
+
+    fn artifacts(&mut self, mode: Mode, transport: Transport) -> Result<&ArtifactSet> {
+        if !self.artifacts.contains_key(&(mode, transport)) {
+            let set = build_artifacts(&self.out_dir.join("artifacts"), mode, transport)?;
+            self.artifacts.insert((mode, transport), set);
+        }
+        Ok(&self.artifacts[&(mode, transport)])
+    }
+}
+
+/// The device's original config as the release engineer captured it.
+fn original_config(transport: Transport) -> Value {
+    let mut conf = serde_json::json!({ "ServerURL": transport.url(OLD_IP) });
+    if transport == Transport::Https {
+        conf["ServerCertificate"] = SERVER_CERT.into();
+    }
+    conf["UpdatePollIntervalSeconds"] = 5.into();
+    conf["InventoryPollIntervalSeconds"] = 5.into();
+    conf["RetryPollIntervalSeconds"] = 5.into();
+    conf
+}
+
+fn build_artifacts(dir: &Path, mode: Mode, transport: Transport) -> Result<ArtifactSet> {
+    let mode_name = match mode {
+        Mode::Patch => "patch",
+        Mode::Replace => "replace",
+    };
+    let prefix = format!("e2e-{mode_name}-{}", transport.scheme());
+    let out = dir.join(&prefix);
+    std::fs::create_dir_all(&out)?;
+    let config = out.join("captured-mender.conf");
+    std::fs::write(
+        &config,
+        serde_json::to_vec_pretty(&original_config(transport))?,
+    )?;
+    crate::progress::step(
+        "qemu-test",
+        &format!(
+            "cargo xtask artifacts --mode {mode_name} ({})",
+            transport.scheme()
+        ),
+        || {
+            let output = Command::new(host::cargo())
+                .current_dir(host::workspace_root())
+                .args(["xtask", "artifacts", "--config"])
+                .arg(&config)
+                .args([
+                    "--new-server",
+                    &transport.url(NEW_IP),
+                    "--old-server",
+                    &transport.url(OLD_IP),
+                ])
+                .args([
+                    "--device-type",
+                    DEVICE_TYPE,
+                    "--name",
+                    &prefix,
+                    "--mode",
+                    mode_name,
+                    "--out",
+                ])
+                .arg(&out)
+                .output()
+                .context("cannot run cargo xtask artifacts")?;
+            if !output.status.success() {
+                bail!(
+                    "cargo xtask artifacts failed ({}):\n{}{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            Ok(())
+        },
+    )?;
+    let set = ArtifactSet {
+        module_install: out.join(format!("{prefix}-module-install.mender")),
+        stage1: out.join(format!("{prefix}-stage1-dual.mender")),
+        stage2: out.join(format!("{prefix}-stage2-new-only.mender")),
+    };
+    for f in [&set.module_install, &set.stage1, &set.stage2] {
+        ensure!(
+            f.is_file(),
+            "cargo xtask artifacts did not write {}",
+            f.display()
+        );
+    }
+    Ok(set)
+}
+
+fn artifact_name(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Which server a step talks to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Which {
+    Old,
+    New,
+}
+
+/// A scenario in progress: its servers, its VM and disk, and what it measured.
+pub struct Run<'a> {
+    pub name: String,
+    pub dir: PathBuf,
+    env: &'a mut Env,
+    transport: Transport,
+    old: Option<MockServer>,
+    new: Option<MockServer>,
+    disk: Option<Disk>,
+    vm: Option<Vm>,
+    vm_config: Option<VmConfig>,
+    serial_number: String,
+    device_old: Option<String>,
+    device_new: Option<String>,
+    timings: Timings,
+    uploaded: Vec<(Which, String)>,
+    started: Instant,
+}
+
+impl<'a> Run<'a> {
+    fn new(name: &str, env: &'a mut Env) -> Result<Run<'a>> {
+        let dir = env.out_dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Run {
+            name: name.to_string(),
+            dir,
+            env,
+            transport: Transport::Http,
+            old: None,
+            new: None,
+            disk: None,
+            vm: None,
+            vm_config: None,
+            serial_number: format!("qemu-e2e-{name}-{}", std::process::id()),
+            device_old: None,
+            device_new: None,
+            timings: Timings::default(),
+            uploaded: Vec::new(),
+            started: Instant::now(),
+        })
+    }
+
+    fn log(&self, message: &str) {
+        note(
+            &self.name,
+            &format!("{:>6.1} s  {message}", self.started.elapsed().as_secs_f64()),
+        );
+    }
+
+    fn server(&self, which: Which) -> Result<&MockServer> {
+        match which {
+            Which::Old => self.old.as_ref().context("old server not started"),
+            Which::New => self.new.as_ref().context("new server not started"),
+        }
+    }
+
+    fn device_id(&self, which: Which) -> Result<String> {
+        match which {
+            Which::Old => self
+                .device_old
+                .clone()
+                .context("device not known on old yet"),
+            Which::New => self
+                .device_new
+                .clone()
+                .context("device not known on new yet"),
+        }
+    }
+
+    /// Starts old (and new unless `new_down`) on loopback with the transport of this run.
+    fn start_servers(&mut self, transport: Transport, new_down: bool) -> Result<()> {
+        self.transport = transport;
+        let tls = transport == Transport::Https;
+        let bin = self.env.mock_binary.clone();
+        self.old = Some(MockServer::start(
+            &bin,
+            &MockOptions {
+                name: "old".into(),
+                public_url: transport.url(OLD_IP),
+                tls,
+            },
+            &self.dir,
+        )?);
+        let mut new = MockServer::start(
+            &bin,
+            &MockOptions {
+                name: "new".into(),
+                public_url: transport.url(NEW_IP),
+                tls,
+            },
+            &self.dir,
+        )?;
+        if new_down {
+            new.stop();
+        }
+        self.new = Some(new);
+        Ok(())
+    }
+
+    /// The VM's disk: a copy of the image, with this run's config and optional extra edits.
+    fn prepare_disk(
+        &mut self,
+        module_preinstalled: bool,
+        extra: impl FnOnce(&mut Edits, &Path) -> Result<()>,
+    ) -> Result<()> {
+        if !self.env.image.has_module {
+            bail!("the guest image was built without the server-migration module");
+        }
+        let disk = Disk::copy_from(&self.env.image, &self.dir)?;
+        let mut edits = Edits::new();
+        let scratch = self.dir.join("inject");
+        std::fs::create_dir_all(&scratch)?;
+        let conf = scratch.join("mender.conf");
+        std::fs::write(
+            &conf,
+            serde_json::to_vec_pretty(&original_config(self.transport))?,
+        )?;
+        edits.write(&conf, MAIN_CONF, 0o644)?;
+        if self.transport == Transport::Https {
+            let mut bundle = Vec::new();
+            for server in [self.old.as_ref(), self.new.as_ref()].into_iter().flatten() {
+                let ca = server
+                    .ca_file
+                    .as_ref()
+                    .context("TLS server without CA file")?;
+                bundle.extend(std::fs::read(ca).with_context(|| ca.display().to_string())?);
+            }
+            let cert = scratch.join("server.crt");
+            std::fs::write(&cert, bundle)?;
+            edits.write(&cert, SERVER_CERT, 0o644)?;
+        }
+        if !module_preinstalled {
+            // The module-install artifact has to bring it.
+            edits.remove(MODULE_GUEST_PATH)?;
+        }
+        extra(&mut edits, &scratch)?;
+        disk.edit(&edits)?;
+        let forwards = vec![
+            Forward {
+                guest_ip: OLD_IP.into(),
+                guest_port: self.transport.guest_port(),
+                host_port: self.server(Which::Old)?.port,
+            },
+            Forward {
+                guest_ip: NEW_IP.into(),
+                guest_port: self.transport.guest_port(),
+                host_port: self.server(Which::New)?.port,
+            },
+        ];
+        self.vm_config = Some(VmConfig::new(&self.name, &self.serial_number, forwards));
+        self.disk = Some(disk);
+        Ok(())
+    }
+
+    fn boot(&mut self) -> Result<()> {
+        let disk = self.disk.as_ref().context("no disk")?;
+        let config = self.vm_config.as_ref().context("no VM config")?;
+        self.vm = Some(Vm::start(&self.env.image, disk, config, &self.dir)?);
+        self.log(&format!("QEMU started ({})", host::accel_args().join(" ")));
+        Ok(())
+    }
+
+    /// Polls `check` every second until it yields a value; bounded, and fails at once if QEMU died.
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut(&mut Self) -> Result<Option<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            if let Some(v) = check(self)? {
+                self.timings.waited += started.elapsed();
+                return Ok(v);
+            }
+            if let Some(vm) = self.vm.as_mut() {
+                vm.check_alive()?;
+            }
+            if Instant::now() > deadline {
+                self.timings.waited += started.elapsed();
+                bail!("timed out after {} waiting for {what}", secs(timeout));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// First boot on the original config: the device shows up pending on old, is accepted, and
+    /// then talks to old (inventory, update checks).
+    fn accept_on_old(&mut self) -> Result<()> {
+        let vm_started = now_epoch()
+            - self
+                .vm
+                .as_ref()
+                .map_or(0.0, |v| v.started.elapsed().as_secs_f64());
+        let serial = self.serial_number.clone();
+        let device = self.wait_for(
+            "the device's first auth request at old",
+            budget(60),
+            |run| run.server(Which::Old)?.device_by_serial(&serial),
+        )?;
+        let first_auth = self
+            .server(Which::Old)?
+            .device_requests()?
+            .iter()
+            .find(|r| r.is_auth())
+            .map(|r| r.epoch())
+            .unwrap_or_else(now_epoch);
+        self.timings.booting += Duration::from_secs_f64((first_auth - vm_started).max(0.0));
+        let id = device["id"]
+            .as_str()
+            .context("device without id")?
+            .to_string();
+        let auth_id = device["auth_sets"][0]["id"]
+            .as_str()
+            .context("device without auth set")?
+            .to_string();
+        ensure!(
+            device["status"] == "pending",
+            "new device on old is {} instead of pending",
+            device["status"]
+        );
+        self.log(&format!(
+            "device {id} pending on old after {:.1} s of boot; accepting",
+            first_auth - vm_started
+        ));
+        self.server(Which::Old)?
+            .set_auth_status(&id, &auth_id, "accepted")?;
+        self.device_old = Some(id.clone());
+        let accepted_at = now_epoch();
+        self.wait_for(
+            "inventory from the accepted device at old",
+            budget(40),
+            |run| {
+                Ok(run
+                    .server(Which::Old)?
+                    .device_requests()?
+                    .iter()
+                    .any(|r| {
+                        r.path.ends_with("/inventory/device/attributes")
+                            && r.status.is_some_and(|s| s < 300)
+                            && r.epoch() >= accepted_at - 1.0
+                    })
+                    .then_some(()))
+            },
+        )?;
+        self.log("device accepted on old and sent its inventory");
+        Ok(())
+    }
+
+    /// Uploads (once per server) and deploys an artifact to this device; waits for a final status.
+    fn deploy(&mut self, which: Which, artifact: &Path) -> Result<Value> {
+        let name = artifact_name(artifact);
+        if !self.uploaded.contains(&(which, name.clone())) {
+            self.server(which)?.upload_artifact(artifact)?;
+            self.uploaded.push((which, name.clone()));
+        }
+        let device = self.device_id(which)?;
+        let deployment = self.server(which)?.create_deployment(
+            &format!("{name}-{}", self.uploaded.len()),
+            &name,
+            &device,
+        )?;
+        self.log(&format!(
+            "deployed {name} from {which:?} (deployment {deployment})"
+        ));
+        let result = self.wait_for(
+            &format!("deployment of {name} from {which:?} to finish"),
+            budget(150),
+            |run| {
+                let dd = run.server(which)?.deployment_device(&deployment, &device)?;
+                Ok(dd.filter(|d| d["status"].as_str().is_some_and(|s| FINAL.contains(&s))))
+            },
+        )?;
+        self.account_reboots(&result);
+        let statuses: Vec<&str> = result["history"]
+            .as_array()
+            .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
+            .unwrap_or_default();
+        self.log(&format!(
+            "{name}: {} (reports: {})",
+            result["status"].as_str().unwrap_or("?"),
+            statuses.join(" > ")
+        ));
+        let mut result = result;
+        result["deployment_id"] = deployment.into();
+        Ok(result)
+    }
+
+    /// Counts `rebooting` → next report as booting time.
+    fn account_reboots(&mut self, device_deployment: &Value) {
+        let Some(history) = device_deployment["history"].as_array() else {
+            return;
+        };
+        for pair in history.windows(2) {
+            if pair[0]["status"] == "rebooting" {
+                let t0 = pair[0]["time"].as_str().and_then(parse_rfc3339);
+                let t1 = pair[1]["time"].as_str().and_then(parse_rfc3339);
+                if let (Some(t0), Some(t1)) = (t0, t1) {
+                    self.timings.booting += Duration::from_secs_f64((t1 - t0).max(0.0));
+                }
+            }
+        }
+    }
+
+    fn expect_status(&self, result: &Value, expected: &str) -> Result<()> {
+        let got = result["status"].as_str().unwrap_or("?");
+        if got != expected {
+            let log = match (result["deployment_id"].as_str(), self.device_old.as_ref()) {
+                (Some(dep), Some(dev)) => self
+                    .server(Which::Old)
+                    .and_then(|s| s.deployment_log(dep, dev))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            bail!(
+                "deployment ended `{got}`, expected `{expected}`; history {}; device log: {log}",
+                result["history"]
+            );
+        }
+        Ok(())
+    }
+
+    /// Preauthorizes the device on new with the identity and key from old's auth set, then
+    /// rejects it on old; waits until it authenticated on new and made an API call there.
+    fn switch_to_new(&mut self) -> Result<f64> {
+        let old = self.server(Which::Old)?;
+        let id = self.device_id(Which::Old)?;
+        let device = old
+            .devices()?
+            .into_iter()
+            .find(|d| d["id"].as_str() == Some(&id))
+            .context("device vanished from old")?;
+        let auth = device["auth_sets"]
+            .as_array()
+            .and_then(|sets| sets.iter().find(|a| a["status"] == "accepted"))
+            .context("device has no accepted auth set on old")?
+            .clone();
+        let new = self.server(Which::New)?;
+        new.preauthorize(
+            &auth["identity_data"],
+            auth["pubkey"].as_str().context("auth set without pubkey")?,
+        )?;
+        let rejected_at = now_epoch();
+        old.set_auth_status(
+            &id,
+            auth["id"].as_str().context("auth set without id")?,
+            "rejected",
+        )?;
+        self.log("preauthorized on new, rejected on old");
+        self.wait_for(
+            "the device to authenticate on new and call its API",
+            budget(60),
+            |run| {
+                let reqs = run.server(Which::New)?.device_requests()?;
+                let authed = reqs.iter().any(|r| {
+                    r.is_auth() && r.status == Some(200) && r.epoch() >= rejected_at - 1.0
+                });
+                let api = reqs.iter().any(|r| {
+                    !r.is_auth()
+                        && r.status.is_some_and(|s| s < 300)
+                        && r.epoch() >= rejected_at - 1.0
+                });
+                Ok((authed && api).then_some(()))
+            },
+        )?;
+        let serial = self.serial_number.clone();
+        let on_new = self
+            .server(Which::New)?
+            .device_by_serial(&serial)?
+            .context("device not listed on new")?;
+        ensure!(
+            on_new["status"] == "accepted",
+            "device on new is {} instead of accepted",
+            on_new["status"]
+        );
+        self.device_new = Some(
+            on_new["id"]
+                .as_str()
+                .context("device without id")?
+                .to_string(),
+        );
+        // The failover shows in the logs: old answered 401 after the reject, new 200 after that.
+        let old_reqs = self.server(Which::Old)?.device_requests()?;
+        ensure!(
+            old_reqs
+                .iter()
+                .any(|r| r.status == Some(401) && r.epoch() >= rejected_at - 1.0),
+            "old never answered 401 after the reject; the failover was not driven by the reject"
+        );
+        self.log("device failed over to new");
+        Ok(rejected_at)
+    }
+
+    /// Clean guest shutdown (QMP powerdown, bounded, then kill).
+    fn stop_vm(&mut self) -> Result<()> {
+        if let Some(vm) = self.vm.take() {
+            let clean = vm.shutdown(budget(20))?;
+            self.log(if clean {
+                "guest powered off"
+            } else {
+                "guest did not power off in time; QEMU killed"
+            });
+        }
+        Ok(())
+    }
+
+    fn read_conf(&self, path: &str) -> Result<Option<Value>> {
+        let disk = self.disk.as_ref().context("no disk")?;
+        match disk.read(path)? {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{path} in the guest is not valid JSON: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })?)),
+        }
+    }
+
+    /// The config the client would use, as (server list, has fallback server keys).
+    fn config_servers(&self) -> Result<Vec<String>> {
+        let main = self
+            .read_conf(MAIN_CONF)?
+            .context("/etc/mender/mender.conf missing in the guest")?;
+        let fallback = self.read_conf(FALLBACK_CONF)?;
+        if let Some(fb) = &fallback {
+            ensure!(
+                fb.get("ServerURL").is_none() && fb.get("Servers").is_none()
+                    || (main.get("ServerURL").is_none() && main.get("Servers").is_none()),
+                "server keys in both {MAIN_CONF} and {FALLBACK_CONF}: {main} / {fb}"
+            );
+        }
+        ensure!(
+            !(main.get("Servers").is_some() && main.get("ServerURL").is_some_and(|u| u != "")),
+            "{MAIN_CONF} has both Servers and ServerURL: {main}"
+        );
+        if let Some(list) = main.get("Servers").and_then(|s| s.as_array()) {
+            return Ok(list
+                .iter()
+                .filter_map(|s| s["ServerURL"].as_str().map(str::to_string))
+                .collect());
+        }
+        Ok(main
+            .get("ServerURL")
+            .and_then(|u| u.as_str())
+            .map(|u| vec![u.to_string()])
+            .unwrap_or_default())
+    }
+
+    fn expect_servers(&self, expected: &[String], context: &str) -> Result<()> {
+        let got = self.config_servers()?;
+        ensure!(
+            got == expected,
+            "{context}: the device's config lists {got:?}, expected {expected:?}"
+        );
+        let main = self.read_conf(MAIN_CONF)?.unwrap_or_default();
+        let original = original_config(self.transport);
+        for key in [
+            "UpdatePollIntervalSeconds",
+            "InventoryPollIntervalSeconds",
+            "RetryPollIntervalSeconds",
+            "ServerCertificate",
+        ] {
+            ensure!(
+                main.get(key) == original.get(key),
+                "{context}: {key} changed: {main}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The client process ran after the last boot: the journal of the last boot shows it
+    /// started and no fatal config error.
+    fn expect_client_healthy(&self) -> Result<()> {
+        let disk = self.disk.as_ref().context("no disk")?;
+        let journal = disk.journal("mender-client.service", &self.dir.join("journal"))?;
+        std::fs::write(self.dir.join("mender-client.journal"), &journal)?;
+        let last_boot = journal.rsplit("-- Boot ").next().unwrap_or(&journal);
+        ensure!(
+            last_boot.contains("Started mender-client.service")
+                || last_boot.contains("Started mender-client"),
+            "mender-client did not start on the last boot (journal in {})",
+            self.dir.display()
+        );
+        for fatal in [
+            "mender-client.service: Main process exited, code=exited",
+            "mender-client.service: Failed with result",
+        ] {
+            ensure!(
+                !last_boot.contains(fatal),
+                "mender-client died on the last boot: `{fatal}` (journal in {})",
+                self.dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn old_url(&self) -> String {
+        self.transport.url(OLD_IP)
+    }
+    fn new_url(&self) -> String {
+        self.transport.url(NEW_IP)
+    }
+
+    /// Prints what a person needs to see why a scenario failed.
+    fn report_failure(&mut self) {
+        if let Some(vm) = self.vm.take() {
+            eprintln!(
+                "----- {}: serial console (last 60 lines) -----\n{}",
+                self.name,
+                tail_file(&vm.serial_log, 60)
+            );
+            vm.power_cut();
+        } else if self.dir.join("serial.log").exists() {
+            eprintln!(
+                "----- {}: serial console (last 60 lines) -----\n{}",
+                self.name,
+                tail_file(&self.dir.join("serial.log"), 60)
+            );
+        }
+        for server in [self.old.as_ref(), self.new.as_ref()].into_iter().flatten() {
+            eprintln!(
+                "----- {}: {} request log (last 40) -----\n{}",
+                self.name,
+                server.name,
+                tail_file(&server.request_log, 40)
+            );
+            eprintln!(
+                "----- {}: {} server stderr (last 10) -----\n{}",
+                self.name,
+                server.name,
+                tail_file(&server.stderr_log, 10)
+            );
+        }
+        if let Some(disk) = self.disk.as_ref() {
+            if let Ok(journal) = disk.journal("mender-client.service", &self.dir.join("journal")) {
+                let _ = std::fs::write(self.dir.join("mender-client.journal"), &journal);
+                let lines: Vec<&str> = journal.lines().collect();
+                eprintln!(
+                    "----- {}: mender-client journal (last 40) -----\n{}",
+                    self.name,
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+        }
+        eprintln!(
+            "----- {}: logs kept in {} -----",
+            self.name,
+            self.dir.display()
+        );
+    }
+}
+
+/// Runs one scenario; returns its timings. Logs are kept on failure (and with `keep_logs`).
+pub fn run_one(scenario: &Scenario, env: &mut Env) -> Result<Timings> {
+    let keep_logs = env.keep_logs;
+    let mut run = Run::new(scenario.name, env)?;
+    let started = Instant::now();
+    let result = (scenario.run)(&mut run);
+    let mut timings = run.timings.clone();
+    timings.wall = started.elapsed();
+    timings.poll_wait = timings.waited.saturating_sub(timings.booting);
+    match result {
+        Ok(()) => {
+            run.stop_vm()?;
+            let dir = run.dir.clone();
+            drop(run);
+            let _ = std::fs::remove_file(dir.join("disk.img"));
+            if !keep_logs {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Ok(timings)
+        }
+        Err(err) => {
+            run.report_failure();
+            Err(err.context(format!("scenario `{}` failed", scenario.name)))
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- scenarios
+
+fn boot(run: &mut Run) -> Result<()> {
+    run.start_servers(Transport::Http, false)?;
+    run.prepare_disk(true, |_, _| Ok(()))?;
+    run.boot()?;
+    run.accept_on_old()?;
+    let id = run.device_id(Which::Old)?;
+    let inv = run.wait_for(
+        "inventory with device_type and artifact_name",
+        budget(30),
+        |run| {
+            let inv = run.server(Which::Old)?.inventory(&id)?;
+            let attr = |n: &str| {
+                inv["attributes"].as_array().and_then(|a| {
+                    a.iter()
+                        .find(|x| x["name"] == n)
+                        .map(|x| x["value"].clone())
+                })
+            };
+            Ok((attr("device_type").is_some() && attr("artifact_name").is_some()).then_some(inv))
+        },
+    )?;
+    let attr = |n: &str| {
+        inv["attributes"].as_array().and_then(|a| {
+            a.iter()
+                .find(|x| x["name"] == n)
+                .map(|x| x["value"].clone())
+        })
+    };
+    ensure!(
+        attr("device_type") == Some(DEVICE_TYPE.into()),
+        "inventory device_type is {:?}",
+        attr("device_type")
+    );
+    ensure!(
+        attr("artifact_name") == Some(BASE_ARTIFACT.into()),
+        "inventory artifact_name is {:?}",
+        attr("artifact_name")
+    );
+    ensure!(
+        attr("serial") == Some(run.serial_number.clone().into()),
+        "identity serial is {:?}",
+        attr("serial")
+    );
+    // The guest can reach only the two forwarded addresses: nothing arrived at new.
+    ensure!(
+        run.server(Which::New)?.requests()?.is_empty(),
+        "the device contacted new although its config lists only old"
+    );
+    run.stop_vm()?;
+    run.expect_servers(&[run.old_url()], "after boot")?;
+    run.expect_client_healthy()
+}
+
+/// The five steps of the tenant migration, automated.
+fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()> {
+    let set = run.env.artifacts(mode, transport)?;
+    let (module_install, stage1, stage2) = (
+        set.module_install.clone(),
+        set.stage1.clone(),
+        set.stage2.clone(),
+    );
+    run.start_servers(transport, false)?;
+    run.prepare_disk(false, |_, _| Ok(()))?;
+    run.boot()?;
+    run.accept_on_old()?;
+
+    // Step 2: module, then the dual config, both from old.
+    let r = run.deploy(Which::Old, &module_install)?;
+    run.expect_status(&r, "success")?;
+    let r = run.deploy(Which::Old, &stage1)?;
+    run.expect_status(&r, "success")?;
+    let dev = run.device_id(Which::Old)?;
+    run.wait_for(
+        "inventory on old reporting the dual stage",
+        budget(30),
+        |run| {
+            let inv = run.server(Which::Old)?.inventory(&dev)?;
+            Ok(inv["attributes"]
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .find(|x| x["name"] == "server_migration_stage" && x["value"] == "dual")
+                })
+                .map(|_| ()))
+        },
+    )?;
+    ensure!(
+        run.server(Which::New)?.device_requests()?.is_empty(),
+        "the device contacted new while old still accepted it (Servers[0] must win)"
+    );
+
+    // Steps 3 + 4: preauthorize on new, reject on old; the device fails over.
+    run.switch_to_new()?;
+
+    // Step 5: the new-only config, deployed from new.
+    let r = run.deploy(Which::New, &stage2)?;
+    run.expect_status(&r, "success")?;
+    let stage2_name = artifact_name(&stage2);
+    let reports = r["history"].as_array().cloned().unwrap_or_default();
+    let cutoff = reports
+        .iter()
+        .rev()
+        .find(|x| x["status"] == "rebooting")
+        .or_else(|| reports.last())
+        .and_then(|x| x["time"].as_str())
+        .and_then(parse_rfc3339)
+        .context("stage-2 deployment without report times")?;
+    let dev_new = run.device_id(Which::New)?;
+    let inv = run.wait_for(
+        "new's inventory showing the stage-2 artifact",
+        budget(30),
+        |run| {
+            let inv = run.server(Which::New)?.inventory(&dev_new)?;
+            Ok(inv["attributes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == "artifact_name"))
+                .filter(|x| x["value"] == stage2_name.as_str())
+                .map(|_| inv.clone()))
+        },
+    )?;
+    let _ = inv;
+    // A few more poll rounds on the new-only config, then: old heard nothing since the switch.
+    let quiet_from = now_epoch();
+    run.wait_for("three more update checks at new", budget(20), |run| {
+        Ok((run
+            .server(Which::New)?
+            .device_requests()?
+            .iter()
+            .filter(|r| r.path.contains("/deployments/next") && r.epoch() > quiet_from)
+            .count()
+            >= 3)
+            .then_some(()))
+    })?;
+    let late: Vec<String> = run
+        .server(Which::Old)?
+        .device_requests()?
+        .iter()
+        .filter(|r| r.epoch() > cutoff)
+        .map(|r| format!("{} {} {} -> {:?}", r.time, r.method, r.path, r.status))
+        .collect();
+    ensure!(
+        late.is_empty(),
+        "old received requests after the device switched to the new-only config: {late:?}"
+    );
+    run.stop_vm()?;
+    run.expect_servers(&[run.new_url()], "after stage 2")?;
+    let main = run.read_conf(MAIN_CONF)?.unwrap_or_default();
+    ensure!(
+        main.get("Servers").is_none(),
+        "stage 2 left a Servers list: {main}"
+    );
+    run.expect_client_healthy()
+}
+
+fn migration_patch(run: &mut Run) -> Result<()> {
+    full_migration(run, Mode::Patch, Transport::Http)
+}
+fn migration_replace(run: &mut Run) -> Result<()> {
+    full_migration(run, Mode::Replace, Transport::Http)
+}
+fn migration_https(run: &mut Run) -> Result<()> {
+    full_migration(run, Mode::Patch, Transport::Https)
+}
+
+fn new_down_stage1(run: &mut Run) -> Result<()> {
+    let set = run.env.artifacts(Mode::Patch, Transport::Http)?;
+    let (stage1, stage2) = (set.stage1.clone(), set.stage2.clone());
+    run.start_servers(Transport::Http, true)?;
+    run.prepare_disk(true, |_, _| Ok(()))?;
+    run.boot()?;
+    run.accept_on_old()?;
+    let r = run.deploy(Which::Old, &stage1)?;
+    let status = r["status"].as_str().unwrap_or("?").to_string();
+    ensure!(
+        status == "success" || status == "failure",
+        "stage 1 with new down ended `{status}`"
+    );
+    // The device keeps working with old: more update checks answered there.
+    let t = now_epoch();
+    run.wait_for("update checks at old after stage 1", budget(20), |run| {
+        Ok((run
+            .server(Which::Old)?
+            .device_requests()?
+            .iter()
+            .filter(|r| {
+                r.path.contains("/deployments/next")
+                    && r.status.is_some_and(|s| s < 300)
+                    && r.epoch() > t
+            })
+            .count()
+            >= 2)
+            .then_some(()))
+    })?;
+    run.log(&format!(
+        "stage 1 ended `{status}` with new down; device still polling old"
+    ));
+    // Later the new server comes up and the migration continues.
+    run.new.as_mut().context("no new server")?.restart()?;
+    if status == "failure" {
+        let r = run.deploy(Which::Old, &stage1)?;
+        run.expect_status(&r, "success")?;
+    }
+    run.switch_to_new()?;
+    let r = run.deploy(Which::New, &stage2)?;
+    run.expect_status(&r, "success")?;
+    run.stop_vm()?;
+    run.expect_servers(&[run.new_url()], "after continuing the migration")?;
+    run.expect_client_healthy()
+}
+
+fn invalid_result(run: &mut Run) -> Result<()> {
+    let set = run.env.artifacts(Mode::Replace, Transport::Http)?;
+    let stage1 = set.stage1.clone();
+    run.start_servers(Transport::Http, false)?;
+    let fallback = serde_json::json!({ "ServerURL": run.old_url() });
+    run.prepare_disk(true, |edits, scratch| {
+        let f = scratch.join("fallback.conf");
+        std::fs::write(&f, serde_json::to_vec_pretty(&fallback)?)?;
+        edits.write(&f, FALLBACK_CONF, 0o600)?;
+        Ok(())
+    })?;
+    let main_before = std::fs::read(run.dir.join("inject/mender.conf"))?;
+    run.boot()?;
+    run.accept_on_old()?;
+    let r = run.deploy(Which::Old, &stage1)?;
+    run.expect_status(&r, "failure")?;
+    let statuses: Vec<String> = r["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|x| x["status"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        !statuses.iter().any(|s| s == "rebooting"),
+        "the refused stage rebooted the device: {statuses:?}"
+    );
+    let t = now_epoch();
+    run.wait_for(
+        "the client to keep polling old after the refusal",
+        budget(20),
+        |run| {
+            Ok((run
+                .server(Which::Old)?
+                .device_requests()?
+                .iter()
+                .filter(|r| {
+                    r.path.contains("/deployments/next")
+                        && r.status.is_some_and(|s| s < 300)
+                        && r.epoch() > t
+                })
+                .count()
+                >= 2)
+                .then_some(()))
+        },
+    )?;
+    run.stop_vm()?;
+    let disk = run.disk.as_ref().context("no disk")?;
+    let main_after = disk.read(MAIN_CONF)?.context("main config missing")?;
+    ensure!(
+        serde_json::from_slice::<Value>(&main_after)?
+            == serde_json::from_slice::<Value>(&main_before)?,
+        "the refused stage changed {MAIN_CONF}: {}",
+        String::from_utf8_lossy(&main_after)
+    );
+    ensure!(
+        run.read_conf(FALLBACK_CONF)? == Some(fallback),
+        "the refused stage changed {FALLBACK_CONF}"
+    );
+    run.expect_client_healthy()
+}
+
+fn stage2_first(run: &mut Run) -> Result<()> {
+    let set = run.env.artifacts(Mode::Patch, Transport::Http)?;
+    let stage2 = set.stage2.clone();
+    run.start_servers(Transport::Http, false)?;
+    run.prepare_disk(true, |_, _| Ok(()))?;
+    run.boot()?;
+    run.accept_on_old()?;
+    let r = run.deploy(Which::Old, &stage2)?;
+    run.expect_status(&r, "failure")?;
+    let statuses: Vec<String> = r["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|x| x["status"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        !statuses.iter().any(|s| s == "rebooting"),
+        "stage 2 before stage 1 rebooted the device: {statuses:?}"
+    );
+    let t = now_epoch();
+    run.wait_for("the client to keep polling old", budget(20), |run| {
+        Ok((run
+            .server(Which::Old)?
+            .device_requests()?
+            .iter()
+            .filter(|r| {
+                r.path.contains("/deployments/next")
+                    && r.status.is_some_and(|s| s < 300)
+                    && r.epoch() > t
+            })
+            .count()
+            >= 2)
+            .then_some(()))
+    })?;
+    ensure!(
+        run.server(Which::New)?.requests()?.is_empty(),
+        "the device contacted new"
+    );
+    run.stop_vm()?;
+    run.expect_servers(&[run.old_url()], "after the refused stage 2")?;
+    run.expect_client_healthy()
+}
+
+/// Marker the wrapped module prints on the console once ArtifactInstall has done its work.
+const HOLD_MARKER: &str = "qemu-e2e: ArtifactInstall done, holding for power cut";
+
+fn power_cut(run: &mut Run) -> Result<()> {
+    let set = run.env.artifacts(Mode::Patch, Transport::Http)?;
+    let stage1 = set.stage1.clone();
+    run.start_servers(Transport::Http, false)?;
+    // The real module runs; the wrapper then holds ArtifactInstall open so the power cut lands
+    // after the module changed the config but before the client recorded the install as done.
+    let wrapper = format!(
+        "#!/bin/sh\n/usr/share/mender/server-migration.real \"$@\"\nrc=$?\nif [ \"$1\" = ArtifactInstall ]; then\n    echo \"{HOLD_MARKER} (rc=$rc)\" > /dev/ttyS0\n    sleep 300\nfi\nexit $rc\n"
+    );
+    let binary = crate::host::target_dir().join("device/server-migration");
+    run.prepare_disk(true, |edits, scratch| {
+        let w = scratch.join("wrapper.sh");
+        std::fs::write(&w, wrapper)?;
+        edits.write(&binary, "/usr/share/mender/server-migration.real", 0o755)?;
+        edits.write(&w, MODULE_GUEST_PATH, 0o755)?;
+        Ok(())
+    })?;
+    run.boot()?;
+    run.accept_on_old()?;
+    let name = artifact_name(&stage1);
+    run.server(Which::Old)?.upload_artifact(&stage1)?;
+    let device = run.device_id(Which::Old)?;
+    let deployment = run
+        .server(Which::Old)?
+        .create_deployment("power-cut", &name, &device)?;
+    run.wait_for("the module's ArtifactInstall to run", budget(60), |run| {
+        Ok(run
+            .vm
+            .as_ref()
+            .is_some_and(|vm| vm.serial_text().contains(HOLD_MARKER))
+            .then_some(()))
+    })?;
+    run.vm.take().context("no VM")?.power_cut();
+    run.log("power cut during ArtifactInstall (QEMU killed)");
+    run.boot()?;
+    let result = run.wait_for("the interrupted deployment to end", budget(120), |run| {
+        let dd = run
+            .server(Which::Old)?
+            .deployment_device(&deployment, &device)?;
+        Ok(dd.filter(|d| d["status"].as_str().is_some_and(|s| FINAL.contains(&s))))
+    })?;
+    let status = result["status"].as_str().unwrap_or("?").to_string();
+    ensure!(
+        status == "success" || status == "failure",
+        "interrupted deployment ended `{status}`"
+    );
+    run.log(&format!(
+        "interrupted deployment ended `{status}` (history {})",
+        result["history"]
+    ));
+    let t = now_epoch();
+    run.wait_for(
+        "the client to poll again after the power cut",
+        budget(30),
+        |run| {
+            Ok((run
+                .server(Which::Old)?
+                .device_requests()?
+                .iter()
+                .filter(|r| {
+                    r.path.contains("/deployments/next")
+                        && r.status.is_some_and(|s| s < 300)
+                        && r.epoch() > t
+                })
+                .count()
+                >= 2)
+                .then_some(()))
+        },
+    )?;
+    run.stop_vm()?;
+    let servers = run.config_servers()?;
+    let old_only = vec![run.old_url()];
+    let dual = vec![run.old_url(), run.new_url()];
+    ensure!(
+        servers == old_only || servers == dual,
+        "after the power cut the config lists {servers:?}: neither old nor new"
+    );
+    if status == "success" {
+        ensure!(
+            servers == dual,
+            "deployment reported success but the config is {servers:?}"
+        );
+    } else {
+        ensure!(
+            servers == old_only,
+            "deployment reported failure but the config is {servers:?}"
+        );
+    }
+    run.expect_servers(&servers, "after the power cut")?;
+    run.expect_client_healthy()
+}
+
+/// Builds the mock server binary (debug profile: fast to build, fast enough to serve one VM).
+pub fn build_mock_server() -> Result<PathBuf> {
+    crate::progress::step("qemu-test", "cargo build -p mock-mender-server", || {
+        let status = Command::new(host::cargo())
+            .current_dir(host::workspace_root())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "mock-mender-server",
+                "--bin",
+                "mock-mender-server",
+            ])
+            .status()
+            .context("cannot run cargo")?;
+        ensure!(status.success(), "building mock-mender-server failed");
+        Ok(host::target_dir().join("debug/mock-mender-server"))
+    })
+}
+
+/// The image the scenarios boot (with the module built from this tree).
+pub fn scenario_image() -> Result<GuestImage> {
+    image::ensure_image(&image::ImageRequest {
+        rebuild_base: false,
+        module_binary: None,
+        without_module: false,
+    })
+}

@@ -1,0 +1,296 @@
+//! Booting the guest under `qemu-system-x86_64`: a private copy of the image per VM, user-mode
+//! networking that can reach only the forwarded mock servers, the serial console in a log file,
+//! clean shutdown over QMP (bounded, then kill), power cuts, and reading files after shutdown.
+
+use crate::ext4::{self, Edits};
+use crate::host::{self, run};
+use crate::image::GuestImage;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Guest address `guest_ip:guest_port` is forwarded to `127.0.0.1:host_port` on the host.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub guest_ip: String,
+    pub guest_port: u16,
+    pub host_port: u16,
+}
+
+/// A VM's disk: a sparse private copy of the built image, kept across QEMU restarts.
+pub struct Disk {
+    pub path: PathBuf,
+}
+
+impl Disk {
+    /// Copies `image` into `dir/disk.img` (sparse, ~0.4 s).
+    pub fn copy_from(image: &GuestImage, dir: &Path) -> Result<Disk> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("disk.img");
+        run(Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&image.disk)
+            .arg(&path))?;
+        Ok(Disk { path })
+    }
+
+    pub fn edit(&self, edits: &Edits) -> Result<()> {
+        edits.apply(&self.path)
+    }
+
+    /// Reads a guest file (only while no QEMU is using the disk).
+    pub fn read(&self, guest_path: &str) -> Result<Option<Vec<u8>>> {
+        ext4::read_file(&self.path, guest_path)
+    }
+
+    pub fn read_string(&self, guest_path: &str) -> Result<Option<String>> {
+        Ok(self
+            .read(guest_path)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The guest's persistent journal for one unit, rendered by the host's journalctl.
+    pub fn journal(&self, unit: &str, scratch: &Path) -> Result<String> {
+        let _ = std::fs::remove_dir_all(scratch);
+        ext4::dump_dir(&self.path, "/var/log/journal", scratch)?;
+        let out = Command::new("journalctl")
+            .arg("-D")
+            .arg(scratch.join("journal"))
+            .args(["--no-pager", "-o", "short-monotonic", "-u", unit])
+            .output()
+            .context("cannot run journalctl")?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// How to start QEMU.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub name: String,
+    /// SMBIOS system serial: the device identity (see the overlay's identity script).
+    pub serial_number: String,
+    pub forwards: Vec<Forward>,
+    pub memory_mb: u32,
+    pub cpus: u32,
+}
+
+impl VmConfig {
+    pub fn new(name: &str, serial_number: &str, forwards: Vec<Forward>) -> Self {
+        let cpus = std::env::var("QEMU_E2E_SMP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
+        VmConfig {
+            name: name.to_string(),
+            serial_number: serial_number.to_string(),
+            forwards,
+            memory_mb: 512,
+            cpus,
+        }
+    }
+}
+
+/// A running QEMU. Dropping it kills QEMU (tests never leave VMs behind).
+pub struct Vm {
+    child: Option<Child>,
+    pub serial_log: PathBuf,
+    qmp_socket: PathBuf,
+    pub started: Instant,
+    name: String,
+}
+
+impl Vm {
+    /// Starts QEMU on `disk`; `run_dir` receives `serial.log` (appended across restarts),
+    /// `qemu.log` and the QMP socket.
+    pub fn start(image: &GuestImage, disk: &Disk, config: &VmConfig, run_dir: &Path) -> Result<Vm> {
+        host::require_tools(&["qemu-system-x86_64", "socat"])?;
+        std::fs::create_dir_all(run_dir)?;
+        let serial_log = run_dir.join("serial.log");
+        let qmp_socket = run_dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&qmp_socket);
+        let mut netdev = "user,id=n0,restrict=on".to_string();
+        for f in &config.forwards {
+            // `cmd:` starts one socat per guest connection; the `tcp:` chardev form would
+            // connect only once, at QEMU start.
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{}:{}-cmd:socat - TCP:127.0.0.1:{}",
+                f.guest_ip, f.guest_port, f.host_port
+            ));
+        }
+        // Appending keeps the log of earlier boots of the same disk (power-cut runs).
+        let serial_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&serial_log)?;
+        drop(serial_file);
+        let qemu_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join("qemu.log"))?;
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(host::accel_args())
+            .args([
+                "-m",
+                &config.memory_mb.to_string(),
+                "-smp",
+                &config.cpus.to_string(),
+            ])
+            .args([
+                "-nodefaults",
+                "-vga",
+                "none",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+            ])
+            .arg("-chardev")
+            .arg(format!(
+                "file,id=ser0,path={},append=on",
+                serial_log.display()
+            ))
+            .args(["-serial", "chardev:ser0"])
+            .arg("-kernel")
+            .arg(&image.kernel)
+            .arg("-initrd")
+            .arg(&image.initrd)
+            .args([
+                "-append",
+                "root=/dev/vda rw console=ttyS0 systemd.show_status=1",
+            ])
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw", disk.path.display()))
+            .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"])
+            .arg("-smbios")
+            .arg(format!("type=1,serial={}", config.serial_number))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_socket.display()))
+            .stdin(Stdio::null())
+            .stdout(qemu_log.try_clone()?)
+            .stderr(qemu_log);
+        let child = cmd.spawn().context("cannot start qemu-system-x86_64")?;
+        Ok(Vm {
+            child: Some(child),
+            serial_log,
+            qmp_socket,
+            started: Instant::now(),
+            name: config.name.clone(),
+        })
+    }
+
+    /// True while QEMU runs (it keeps running across guest reboots).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Fails if QEMU exited on its own (a crash, or an unexpected guest poweroff).
+    pub fn check_alive(&mut self) -> Result<()> {
+        if !self.is_running() {
+            bail!(
+                "QEMU of VM `{}` exited unexpectedly (see {})",
+                self.name,
+                self.serial_log.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// The serial console so far.
+    pub fn serial_text(&self) -> String {
+        std::fs::read(&self.serial_log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// How many times a Linux kernel has started on this disk's console log.
+    pub fn boots(&self) -> usize {
+        self.serial_text().matches("Linux version ").count()
+    }
+
+    /// Clean stop: ACPI power button over QMP, wait up to `timeout`, then kill.
+    /// Returns whether the guest powered off by itself.
+    pub fn shutdown(mut self, timeout: Duration) -> Result<bool> {
+        let clean = match self.qmp(&["system_powerdown"]) {
+            Ok(()) => self.wait_exit(timeout),
+            Err(_) => false,
+        };
+        if !clean {
+            self.kill();
+        }
+        Ok(clean)
+    }
+
+    /// Power cut: SIGKILL QEMU, so the guest gets no chance to flush or unmount.
+    pub fn power_cut(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    }
+
+    /// Sends QMP commands (after the capabilities handshake).
+    fn qmp(&self, commands: &[&str]) -> Result<()> {
+        let stream = UnixStream::connect(&self.qmp_socket)
+            .with_context(|| format!("cannot connect to QMP at {}", self.qmp_socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line)?; // greeting
+        for command in std::iter::once(&"qmp_capabilities").chain(commands) {
+            writeln!(writer, "{{\"execute\":\"{command}\"}}")?;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    bail!("QMP closed the connection");
+                }
+                // Skip asynchronous events until the command's reply.
+                if line.contains("\"return\"") {
+                    break;
+                }
+                if line.contains("\"error\"") {
+                    bail!("QMP {command}: {}", line.trim());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `lines` lines of a text file (for failure reports).
+pub fn tail_file(path: &Path, lines: usize) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
