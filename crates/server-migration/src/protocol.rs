@@ -273,3 +273,81 @@ fn cleanup(ctx: &Context, store: &Store<'_>, journal: Option<Journal>) -> Result
     store.save(&j)?;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::{read_current, Intent};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// Records every command instead of running it.
+    struct Recorder(Rc<RefCell<Vec<String>>>, bool);
+
+    impl CommandRunner for Recorder {
+        fn run(&self, program: &str, args: &[String]) -> std::io::Result<()> {
+            self.0
+                .borrow_mut()
+                .push(format!("{program} {}", args.join(" ")));
+            if self.1 {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("systemd-run: not found"))
+            }
+        }
+    }
+
+    fn committed_service_journal(
+        ok: bool,
+    ) -> (tempfile::TempDir, Context, Rc<RefCell<Vec<String>>>) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/mender")).unwrap();
+        std::fs::write(d.path().join("etc/mender/mender.conf"), b"{}").unwrap();
+        let calls = Rc::new(RefCell::new(Vec::new()));
+        let ctx = Context {
+            root: DeviceRoot::new(d.path()),
+            faults: Faults::none(),
+            runner: Box::new(Recorder(calls.clone(), ok)),
+        };
+        let store = ctx.store().unwrap();
+        let intent = Intent {
+            artifact_name: "a".into(),
+            stage: "dual".into(),
+            old_server: "https://o".into(),
+            new_server: "https://n".into(),
+            restart: RestartMode::Service,
+        };
+        let current = vec![read_current(&ctx.root, "/etc/mender/mender.conf").unwrap()];
+        // Stand-in content: this test is about Cleanup, not about config rules.
+        let mut j = store
+            .install(&intent, &current, &[Some(b"{\"x\":1}".to_vec())])
+            .unwrap();
+        j.advance(Phase::Committed, &store.state_dir, &ctx.faults)
+            .unwrap();
+        (d, ctx, calls)
+    }
+
+    #[test]
+    fn cleanup_schedules_restart_once_through_the_runner() {
+        let (_d, ctx, calls) = committed_service_journal(true);
+        let tree = Path::new("/nonexistent");
+        run_state(&ctx, "Cleanup", tree, &mut Vec::new()).unwrap();
+        run_state(&ctx, "Cleanup", tree, &mut Vec::new()).unwrap();
+        assert_eq!(
+            *calls.borrow(),
+            vec!["systemd-run --on-active=30 --unit=server-migration-restart systemctl restart mender-client"]
+        );
+        let j = ctx.store().unwrap().load().unwrap().unwrap();
+        assert!(j.finished && j.restart_scheduled);
+    }
+
+    #[test]
+    fn cleanup_reports_a_failed_schedule() {
+        let (_d, ctx, calls) = committed_service_journal(false);
+        let e = run_state(&ctx, "Cleanup", Path::new("/nonexistent"), &mut Vec::new()).unwrap_err();
+        assert!(e.to_string().contains("systemd-run: not found"), "{e}");
+        assert_eq!(calls.borrow().len(), 1);
+        let j = ctx.store().unwrap().load().unwrap().unwrap();
+        assert!(j.finished && !j.restart_scheduled);
+    }
+}

@@ -335,3 +335,134 @@ pub fn owner_of(path: &Path) -> Option<(u32, u32, u32)> {
         .ok()
         .map(|m| (m.mode() & 0o7777, m.uid(), m.gid()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two files, a stand-in "migration" that rewrites one and removes the other.
+    fn setup() -> (tempfile::TempDir, DeviceRoot) {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("etc/app")).unwrap();
+        fs::write(d.path().join("etc/app/a.conf"), b"old a\n").unwrap();
+        fs::write(d.path().join("etc/app/b.conf"), b"old b\n").unwrap();
+        let root = DeviceRoot::new(d.path());
+        (d, root)
+    }
+
+    fn intent() -> Intent {
+        Intent {
+            artifact_name: "t".into(),
+            stage: "dual".into(),
+            old_server: "https://o".into(),
+            new_server: "https://n".into(),
+            restart: RestartMode::Reboot,
+        }
+    }
+
+    #[test]
+    fn install_rollback_recover_with_stand_in_contents() {
+        let (d, root) = setup();
+        let faults = Faults::none();
+        let store = Store {
+            root: &root,
+            state_dir: d.path().join("state"),
+            faults: &faults,
+        };
+        let current = vec![
+            read_current(&root, "/etc/app/a.conf").unwrap(),
+            read_current(&root, "/etc/app/b.conf").unwrap(),
+            read_current(&root, "/etc/app/c.conf").unwrap(),
+        ];
+        assert!(current[2].contents.is_none());
+        let new = vec![Some(b"new a\n".to_vec()), None, Some(b"new c\n".to_vec())];
+        let mut j = store.install(&intent(), &current, &new).unwrap();
+        assert_eq!(j.phase, Phase::Installed);
+        assert_eq!(
+            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
+            b"new a\n"
+        );
+        assert!(!d.path().join("etc/app/b.conf").exists());
+        assert_eq!(owner_of(&d.path().join("etc/app/c.conf")).unwrap().0, 0o600);
+        store.verify(&j, true).unwrap();
+        assert!(store.verify(&j, false).is_err());
+        // Recovery from the commit point keeps the new files.
+        assert_eq!(store.recover().unwrap().unwrap().phase, Phase::Installed);
+        store.verify(&j, true).unwrap();
+
+        store.rollback(&mut j).unwrap();
+        assert_eq!(j.phase, Phase::RolledBack);
+        assert_eq!(
+            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
+            b"old a\n"
+        );
+        assert_eq!(
+            fs::read(d.path().join("etc/app/b.conf")).unwrap(),
+            b"old b\n"
+        );
+        assert!(!d.path().join("etc/app/c.conf").exists());
+        store.verify(&j, false).unwrap();
+        // Idempotent.
+        store.rollback(&mut j).unwrap();
+        store.verify(&j, false).unwrap();
+    }
+
+    #[test]
+    fn recovery_from_writing_restores_old_and_refuses_a_bad_backup() {
+        let (d, root) = setup();
+        let faults = Faults::none();
+        let store = Store {
+            root: &root,
+            state_dir: d.path().join("state"),
+            faults: &faults,
+        };
+        let current = vec![read_current(&root, "/etc/app/a.conf").unwrap()];
+        let mut j = store
+            .install(&intent(), &current, &[Some(b"new a\n".to_vec())])
+            .unwrap();
+        // Pretend the power went out before the commit point.
+        j.phase = Phase::Writing;
+        store.save(&j).unwrap();
+        assert_eq!(store.recover().unwrap().unwrap().phase, Phase::RolledBack);
+        assert_eq!(
+            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
+            b"old a\n"
+        );
+
+        // Same, with a tampered backup: recovery must not write garbage.
+        let mut j = store
+            .install(&intent(), &current, &[Some(b"new a\n".to_vec())])
+            .unwrap();
+        j.phase = Phase::Writing;
+        store.save(&j).unwrap();
+        fs::write(store.backup_dir().join("etc_app_a.conf"), b"evil").unwrap();
+        let e = store.recover().unwrap_err();
+        assert!(e.to_string().contains("does not match the checksum"), "{e}");
+        assert_eq!(
+            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
+            b"new a\n"
+        );
+    }
+
+    #[test]
+    fn file_changed_between_read_and_write_aborts_install() {
+        let (d, root) = setup();
+        let faults = Faults::none();
+        let store = Store {
+            root: &root,
+            state_dir: d.path().join("state"),
+            faults: &faults,
+        };
+        let current = vec![read_current(&root, "/etc/app/a.conf").unwrap()];
+        fs::write(d.path().join("etc/app/a.conf"), b"someone else\n").unwrap();
+        let e = store
+            .install(&intent(), &current, &[Some(b"new a\n".to_vec())])
+            .unwrap_err();
+        assert!(e.to_string().contains("changed while"), "{e}");
+        assert_eq!(
+            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
+            b"someone else\n"
+        );
+        assert_eq!(store.load().unwrap().unwrap().phase, Phase::RolledBack);
+    }
+}

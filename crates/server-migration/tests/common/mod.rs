@@ -47,12 +47,12 @@ impl Device {
     }
 
     pub fn empty() -> Device {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = scratch_dir();
         fs::create_dir_all(dir.path().join("etc/mender")).unwrap();
         fs::create_dir_all(dir.path().join("data/mender")).unwrap();
         fs::create_dir_all(dir.path().join("var/lib")).unwrap();
         symlink("/data/mender", dir.path().join("var/lib/mender")).unwrap();
-        let trees = tempfile::tempdir().unwrap();
+        let trees = scratch_dir();
         let bin_dir = trees.path().join("bin");
         fs::create_dir_all(&bin_dir).unwrap();
         Device {
@@ -167,6 +167,21 @@ impl Device {
         fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
         log
     }
+}
+
+/// A temp dir on tmpfs when there is one: the crash tests run thousands of fsyncs, which on a
+/// busy disk take most of the test time and prove nothing a process abort can observe.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("server-migration-test")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
 }
 
 pub fn plan(stage: Stage, restart: Restart) -> Vec<u8> {
