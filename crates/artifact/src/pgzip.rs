@@ -29,6 +29,7 @@ pub(crate) struct ParallelGzWriter<W: Write> {
     /// `None` only after `finish` moved it out.
     out: Option<W>,
     block: Vec<u8>,
+    block_size: usize,
     tail: Vec<u8>,
     next_seq: u64,
     next_write: u64,
@@ -101,6 +102,10 @@ fn worker(jobs: Arc<Mutex<Receiver<Job>>>, results: Sender<JobResult>, level: u3
 
 impl<W: Write> ParallelGzWriter<W> {
     pub(crate) fn new(out: W, level: u32, threads: usize) -> Self {
+        Self::with_block_size(out, level, threads, BLOCK_SIZE)
+    }
+
+    fn with_block_size(out: W, level: u32, threads: usize, block_size: usize) -> Self {
         let threads = threads.max(1);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (res_tx, res_rx) = mpsc::channel::<JobResult>();
@@ -114,7 +119,8 @@ impl<W: Write> ParallelGzWriter<W> {
             .collect();
         ParallelGzWriter {
             out: Some(out),
-            block: Vec::with_capacity(BLOCK_SIZE),
+            block: Vec::with_capacity(block_size),
+            block_size,
             tail: Vec::new(),
             next_seq: 0,
             next_write: 0,
@@ -181,7 +187,7 @@ impl<W: Write> ParallelGzWriter<W> {
             self.receive(true)?;
             self.write_ready()?;
         }
-        let data = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_SIZE));
+        let data = std::mem::replace(&mut self.block, Vec::with_capacity(self.block_size));
         let dict = std::mem::take(&mut self.tail);
         self.tail = data[data.len().saturating_sub(DICT_SIZE)..].to_vec();
         let job = Job {
@@ -227,10 +233,10 @@ impl<W: Write> ParallelGzWriter<W> {
 
 impl<W: Write> Write for ParallelGzWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = BLOCK_SIZE - self.block.len();
+        let room = self.block_size - self.block.len();
         let n = room.min(buf.len());
         self.block.extend_from_slice(&buf[..n]);
-        if self.block.len() == BLOCK_SIZE {
+        if self.block.len() == self.block_size {
             self.dispatch(false)?;
         }
         Ok(n)
@@ -252,10 +258,12 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    const TEST_BLOCK: usize = 64 * 1024;
+
     fn roundtrip(data: &[u8], threads: usize) {
-        let mut w = ParallelGzWriter::new(Vec::new(), 6, threads);
+        let mut w = ParallelGzWriter::with_block_size(Vec::new(), 6, threads, TEST_BLOCK);
         // Uneven write sizes exercise block boundaries.
-        for chunk in data.chunks(300_007) {
+        for chunk in data.chunks(20_007) {
             w.write_all(chunk).unwrap();
         }
         let gz = w.finish().unwrap();
@@ -272,7 +280,7 @@ mod tests {
     #[test]
     fn round_trips_across_block_boundaries() {
         let mut x = 0x12345678u32;
-        let noise: Vec<u8> = (0..3 * BLOCK_SIZE + 12345)
+        let noise: Vec<u8> = (0..5 * TEST_BLOCK + 12345)
             .map(|i| {
                 x ^= x << 13;
                 x ^= x >> 17;
@@ -287,9 +295,9 @@ mod tests {
         for len in [
             0,
             1,
-            BLOCK_SIZE - 1,
-            BLOCK_SIZE,
-            BLOCK_SIZE + 1,
+            TEST_BLOCK - 1,
+            TEST_BLOCK,
+            TEST_BLOCK + 1,
             noise.len(),
         ] {
             roundtrip(&noise[..len], 2);

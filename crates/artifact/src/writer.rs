@@ -832,6 +832,17 @@ pub fn write_artifact_to_path(mut spec: ArtifactSpec, path: &Path) -> Result<(),
     tmp.as_file()
         .sync_all()
         .map_err(|e| ArtifactError::io(format!("syncing the output for {}", path.display()), e))?;
+    // NamedTempFile is created 0600; an artifact is not secret, make it readable like the
+    // output of `mender-artifact write`.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| {
+                ArtifactError::io(format!("setting permissions of {}", path.display()), e)
+            })?;
+    }
     tmp.persist(path).map_err(|e| {
         ArtifactError::io(
             format!("renaming the output to {}", path.display()),

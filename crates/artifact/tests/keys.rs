@@ -211,4 +211,29 @@ fn generated_keys_in_process() {
         assert_eq!(sig.len(), 88, "raw r||s is 64 bytes");
         assert!(s.verify_key().verify_manifest(b"abc", sig.as_bytes()));
     }
+    // A key given for an unsigned artifact: strict read fails, report says Unsigned.
+    let spec = ArtifactSpec::new(
+        "n",
+        vec!["d".into()],
+        Payload::Module {
+            type_name: "t".into(),
+            files: vec![PayloadFile::from_bytes("f", b"x".to_vec(), 0o644)],
+            meta_data: None,
+        },
+    );
+    let mut art = Vec::new();
+    write_artifact(spec, &mut art).unwrap();
+    let vk = SigningKey::from_pem(sec1.as_bytes()).unwrap().verify_key();
+    assert!(matches!(
+        read_verified(art.as_slice(), Some(&vk)),
+        Err(ArtifactError::SignatureMissing)
+    ));
+    assert_eq!(
+        read_report(art.as_slice(), Some(&vk)).unwrap().signature,
+        SignatureStatus::Unsigned
+    );
+    assert_eq!(
+        read_verified(art.as_slice(), None).unwrap().signature,
+        SignatureStatus::Unsigned
+    );
 }

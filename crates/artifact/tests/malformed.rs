@@ -121,6 +121,28 @@ fn truncated_anywhere_is_rejected() {
 }
 
 #[test]
+fn lenient_tar_framing_is_accepted() {
+    // Like the Go reader: no end-of-archive blocks, or extra record padding, is fine.
+    let art = valid_artifact();
+    read_info(&art[..art.len() - 1024]).unwrap();
+    let mut padded = art.clone();
+    padded.resize(art.len().div_ceil(10240) * 10240 + 10240, 0);
+    read_info(padded.as_slice()).unwrap();
+    // GNU-format outer headers (what `tar::Builder` writes by default).
+    let m = members(&art);
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in &m {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, data.as_slice()).unwrap();
+    }
+    read_info(b.into_inner().unwrap().as_slice()).unwrap();
+}
+
+#[test]
 fn bad_payload_checksum() {
     let mut m = members(&valid_artifact());
     let data = &mut m.iter_mut().find(|(n, _)| n == "data/0000.tar").unwrap().1;
