@@ -647,13 +647,25 @@ fn read_artifact<R: Read>(
                     return Err(ArtifactError::NotInManifest(n.to_string()));
                 }
                 let mut hr = HashingReader::new(entry);
-                let hd = {
+                let parsed = {
                     let dec = decompressor(&mut hr, comp);
-                    parse_header_tar(dec, n)?
+                    parse_header_tar(dec, n)
                 };
                 let already = hr.count;
-                drain_member(&mut hr, n, size, already)?;
+                let drained = drain_member(&mut hr, n, size, already);
                 let actual = hr.finish_hex();
+                // A corrupted header usually fails to parse first; if its checksum is also
+                // wrong, that is the root cause to report.
+                let hd = match parsed {
+                    Ok(hd) => hd,
+                    Err(e) => {
+                        if drained.is_ok() {
+                            m.check(n, &actual)?;
+                        }
+                        return Err(e);
+                    }
+                };
+                drained?;
                 m.check(n, &actual)?;
                 header = Some(hd);
                 header_name = n.to_string();
