@@ -94,6 +94,7 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
 
 fn recover(ctx: &Context, out: &mut dyn Write) -> Result<()> {
     let store = ctx.store()?;
+    let _lock = store.lock(protocol::LOCK_WAIT)?;
     let text = match store.recover()? {
         None => "no journal: no migration has run on this device\n".to_string(),
         Some(j) => format!(

@@ -46,6 +46,9 @@ pub const KNOWN_STATES: [&str; 14] = [
     "DownloadWithFileSizes",
 ];
 
+/// How long a state waits for another server-migration process (e.g. a manual `recover`).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Everything a state needs from the outside world.
 pub struct Context {
     pub root: DeviceRoot,
@@ -83,6 +86,7 @@ pub fn run_state(ctx: &Context, state: &str, tree: &Path, out: &mut dyn Write) -
         return Ok(());
     }
     let store = ctx.store()?;
+    let _lock = store.lock(LOCK_WAIT)?;
     let journal = store.recover()?;
     match state {
         "SupportsRollback" => answer(out, "Yes"),

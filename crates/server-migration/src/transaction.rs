@@ -309,9 +309,58 @@ impl<'a> Store<'a> {
         Ok(())
     }
 
+    /// Takes the exclusive lock on the state dir (created if needed) so a human's `recover`
+    /// cannot interleave with a state the client is running. Released when the guard drops or
+    /// the process dies. Gives up after `wait` with a clear error.
+    pub fn lock(&self, wait: std::time::Duration) -> Result<StateLock> {
+        atomic::create_dir_all_durable(self.faults, &self.state_dir, true)?;
+        let path = self.state_dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| atomic::annotate(e, "open lock file", &path))?;
+        let start = std::time::Instant::now();
+        loop {
+            // SAFETY: flock on a file descriptor we own; no memory is involved.
+            let rc = unsafe {
+                libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&file),
+                    libc::LOCK_EX | libc::LOCK_NB,
+                )
+            };
+            if rc == 0 {
+                return Ok(StateLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::new(format!("cannot lock {}: {err}", path.display())));
+            }
+            if start.elapsed() >= wait {
+                return Err(Error::new(format!(
+                    "another server-migration process holds {} (waited {} s)",
+                    path.display(),
+                    wait.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     pub fn save(&self, journal: &Journal) -> Result<()> {
         Ok(journal.save(&self.state_dir, self.faults)?)
     }
+}
+
+/// Lock file inside the state dir.
+pub const LOCK_FILE: &str = "lock";
+
+/// Holds the state-dir lock while alive.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
 }
 
 fn version(bytes: &[u8], owner: Ownership) -> FileVersion {
@@ -442,6 +491,28 @@ mod tests {
             fs::read(d.path().join("etc/app/a.conf")).unwrap(),
             b"new a\n"
         );
+    }
+
+    #[test]
+    fn second_lock_times_out_with_a_clear_error() {
+        let (d, root) = setup();
+        let faults = Faults::none();
+        let store = Store {
+            root: &root,
+            state_dir: d.path().join("state"),
+            faults: &faults,
+        };
+        let held = store.lock(std::time::Duration::ZERO).unwrap();
+        let e = store
+            .lock(std::time::Duration::from_millis(150))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("another server-migration process holds"),
+            "{e}"
+        );
+        drop(held);
+        store.lock(std::time::Duration::ZERO).unwrap();
     }
 
     #[test]
