@@ -587,3 +587,41 @@ fn owner_is_kept_across_install_and_rollback() {
         0o600
     );
 }
+
+#[test]
+fn client_5x_measured_sequence_with_service_restart() {
+    // The exact order measured on mender-update 5.1.0 (NeedsArtifactReboot answered No).
+    let dev = Device::fallback_only();
+    dev.write(
+        "usr/lib/systemd/system/mender-updated.service",
+        "[Unit]\n",
+        0o644,
+    );
+    dev.write(
+        "usr/lib/systemd/system/mender-authd.service",
+        "[Unit]\n",
+        0o644,
+    );
+    let log = dev.fake_systemd_run(0);
+    let tree = dev.tree("stage1", Some(&plan(Stage::Dual, Restart::Service)));
+    let answers = dev.sequence(
+        &tree,
+        &[
+            "ProvidePayloadFileSizes",
+            "Download",
+            "ArtifactInstall",
+            "NeedsArtifactReboot",
+            "SupportsRollback",
+            "ArtifactCommit",
+            "Cleanup",
+        ],
+        &[],
+    );
+    assert_eq!(answer(&answers, "NeedsArtifactReboot"), vec!["No\n"]);
+    assert_eq!(answer(&answers, "SupportsRollback"), vec!["Yes\n"]);
+    assert_eq!(servers(&dev), vec![OLD, NEW]);
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        "--on-active=30 --unit=server-migration-restart systemctl restart mender-authd mender-updated\n"
+    );
+}
