@@ -160,6 +160,9 @@ pub struct ArtifactSpec {
     pub no_default_clears_provides: bool,
     /// `--no-checksum-provide` (rootfs-image only).
     pub no_checksum_provide: bool,
+    /// State scripts (`-s`), stored as `scripts/<name>` (mode 0755, sorted by name). Names
+    /// must look like `ArtifactInstall_Enter_00[_desc]`; content is held in memory (small).
+    pub scripts: Vec<PayloadFile>,
     pub compression: Compression,
     pub signing_key: Option<SigningKey>,
     /// mtime for the header/data members and in-memory payload files; `None` = now.
@@ -187,6 +190,7 @@ impl ArtifactSpec {
             no_default_software_version: false,
             no_default_clears_provides: false,
             no_checksum_provide: false,
+            scripts: Vec::new(),
             compression: Compression::Gzip,
             signing_key: None,
             mtime: None,
@@ -275,6 +279,88 @@ pub(crate) fn valid_payload_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b','))
 }
 
+/// `Artifact(Install|Reboot|Rollback|RollbackReboot|Commit|Failure)_(Enter|Leave|Error)_NN[_desc]`,
+/// the names the Mender client runs.
+pub(crate) fn valid_script_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("Artifact") else {
+        return false;
+    };
+    let Some((state, rest)) = rest.split_once('_') else {
+        return false;
+    };
+    if !matches!(
+        state,
+        "Install" | "Reboot" | "Rollback" | "RollbackReboot" | "Commit" | "Failure"
+    ) {
+        return false;
+    }
+    let Some((action, rest)) = rest.split_once('_') else {
+        return false;
+    };
+    if !matches!(action, "Enter" | "Leave" | "Error") {
+        return false;
+    }
+    let (num, desc) = match rest.split_once('_') {
+        Some((n, d)) => (n, Some(d)),
+        None => (rest, None),
+    };
+    num.len() == 2
+        && num.bytes().all(|b| b.is_ascii_digit())
+        && desc.map_or(true, |d| {
+            !d.is_empty() && !d.chars().any(char::is_whitespace) && !d.contains('/')
+        })
+}
+
+/// Maximum size of one state script (they are held in memory).
+const MAX_SCRIPT: u64 = 16 << 20;
+
+/// Reads a state script into memory: (name, content, mode, mtime).
+fn load_script(
+    f: PayloadFile,
+    default_mtime: u64,
+) -> Result<(String, Vec<u8>, u32, u64), ArtifactError> {
+    let PayloadFile { name, source, mode } = f;
+    let too_big = |size: u64| {
+        ArtifactError::InvalidSpec(format!(
+            "state script '{name}' is {size} bytes; the limit is {MAX_SCRIPT}"
+        ))
+    };
+    match source {
+        PayloadSource::Path(path) => {
+            let meta = std::fs::metadata(&path).map_err(|source| ArtifactError::PayloadFile {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.len() > MAX_SCRIPT {
+                return Err(too_big(meta.len()));
+            }
+            let data = std::fs::read(&path).map_err(|source| ArtifactError::PayloadFile {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((name, data, mode.unwrap_or(0o755), file_mtime(&meta)))
+        }
+        PayloadSource::Bytes(b) => Ok((name, b, mode.unwrap_or(0o755), default_mtime)),
+        PayloadSource::Reader { reader, size } => {
+            if size > MAX_SCRIPT {
+                return Err(too_big(size));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            reader
+                .take(size + 1)
+                .read_to_end(&mut data)
+                .map_err(|e| ArtifactError::io(format!("reading state script '{name}'"), e))?;
+            if data.len() as u64 != size {
+                return Err(ArtifactError::InvalidSpec(format!(
+                    "state script stream '{name}' has {} bytes, declared {size}",
+                    data.len()
+                )));
+            }
+            Ok((name, data, mode.unwrap_or(0o755), default_mtime))
+        }
+    }
+}
+
 fn check_header_string(what: &str, s: &str) -> Result<(), ArtifactError> {
     if s.is_empty() {
         return Err(ArtifactError::InvalidSpec(format!(
@@ -319,6 +405,22 @@ fn validate(spec: &ArtifactSpec) -> Result<(), ArtifactError> {
     }
     for g in &spec.depends_groups {
         check_header_string("depended-on artifact group", g)?;
+    }
+    let mut script_names = std::collections::HashSet::new();
+    for sc in &spec.scripts {
+        if !valid_script_name(&sc.name) {
+            return Err(ArtifactError::InvalidSpec(format!(
+                "state script name '{}' is invalid: expected Artifact<State>_<Enter|Leave|Error>_NN[_desc], \
+                 State one of Install, Reboot, Rollback, RollbackReboot, Commit, Failure",
+                sc.name
+            )));
+        }
+        if !script_names.insert(sc.name.as_str()) {
+            return Err(ArtifactError::InvalidSpec(format!(
+                "state script '{}' is given twice",
+                sc.name
+            )));
+        }
     }
     let files: Vec<&PayloadFile> = match &spec.payload {
         Payload::Module {
@@ -626,8 +728,8 @@ fn type_info_provides(
 /// Builds the compressed header tar in memory (it holds only small JSON members).
 fn build_header(
     spec: &ArtifactSpec,
+    scripts: &[(String, Vec<u8>, u32, u64)],
     rootfs_checksum: Option<&str>,
-    mtime: u64,
 ) -> Result<Vec<u8>, ArtifactError> {
     let (type_name, meta_data): (&str, Option<Vec<u8>>) = match &spec.payload {
         Payload::Module {
@@ -662,7 +764,6 @@ fn build_header(
         artifact_provides: &provides,
         clears_artifact_provides: &clears,
     });
-    let _ = mtime;
     let mut comp = Compressor::new(Vec::new(), spec.compression);
     let ioerr = |e| ArtifactError::io("building the header tar", e);
     tarfmt::write_member(
@@ -674,6 +775,10 @@ fn build_header(
         Owner::Anonymous,
     )
     .map_err(ioerr)?;
+    for (name, data, mode, mtime) in scripts {
+        let path = format!("scripts/{name}");
+        tarfmt::write_member(&mut comp, &path, data, *mode, *mtime, Owner::Root).map_err(ioerr)?;
+    }
     tarfmt::write_member(
         &mut comp,
         "headers/0000/type-info",
@@ -720,6 +825,11 @@ pub fn write_artifact<W: Write>(spec: ArtifactSpec, out: W) -> Result<(), Artifa
         )],
     };
     let is_rootfs = matches!(spec.payload, Payload::RootfsImage { .. });
+    let mut scripts = std::mem::take(&mut spec.scripts)
+        .into_iter()
+        .map(|f| load_script(f, mtime))
+        .collect::<Result<Vec<_>, _>>()?;
+    scripts.sort_by(|a, b| a.0.cmp(&b.0));
     let mut comp = Compressor::new_parallel(BufWriter::with_capacity(CHUNK, tmp), spec.compression);
     let mut buf = vec![0u8; CHUNK];
     let mut hashed = Vec::with_capacity(files.len());
@@ -742,7 +852,7 @@ pub fn write_artifact<W: Write>(spec: ArtifactSpec, out: W) -> Result<(), Artifa
     } else {
         None
     };
-    let header = build_header(&spec, rootfs_checksum, mtime)?;
+    let header = build_header(&spec, &scripts, rootfs_checksum)?;
     let header_name = format!("header.tar{suffix}");
     let mut manifest = String::new();
     for h in &hashed {

@@ -398,6 +398,21 @@ fn invalid_specs_are_rejected_before_writing() {
         assert!(err.to_string().contains(needle), "'{err}' lacks '{needle}'");
         assert!(out.is_empty(), "bytes were written for an invalid spec");
     }
+    for bad in [
+        "ArtifactInstall_Enter_0",
+        "ArtifactDownload_Enter_00",
+        "Sync_Enter_00",
+        "ArtifactInstall_Start_00",
+        "ArtifactInstall_Enter_00_",
+    ] {
+        let mut spec = mk("n", vec!["d".into()], "f");
+        spec.scripts = vec![PayloadFile::from_bytes(bad, b"#!/bin/sh\n".to_vec(), 0o755)];
+        let err = write_artifact(spec, &mut Vec::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("state script name"),
+            "{bad}: {err}"
+        );
+    }
     // A reader that is shorter or longer than declared.
     for (content, size) in [(vec![1u8; 10], 11u64), (vec![1u8; 10], 9u64)] {
         let spec = ArtifactSpec::new(

@@ -34,6 +34,18 @@ fn module_spec(dir: &Path, compression: Compression) -> ArtifactSpec {
     spec.provides.insert("custom.key".into(), "val1".into());
     spec.depends.insert("dep.key".into(), "dval".into());
     spec.clears_provides = vec!["foo.*".into()];
+    spec.scripts = vec![
+        PayloadFile::from_bytes(
+            "ArtifactCommit_Leave_10_cleanup",
+            b"#!/bin/sh\nexit 0\n".to_vec(),
+            0o755,
+        ),
+        PayloadFile::from_bytes(
+            "ArtifactInstall_Enter_00",
+            b"#!/bin/sh\ntrue\n".to_vec(),
+            0o755,
+        ),
+    ];
     spec.compression = compression;
     spec
 }
@@ -111,6 +123,8 @@ fn unsigned_module_and_rootfs_pass_official_tool() {
             "dep.key: dval",
             r#"["foo.*", "rootfs-image.my-module.*"]"#,
             "name:     inline.cfg",
+            "ArtifactInstall_Enter_00",
+            "ArtifactCommit_Leave_10_cleanup",
         ] {
             assert!(
                 text.contains(needle),
@@ -120,6 +134,13 @@ fn unsigned_module_and_rootfs_pass_official_tool() {
         let info = read_info(std::fs::File::open(&m).unwrap()).unwrap();
         assert_eq!(info.payload_types, vec!["my-module"]);
         assert_eq!(info.payload_files.len(), 3);
+        assert_eq!(
+            info.scripts,
+            [
+                "ArtifactCommit_Leave_10_cleanup",
+                "ArtifactInstall_Enter_00"
+            ]
+        );
         assert_eq!(info.signature, SignatureStatus::Unsigned);
 
         let r = write_to(
