@@ -112,8 +112,24 @@ pub fn remove_durable(faults: &Faults, path: &Path) -> io::Result<()> {
     faults.step(&format!("remove {}", path.display()));
     match fs::remove_file(path) {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // Already gone, maybe by a run that died before its directory fsync: still sync below.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !dir.is_dir() {
+                return Ok(());
+            }
+        }
         Err(e) => return Err(annotate(e, "remove", path)),
+    }
+    faults.step(&format!("fsync dir {}", dir.display()));
+    fsync_dir(dir).map_err(|e| annotate(e, "fsync directory", dir))
+}
+
+/// Makes the directory entry of an already-correct `path` durable: a run that died between its
+/// rename and its directory fsync leaves a file that looks right but could vanish on power loss.
+pub fn sync_entry(faults: &Faults, path: &Path) -> io::Result<()> {
+    let dir = parent_of(path);
+    if !dir.is_dir() {
+        return Ok(());
     }
     faults.step(&format!("fsync dir {}", dir.display()));
     fsync_dir(dir).map_err(|e| annotate(e, "fsync directory", dir))

@@ -206,10 +206,13 @@ impl<'a> Store<'a> {
     }
 
     fn restore(&self, rec: &FileRecord) -> Result<()> {
+        let host = self.host(&rec.real_path);
         if self.matches(rec, rec.old.as_ref())? {
+            if rec.changes() {
+                atomic::sync_entry(self.faults, &host)?;
+            }
             return Ok(());
         }
-        let host = self.host(&rec.real_path);
         match (&rec.old, &rec.backup) {
             (None, _) => atomic::remove_durable(self.faults, &host)?,
             (Some(old), Some(name)) => {
