@@ -50,6 +50,7 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
         root: DeviceRoot::new(root.unwrap_or_else(|| PathBuf::from("/"))),
         faults: Faults::from_env(),
         runner: Box::new(SystemRunner),
+        diagnostics: Box::new(|msg| eprintln!("server-migration: {msg}")),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

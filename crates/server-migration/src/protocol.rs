@@ -54,12 +54,19 @@ pub struct Context {
     pub root: DeviceRoot,
     pub faults: Faults,
     pub runner: Box<dyn CommandRunner>,
+    /// Where progress and warnings go (stderr in the binary; the client copies it into the
+    /// deployment log).
+    pub diagnostics: Box<dyn Fn(&str)>,
 }
 
 impl Context {
     /// Host path of the (symlink-resolved) state directory.
     pub fn state_dir(&self) -> Result<PathBuf> {
         Ok(self.root.resolve_host(Path::new(DEFAULT_STATE_DIR))?)
+    }
+
+    pub fn log(&self, msg: impl AsRef<str>) {
+        (self.diagnostics)(msg.as_ref())
     }
 
     pub fn store(&self) -> Result<Store<'_>> {
@@ -69,10 +76,6 @@ impl Context {
             faults: &self.faults,
         })
     }
-}
-
-fn log(msg: impl AsRef<str>) {
-    eprintln!("server-migration: {}", msg.as_ref());
 }
 
 /// The journal of the deployment in progress (`None` if there is none or the last one is finished).
@@ -112,7 +115,7 @@ pub fn run_state(ctx: &Context, state: &str, tree: &Path, out: &mut dyn Write) -
                 Phase::Installed => {
                     store.verify(&j, true)?;
                     j.advance(Phase::Committed, &store.state_dir, &ctx.faults)?;
-                    log(format!("committed stage {} ({})", j.stage, j.artifact_name));
+                    ctx.log(format!("committed stage {} ({})", j.stage, j.artifact_name));
                     Ok(())
                 }
                 other => Err(Error::new(format!(
@@ -124,7 +127,7 @@ pub fn run_state(ctx: &Context, state: &str, tree: &Path, out: &mut dyn Write) -
         "ArtifactRollback" => {
             if let Some(mut j) = active(journal) {
                 store.rollback(&mut j)?;
-                log(format!(
+                ctx.log(format!(
                     "rolled back to the files before {}",
                     j.artifact_name
                 ));
@@ -176,7 +179,7 @@ fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Pa
     if let Some(mut previous) = active(journal) {
         // A deployment the client abandoned without Cleanup: uncommitted work goes back to old.
         if previous.phase != Phase::Committed && previous.phase != Phase::RolledBack {
-            log(format!(
+            ctx.log(format!(
                 "an earlier migration ({}) was left in phase {}; rolling it back first",
                 previous.artifact_name,
                 previous.phase.name()
@@ -190,7 +193,7 @@ fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Pa
     }
     let prepared = payload::prepare_install(&ctx.root, tree)?;
     for w in &prepared.warnings {
-        log(format!("warning: {w}"));
+        ctx.log(format!("warning: {w}"));
     }
     match store.install(&prepared.intent, &prepared.current, &prepared.new) {
         Ok(j) => {
@@ -200,7 +203,7 @@ fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Pa
                 .filter(|f| f.changes())
                 .map(|f| f.device_path.as_str())
                 .collect();
-            log(format!(
+            ctx.log(format!(
                 "installed stage {} (servers: {}{}); changed: {}",
                 j.stage,
                 if j.stage == "dual" {
@@ -223,7 +226,7 @@ fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Pa
                 if !j.finished && j.phase != Phase::RolledBack {
                     j.note(format!("install failed: {e}"));
                     if let Err(re) = store.rollback(&mut j) {
-                        log(format!(
+                        ctx.log(format!(
                             "rollback after the failed install also failed: {re}"
                         ));
                     }
@@ -245,7 +248,7 @@ fn cleanup(ctx: &Context, store: &Store<'_>, journal: Option<Journal>) -> Result
                     Ok(()) => {
                         j.restart_scheduled = true;
                         j.note("client restart scheduled");
-                        log(format!(
+                        ctx.log(format!(
                             "the Mender client will be restarted in {} s to load the new config",
                             restart::RESTART_DELAY_SECS
                         ));
@@ -265,7 +268,7 @@ fn cleanup(ctx: &Context, store: &Store<'_>, journal: Option<Journal>) -> Result
                 "Cleanup in phase {}: the deployment ended without commit",
                 other.name()
             ));
-            log(format!(
+            ctx.log(format!(
                 "the deployment ended without commit (phase {}); restoring the old files",
                 other.name()
             ));
@@ -312,6 +315,7 @@ mod tests {
             root: DeviceRoot::new(d.path()),
             faults: Faults::none(),
             runner: Box::new(Recorder(calls.clone(), ok)),
+            diagnostics: Box::new(|_| {}),
         };
         let store = ctx.store().unwrap();
         let intent = Intent {
