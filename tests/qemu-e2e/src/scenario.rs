@@ -120,6 +120,8 @@ pub struct Env {
     pub out_dir: PathBuf,
     pub keep_logs: bool,
     artifacts: BTreeMap<(Mode, Transport), ArtifactSet>,
+    /// Time spent building artifacts (not part of any scenario's wall time).
+    artifact_build: Duration,
 }
 
 impl Env {
@@ -135,7 +137,9 @@ impl Env {
 
     fn artifacts(&mut self, mode: Mode, transport: Transport) -> Result<&ArtifactSet> {
         if !self.artifacts.contains_key(&(mode, transport)) {
+            let started = Instant::now();
             let set = build_artifacts(&self.out_dir.join("artifacts"), mode, transport)?;
+            self.artifact_build += started.elapsed();
             self.artifacts.insert((mode, transport), set);
         }
         Ok(&self.artifacts[&(mode, transport)])
@@ -794,11 +798,14 @@ impl<'a> Run<'a> {
 /// Runs one scenario; returns its timings. Logs are kept on failure (and with `keep_logs`).
 pub fn run_one(scenario: &Scenario, env: &mut Env) -> Result<Timings> {
     let keep_logs = env.keep_logs;
+    let build_before = env.artifact_build;
     let mut run = Run::new(scenario.name, env)?;
     let started = Instant::now();
     let result = (scenario.run)(&mut run);
     let mut timings = run.timings.clone();
-    timings.wall = started.elapsed();
+    timings.wall = started
+        .elapsed()
+        .saturating_sub(run.env.artifact_build - build_before);
     timings.poll_wait = timings.waited.saturating_sub(timings.booting);
     match result {
         Ok(()) => {
