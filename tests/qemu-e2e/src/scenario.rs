@@ -132,6 +132,7 @@ impl Env {
             out_dir,
             keep_logs,
             artifacts: BTreeMap::new(),
+            artifact_build: Duration::ZERO,
         }
     }
 
