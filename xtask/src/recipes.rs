@@ -4,7 +4,6 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use migration_generators::project::{self, git, RecipeInputs};
-use migration_generators::recipe;
 use migration_generators::tree;
 
 /// Generate BitBake recipes (cargo-bitbake layout) for the workspace's binary crates, offline,
@@ -74,67 +73,10 @@ fn write(inputs: &RecipeInputs, rev: &str) -> Result<()> {
 }
 
 fn check(inputs: &RecipeInputs) -> Result<()> {
-    let root = &inputs.root;
-    let mut problems = Vec::new();
-    // The SRCREV each checked-in recipe pins; all must agree.
-    let mut srcrev: Option<String> = None;
-    let rendered_with_placeholder = inputs.render(&recipe::ProjectSource {
-        git_url: inputs.git_url.clone(),
-        srcrev: "0".repeat(40),
-        tagged: false,
-    })?;
-    for (dir, files) in &rendered_with_placeholder {
-        for name in files.files.keys() {
-            let path = root.join(dir).join(name);
-            match std::fs::read_to_string(&path) {
-                Err(_) => {
-                    problems.push(format!("{dir}/{name}: missing (run `cargo xtask recipes`)"))
-                }
-                Ok(text) => match recipe::srcrev_of(&text) {
-                    None => problems.push(format!("{dir}/{name}: has no SRCREV line")),
-                    Some(rev) => match &srcrev {
-                        None => srcrev = Some(rev),
-                        Some(first) if *first != rev => problems.push(format!(
-                            "{dir}/{name}: SRCREV {rev} differs from the other recipes' {first}"
-                        )),
-                        Some(_) => {}
-                    },
-                },
-            }
-        }
-    }
-    if let Some(rev) = &srcrev {
-        match git::resolve_commit(root, rev) {
-            Err(e) => problems.push(format!("SRCREV {rev}: {e}")),
-            Ok(commit) => {
-                for path in git::changed_since(root, &commit, &inputs.input_paths())? {
-                    problems.push(format!(
-                        "{path}: changed since the recipes' SRCREV {commit}; commit it, then run `cargo xtask recipes`"
-                    ));
-                }
-                let source = git::project_source(root, inputs, &commit)?;
-                for (dir, files) in inputs.render(&source)? {
-                    for line in files.compare_with_dir(&root.join(&dir), &project::is_not_generated)
-                    {
-                        let rel = line
-                            .strip_prefix(&format!("{}/", root.display()))
-                            .unwrap_or(&line)
-                            .to_string();
-                        if !problems
-                            .iter()
-                            .any(|p| p.starts_with(rel.split(':').next().unwrap_or("")))
-                        {
-                            problems.push(rel);
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let problems = project::check_recipes(inputs)?;
     if problems.is_empty() {
         println!(
-            "recipes are fresh (SRCREV {}, {} crates)",
-            srcrev.unwrap_or_default(),
+            "recipes are fresh ({} crates from Cargo.lock)",
             inputs.crates.len()
         );
         return Ok(());

@@ -224,3 +224,61 @@ pub mod git {
         })
     }
 }
+
+/// `cargo xtask recipes --check`: every problem with the checked-in recipes, one line each
+/// naming the file (empty = fresh). Needs the git history that holds the recipes' SRCREV.
+pub fn check_recipes(inputs: &RecipeInputs) -> Result<Vec<String>, GenError> {
+    let root = &inputs.root;
+    let mut problems = Vec::new();
+    // Which files must exist: the layout does not depend on the SRCREV.
+    let layout = inputs.render(&ProjectSource {
+        git_url: inputs.git_url.clone(),
+        srcrev: "0".repeat(40),
+        tagged: false,
+    })?;
+    let mut srcrev: Option<String> = None;
+    for (dir, files) in &layout {
+        for name in files.files.keys() {
+            match std::fs::read_to_string(root.join(dir).join(name)) {
+                Err(_) => problems.push(format!("{dir}/{name}: missing")),
+                Ok(text) => match recipe::srcrev_of(&text) {
+                    None => problems.push(format!("{dir}/{name}: has no SRCREV line")),
+                    Some(rev) => match &srcrev {
+                        None => srcrev = Some(rev),
+                        Some(first) if *first != rev => problems.push(format!(
+                            "{dir}/{name}: SRCREV {rev} differs from the other recipes' {first}"
+                        )),
+                        Some(_) => {}
+                    },
+                },
+            }
+        }
+    }
+    let Some(rev) = srcrev else {
+        return Ok(problems);
+    };
+    let commit = match git::resolve_commit(root, &rev) {
+        Ok(commit) => commit,
+        Err(e) => {
+            problems.push(format!("SRCREV {rev}: {e}"));
+            return Ok(problems);
+        }
+    };
+    for path in git::changed_since(root, &commit, &inputs.input_paths())? {
+        problems.push(format!(
+            "{path}: changed since the recipes' SRCREV {commit} (commit it, then regenerate)"
+        ));
+    }
+    let source = git::project_source(root, inputs, &commit)?;
+    let prefix = format!("{}/", root.display());
+    for (dir, files) in inputs.render(&source)? {
+        for line in files.compare_with_dir(&root.join(&dir), &is_not_generated) {
+            let line = line.strip_prefix(&prefix).unwrap_or(&line).to_string();
+            let file = line.split(": ").next().unwrap_or_default().to_string();
+            if !problems.iter().any(|p| p.starts_with(&format!("{file}: "))) {
+                problems.push(line);
+            }
+        }
+    }
+    Ok(problems)
+}
