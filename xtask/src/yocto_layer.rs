@@ -50,6 +50,15 @@ pub fn run(args: &[String]) -> Result<()> {
         module_recipe: (&recipe_name, &recipe_text),
     })?;
     let dest = args.out.join(&args.name);
+    let source_layer = crate::project_root().join("meta-migration");
+    if let (Ok(a), Ok(b)) = (dest.canonicalize(), source_layer.canonicalize()) {
+        if a == b {
+            bail!(
+                "{}: that is the layer's source in this repository; choose another --out or --name",
+                dest.display()
+            );
+        }
+    }
     tree.write_new_dir(&dest, args.force)?;
     println!(
         "wrote layer {} ({} files)",
