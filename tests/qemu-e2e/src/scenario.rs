@@ -166,6 +166,7 @@ fn build_artifacts(dir: &Path, mode: Mode, transport: Transport) -> Result<Artif
     };
     let prefix = format!("e2e-{mode_name}-{}", transport.scheme());
     let out = dir.join(&prefix);
+    let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let config = out.join("captured-mender.conf");
     std::fs::write(
@@ -740,6 +741,20 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// The client's journal (all boots) contains every one of `needles`.
+    fn expect_journal(&self, needles: &[&str], why: &str) -> Result<()> {
+        let disk = self.disk.as_ref().context("no disk")?;
+        let journal = disk.journal("mender-client.service", &self.dir.join("journal"))?;
+        for needle in needles {
+            ensure!(
+                journal.contains(needle),
+                "{why}: the mender-client journal lacks `{needle}` (journal in {})",
+                self.dir.display()
+            );
+        }
+        Ok(())
+    }
+
     fn old_url(&self) -> String {
         self.transport.url(OLD_IP)
     }
@@ -1098,6 +1113,10 @@ fn invalid_result(run: &mut Run) -> Result<()> {
         run.read_conf(FALLBACK_CONF)? == Some(fallback),
         "the refused stage changed {FALLBACK_CONF}"
     );
+    run.expect_journal(
+        &["server-migration: error: `Servers`", "(in /var/lib/mender/mender.conf)", "[ArtifactRollback]"],
+        "the module must refuse in ArtifactInstall naming the conflicting files, and the client roll back",
+    )?;
     run.expect_client_healthy()
 }
 
@@ -1143,6 +1162,10 @@ fn stage2_first(run: &mut Run) -> Result<()> {
     );
     run.stop_vm()?;
     run.expect_servers(&[run.old_url()], "after the refused stage 2")?;
+    run.expect_journal(
+        &["Artifact dependency \"server-migration.stage\" not satisfied"],
+        "the client itself must refuse stage 2 on its depends",
+    )?;
     run.expect_client_healthy()
 }
 
@@ -1184,6 +1207,16 @@ fn power_cut(run: &mut Run) -> Result<()> {
     run.vm.take().context("no VM")?.power_cut();
     run.log("power cut during ArtifactInstall (QEMU killed)");
     run.boot()?;
+    let restarted = now_epoch();
+    run.wait_for("the first request after the restart", budget(60), |run| {
+        Ok(run
+            .server(Which::Old)?
+            .device_requests()?
+            .iter()
+            .find(|r| r.epoch() > restarted)
+            .map(|r| r.epoch()))
+    })
+    .map(|first| run.timings.booting += Duration::from_secs_f64(first - restarted))?;
     let result = run.wait_for("the interrupted deployment to end", budget(120), |run| {
         let dd = run
             .server(Which::Old)?
@@ -1238,6 +1271,12 @@ fn power_cut(run: &mut Run) -> Result<()> {
         );
     }
     run.expect_servers(&servers, "after the power cut")?;
+    if status == "failure" {
+        run.expect_journal(
+            &["[ArtifactRollback]", "server-migration: rolled back"],
+            "a failed interrupted install must be rolled back by the module",
+        )?;
+    }
     run.expect_client_healthy()
 }
 
