@@ -138,9 +138,19 @@ impl MockServer {
         std::fs::create_dir_all(&artifacts_dir)
             .with_context(|| format!("{}: cannot create directory", artifacts_dir.display()))?;
 
-        let std_listener = std::net::TcpListener::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        std_listener.set_nonblocking(true)?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
+            .enable_all()
+            .thread_name(format!("mock-{}", config.name));
+        if let Some(n) = config.worker_threads {
+            builder.worker_threads(n.max(1));
+        }
+        let runtime = builder.build().context("starting the Tokio runtime")?;
+        let std_listener = {
+            let _guard = runtime.enter();
+            server::bind(config.listen)
+        }
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = std_listener.local_addr()?;
         let url = server::local_url(local_addr, config.tls);
         let public_url = config
@@ -190,14 +200,6 @@ impl MockServer {
             state,
         ));
 
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .enable_all()
-            .thread_name(format!("mock-{}", config.name));
-        if let Some(n) = config.worker_threads {
-            builder.worker_threads(n.max(1));
-        }
-        let runtime = builder.build().context("starting the Tokio runtime")?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let listener = {
             let _guard = runtime.enter();

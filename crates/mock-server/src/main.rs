@@ -90,12 +90,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         })
     })?;
 
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "url={}", server.url())?;
-    writeln!(out, "public_url={}", server.public_url())?;
+    // One write, so a reader that stops after the first line cannot make a later line fail.
+    let mut announcement = format!("url={}\npublic_url={}\n", server.url(), server.public_url());
     if let Some(ca) = server.ca_cert_path() {
-        writeln!(out, "ca={}", ca.display())?;
+        announcement.push_str(&format!("ca={}\n", ca.display()));
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(announcement.as_bytes())?;
     out.flush()?;
     drop(out);
 

@@ -159,7 +159,7 @@ pub(crate) async fn serve(
             continue;
         }
         if listener.is_none() {
-            match TcpListener::bind(addr).await {
+            match bind(addr).and_then(TcpListener::from_std) {
                 Ok(l) => listener = Some(l),
                 Err(_) => {
                     // The port may still be held by a closing socket; try again shortly.
@@ -339,6 +339,20 @@ async fn handle(
     entry.status = Some(response.status().as_u16());
     shared.reqlog.push(entry);
     Ok(response)
+}
+
+/// Binds a non-blocking listener with SO_REUSEADDR and a backlog deep enough for thousands
+/// of devices connecting at once (std's default backlog is 128).
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(4096)?;
+    listener.into_std()
 }
 
 /// Address and scheme the server is reachable at.
