@@ -66,6 +66,9 @@ const VARIABLE_KEYS: &[(&str, &str)] = &[
     ("DeviceTier", "MENDER_DEVICE_TIER"),
 ];
 
+/// Keys an image builder always sets itself; image configs leave them out.
+pub const BUILD_OWNED_KEYS: &[&str] = &["RootfsPartA", "RootfsPartB"];
+
 /// The static layer plus the generated Update Module recipe.
 pub fn static_layer(module_recipe: (&str, &str)) -> FileTree {
     let mut tree = FileTree::new();
@@ -121,6 +124,21 @@ pub fn stage_main_config<'p>(
     })
 }
 
+/// The stage's `/etc/mender/mender.conf` for a new image (Yocto build or mender-convert): the
+/// stage config without [`BUILD_OWNED_KEYS`]. The image's partition layout is the image
+/// builder's (MENDER_ROOTFS_PART_A/B, mender-convert's `/data/mender/mender.conf`); the captured
+/// device's values would at best cause conflict warnings and at worst point at wrong partitions,
+/// since `/etc` overrides `/data`.
+pub fn image_config(
+    plan: &MigrationPlan,
+    stage: menderconf::Stage,
+) -> Result<ConfigFile, GenError> {
+    let mut main = stage_main_config(plan, stage)?.clone();
+    main.object
+        .retain(|k, _| !BUILD_OWNED_KEYS.iter().any(|b| k.eq_ignore_ascii_case(b)));
+    Ok(main)
+}
+
 /// `dual` / `new-only`, the values of MIGRATION_STAGE.
 pub fn stage_name(stage: menderconf::Stage) -> &'static str {
     match stage {
@@ -155,7 +173,7 @@ pub fn baked_layer(input: &BakedLayer<'_>) -> Result<FileTree, GenError> {
     let mut tree = static_layer(input.module_recipe);
     let mut keys_in_configs: Vec<String> = Vec::new();
     for stage in [menderconf::Stage::Dual, menderconf::Stage::NewOnly] {
-        let main = stage_main_config(input.plan, stage)?;
+        let main = image_config(input.plan, stage)?;
         keys_in_configs.extend(main.object.keys().map(|k| k.to_ascii_lowercase()));
         tree.add(
             format!(
@@ -200,7 +218,8 @@ fn baked_inc(input: &BakedLayer<'_>, keys: &[String]) -> String {
         s.push('\n');
     }
     s.push_str("python () {\n");
-    s.push_str("    device_type = d.getVar('MENDER_DEVICE_TYPE')\n");
+    // mender-setup defaults MENDER_DEVICE_TYPE to MACHINE; builds without it get MACHINE too.
+    s.push_str("    device_type = d.getVar('MENDER_DEVICE_TYPE') or d.getVar('MACHINE')\n");
     s.push_str("    allowed = (d.getVar('MIGRATION_DEVICE_TYPES') or '').split()\n");
     s.push_str("    if device_type not in allowed:\n");
     s.push_str("        bb.fatal('MENDER_DEVICE_TYPE \"%s\" is not one of the device types this migration layer was generated for (%s); regenerate it with --device-type %s if that is intended' % (device_type, ' '.join(allowed), device_type))\n");

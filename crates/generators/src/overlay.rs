@@ -3,7 +3,7 @@
 
 use menderconf::{MigrationPlan, Stage};
 
-use crate::layer::{stage_main_config, stage_name};
+use crate::layer::{image_config, stage_name};
 use crate::tree::FileTree;
 use crate::GenError;
 
@@ -27,7 +27,7 @@ pub fn stage_overlay(
     stage: Stage,
     inventory_script: &[u8],
 ) -> Result<FileTree, GenError> {
-    let main = stage_main_config(plan, stage)?;
+    let main = image_config(plan, stage)?;
     let mut tree = FileTree::new();
     // 0600 like meta-mender's: the file holds the tenant token.
     tree.add(CONFIG_PATH, main.to_bytes(), 0o600);
@@ -113,10 +113,11 @@ fn readme(plan: &MigrationPlan) -> String {
         "    MENDER_ARTIFACT_NAME=release-1 ./mender-convert --disk-image IMG --config CFG \\\n",
     );
     s.push_str("        --overlay overlays/stage1-dual\n\n");
-    s.push_str("Only `/etc/mender/mender.conf` is carried: mender-convert writes `/data/mender/mender.conf`\n");
-    s.push_str(
-        "(RootfsPartA/B) itself, and server settings never belong there. If the config names a\n",
-    );
-    s.push_str("`ServerCertificate`, put that file into the overlay too (`--server-cert FILE`).\n");
+    s.push_str(concat!(
+        "Only `/etc/mender/mender.conf` is carried, without `RootfsPartA`/`RootfsPartB`: mender-convert\n",
+        "writes those to `/data/mender/mender.conf` for the converted image, and `/etc` would override\n",
+        "them with the captured device's values. Server settings never belong in `/data`. If the config\n",
+        "names a `ServerCertificate`, put that file into the overlay too (`--server-cert FILE`).\n",
+    ));
     s
 }
