@@ -4,7 +4,8 @@
 //! Reports requests per second and latency percentiles for each N.
 //!
 //! `cargo bench -p mock-mender-server --bench poll_load` (defaults: N = 1000 and 10000,
-//! 5 s each). `POLL_LOAD_DEVICES=500,2000 POLL_LOAD_SECONDS=3` to change. Bounded: every
+//! 5 s each). `POLL_LOAD_DEVICES=500,2000 POLL_LOAD_SECONDS=3` to change;
+//! `POLL_LOAD_INTERVAL_MS=1000` paces every device to one round per interval instead. Bounded: every
 //! device stops after the time window or 100,000 requests, whichever comes first.
 
 use std::io::BufRead as _;
@@ -199,12 +200,20 @@ struct Outcome {
     latencies_us: Vec<u32>,
 }
 
-async fn poll_phase(addr: SocketAddr, tokens: Vec<String>, window: Duration) -> Outcome {
+/// `interval`: `None` = closed loop (next request as soon as the answer arrives); `Some(i)` =
+/// each device starts a round every `i`, devices spread evenly over the first interval.
+async fn poll_phase(
+    addr: SocketAddr,
+    tokens: Vec<String>,
+    window: Duration,
+    interval: Option<Duration>,
+) -> Outcome {
+    let n = tokens.len() as u32;
     // Open every connection first (limited parallelism keeps the accept backlog small).
     let connect_limit = Arc::new(tokio::sync::Semaphore::new(256));
     let start_gate = Arc::new(tokio::sync::Barrier::new(tokens.len() + 1));
     let mut tasks = Vec::new();
-    for token in tokens {
+    for (index, token) in tokens.into_iter().enumerate() {
         let connect_limit = connect_limit.clone();
         let start_gate = start_gate.clone();
         tasks.push(tokio::spawn(async move {
@@ -221,7 +230,15 @@ async fn poll_phase(addr: SocketAddr, tokens: Vec<String>, window: Duration) -> 
             let mut latencies = Vec::new();
             let mut errors = 0;
             let mut round = 0usize;
+            let mut next_round = interval.map(|i| started + i * index as u32 / n.max(1));
             while started.elapsed() < window && latencies.len() < MAX_REQUESTS_PER_DEVICE {
+                if let (Some(at), Some(i)) = (next_round.as_mut(), interval) {
+                    tokio::time::sleep_until((*at).into()).await;
+                    *at += i;
+                    if started.elapsed() >= window {
+                        break;
+                    }
+                }
                 let t = Instant::now();
                 let (status, expected) = if round % 5 == 4 {
                     let (s, _) = conn
@@ -289,7 +306,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("poll_load: closed-loop polling, {seconds} s per run, server in its own process");
+    let interval = std::env::var("POLL_LOAD_INTERVAL_MS")
+        .ok()
+        .map(|s| Duration::from_millis(s.parse().expect("POLL_LOAD_INTERVAL_MS: integer")));
+    match interval {
+        None => println!("poll_load: closed-loop polling, {seconds} s per run, server in its own process"),
+        Some(i) => println!("poll_load: every device polls every {i:?}, {seconds} s per run, server in its own process"),
+    }
     for n in counts {
         let server = start_server();
         let enrol_start = Instant::now();
@@ -299,6 +322,7 @@ fn main() {
             server.addr,
             tokens,
             Duration::from_secs_f64(seconds),
+            interval,
         ));
         outcome.latencies_us.sort_unstable();
         let l = &outcome.latencies_us;
