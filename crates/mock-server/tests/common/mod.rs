@@ -280,6 +280,7 @@ pub fn build_artifact(name: &str, device_type: &str, config: &Value) -> Vec<u8> 
 }
 
 /// The private key of a simulated device.
+#[allow(clippy::large_enum_variant)]
 pub enum DeviceKey {
     Rsa(Box<rsa::RsaPrivateKey>),
     Ed25519(ed25519_dalek::SigningKey),
