@@ -8,7 +8,9 @@
 //! - `server_migration_phase` = phase of the last migration's journal, when there is one.
 //! - `server_migration_error` = why the config or journal could not be read, when that happens.
 
-use crate::error::Result;
+use crate::atomic::{self, Ownership};
+use crate::error::{Error, Result};
+use crate::faults::Faults;
 use crate::payload;
 use crate::protocol::Context;
 use crate::transaction::Store;
@@ -59,4 +61,36 @@ pub fn inventory(ctx: &Context) -> Result<String> {
         ));
     }
     Ok(out)
+}
+
+/// Where the client runs inventory scripts from (fixed in the clients).
+pub const INVENTORY_SCRIPT_PATH: &str =
+    "/usr/share/mender/inventory/mender-inventory-server-migration";
+
+/// The script, shipped inside the binary: the module-install artifact (stock `single-file`
+/// module) can carry only one file, so the module installs its own inventory script.
+pub const INVENTORY_SCRIPT: &str = include_str!("../support/mender-inventory-server-migration");
+
+/// Installs or refreshes the inventory script (atomic write, 0755). Returns whether it wrote.
+/// The directory must exist (the client package ships it); nothing is created elsewhere.
+pub fn ensure_inventory_script(ctx: &Context) -> Result<bool> {
+    let path = ctx
+        .root
+        .host_path(std::path::Path::new(INVENTORY_SCRIPT_PATH));
+    if std::fs::read(&path).ok().as_deref() == Some(INVENTORY_SCRIPT.as_bytes()) {
+        return Ok(false);
+    }
+    if !path.parent().is_some_and(|d| d.is_dir()) {
+        return Err(Error::new(format!(
+            "{}: the inventory directory does not exist",
+            path.parent().unwrap_or(&path).display()
+        )));
+    }
+    let owner = Ownership {
+        mode: 0o755,
+        ..Ownership::new_file()
+    };
+    atomic::write_atomic(&Faults::none(), &path, INVENTORY_SCRIPT.as_bytes(), owner)
+        .map_err(|e| Error::new(format!("installing {}: {e}", path.display())))?;
+    Ok(true)
 }

@@ -218,6 +218,15 @@ fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Pa
                     changed.join(", ")
                 }
             ));
+            // Best effort: reporting the stage must never fail a config switch.
+            match crate::inventory::ensure_inventory_script(ctx) {
+                Ok(true) => ctx.log(format!(
+                    "installed the inventory script {}",
+                    crate::inventory::INVENTORY_SCRIPT_PATH
+                )),
+                Ok(false) => {}
+                Err(e) => ctx.log(format!("warning: inventory script not installed: {e}")),
+            }
             Ok(())
         }
         Err(e) => {

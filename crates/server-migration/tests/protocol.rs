@@ -625,3 +625,34 @@ fn client_5x_measured_sequence_with_service_restart() {
         "--on-active=30 --unit=server-migration-restart systemctl restart mender-authd mender-updated\n"
     );
 }
+
+#[test]
+fn install_puts_the_inventory_script_in_place_when_the_directory_exists() {
+    let script = "usr/share/mender/inventory/mender-inventory-server-migration";
+    // Without the client's inventory directory nothing is created (and the install still works).
+    let bare = Device::debian();
+    let tree = bare.tree("stage1", Some(&plan(Stage::Dual, Restart::Reboot)));
+    let (code, _, _) = bare.state("ArtifactInstall", &tree);
+    assert_eq!(code, 0);
+    assert!(!bare.path(script).exists());
+    assert!(!bare.path("usr/share/mender/inventory").exists());
+
+    let dev = Device::debian();
+    fs::create_dir_all(dev.path("usr/share/mender/inventory")).unwrap();
+    let tree = dev.tree("stage1", Some(&plan(Stage::Dual, Restart::Reboot)));
+    let (code, _, err) = dev.state("ArtifactInstall", &tree);
+    assert_eq!(code, 0, "{err}");
+    let installed = fs::read_to_string(dev.path(script)).unwrap();
+    assert!(installed.starts_with("#!/bin/sh") && installed.contains("server-migration"));
+    assert_eq!(
+        fs::metadata(dev.path(script)).unwrap().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        installed,
+        fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("support/mender-inventory-server-migration")
+        )
+        .unwrap()
+    );
+}
