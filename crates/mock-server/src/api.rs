@@ -315,16 +315,22 @@ async fn inventory_patch(
 
 fn update_inventory(shared: &Shared, device_id: &str, body: &[u8], replace: bool) -> ApiResult {
     let attributes = parse_attributes(body)?;
-    shared.write(|s| {
-        if let Some(device) = s.devices.get_mut(device_id) {
-            if replace {
-                device.inventory.clear();
-            }
-            for a in attributes {
-                device.inventory.insert(a.name, a.value);
-            }
-            device.inventory_updated_ts = Some(now_rfc3339());
+    shared.write_if_changed(|s| {
+        let Some(device) = s.devices.get_mut(device_id) else {
+            return ((), false);
+        };
+        let mut inventory = if replace {
+            BTreeMap::new()
+        } else {
+            device.inventory.clone()
+        };
+        for a in attributes {
+            inventory.insert(a.name, a.value);
         }
+        device.inventory_updated_ts = Some(now_rfc3339());
+        let changed = inventory != device.inventory;
+        device.inventory = inventory;
+        ((), changed)
     })?;
     Ok(StatusCode::OK.into_response())
 }
@@ -375,9 +381,10 @@ fn next_response(
     artifact_name: &str,
     device_type: &str,
 ) -> ApiResult {
-    let offer = shared.write(|s| {
-        s.next_deployment(device_id, artifact_name, device_type)
-            .and_then(|(dep, art)| s.artifacts.get(&art).cloned().map(|a| (dep, a)))
+    let offer = shared.write_if_changed(|s| {
+        let (offer, changed) = s.next_deployment(device_id, artifact_name, device_type);
+        let offer = offer.and_then(|(dep, art)| s.artifacts.get(&art).cloned().map(|a| (dep, a)));
+        (offer, changed)
     })?;
     let Some((deployment_id, artifact)) = offer else {
         return Ok(StatusCode::NO_CONTENT.into_response());

@@ -67,10 +67,19 @@ impl Shared {
 
     /// Mutates the state and, with a state dir, persists the result before returning.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, ApiError> {
+        self.write_if_changed(|s| (f(s), true))
+    }
+
+    /// Like [`Shared::write`], but persists only when `f` reports a change (polls that
+    /// change nothing must not rewrite the state file).
+    pub(crate) fn write_if_changed<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> (T, bool),
+    ) -> Result<T, ApiError> {
         let (result, snapshot) = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let result = f(&mut state);
-            let snapshot = if self.persistence.enabled() {
+            let (result, changed) = f(&mut state);
+            let snapshot = if changed && self.persistence.enabled() {
                 let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
                 Some((generation, serde_json::to_vec_pretty(&*state)))
             } else {

@@ -599,13 +599,13 @@ impl State {
 
     /// Picks the deployment to offer a device on `deployments/next`, updating device
     /// deployments that end without an install (already-installed, noartifact).
-    /// Returns (deployment id, artifact id).
+    /// Returns ((deployment id, artifact id) if any, whether anything changed).
     pub(crate) fn next_deployment(
         &mut self,
         device_id: &str,
         artifact_name: &str,
         device_type: &str,
-    ) -> Option<(String, String)> {
+    ) -> (Option<(String, String)>, bool) {
         let mut order: Vec<(u64, String)> = self
             .deployments
             .values()
@@ -614,6 +614,7 @@ impl State {
             .collect();
         order.sort();
         let now = now_rfc3339();
+        let mut changed = false;
         for (_, dep_id) in order {
             let dep = self.deployments.get_mut(&dep_id).expect("listed");
             let artifact = self
@@ -623,11 +624,15 @@ impl State {
                 .find(|a| a.device_types_compatible.iter().any(|t| t == device_type))
                 .map(|a| a.id.clone());
             let dd = dep.devices.get_mut(device_id).expect("filtered");
-            dd.device_type = Some(device_type.to_string());
+            if dd.device_type.as_deref() != Some(device_type) {
+                dd.device_type = Some(device_type.to_string());
+                changed = true;
+            }
             if dd.status == "pending" && dep.artifact_name == artifact_name {
                 dd.status = "already-installed".into();
                 dd.finished = Some(now.clone());
                 dep.refresh_finished();
+                changed = true;
                 continue;
             }
             match artifact {
@@ -635,16 +640,18 @@ impl State {
                     dd.status = "noartifact".into();
                     dd.finished = Some(now.clone());
                     dep.refresh_finished();
+                    changed = true;
                 }
                 Some(artifact_id) => {
                     if dd.started.is_none() {
                         dd.started = Some(now.clone());
+                        changed = true;
                     }
-                    return Some((dep_id, artifact_id));
+                    return (Some((dep_id, artifact_id)), changed);
                 }
             }
         }
-        None
+        (None, changed)
     }
 
     /// Records a device's status report. Errors: unknown deployment for this device (404),
