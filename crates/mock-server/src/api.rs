@@ -399,7 +399,12 @@ fn next_response(
             "id": artifact.id,
             "artifact_name": artifact.name,
             "source": {
-                "uri": format!("{}{}{}", shared.public_url, DOWNLOAD_PREFIX, artifact.id),
+                // The query only labels the download in the request log (like the
+                // parameters of a pre-signed URL); it grants nothing.
+                "uri": format!(
+                    "{}{}{}?deployment={}&device={}",
+                    shared.public_url, DOWNLOAD_PREFIX, artifact.id, deployment_id, device_id
+                ),
                 "expire": expire,
             },
             "device_types_compatible": artifact.device_types_compatible,

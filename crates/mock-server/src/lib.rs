@@ -14,6 +14,35 @@
 //! }
 //! server.shutdown();
 //! ```
+//!
+//! The binary `mock-mender-server` runs one server per process (see `--help`); it prints
+//! `url=…`, `public_url=…` and, with `--tls`, `ca=…` on stdout and stops on SIGTERM/SIGINT.
+//!
+//! # HTTP surface
+//!
+//! Device API (what mender-client 3.4 calls; bodies may be chunked):
+//! - `POST /api/devices/v1/authentication/auth_requests` — `X-MEN-Signature` verified over the
+//!   raw body (RSA PKCS#1 v1.5 SHA-256, ECDSA P-256 DER, Ed25519); 200 + opaque token
+//!   (`application/jwt`) for accepted/preauthorized sets, 401 pending/rejected/bad signature,
+//!   400 malformed.
+//! - `PUT|PATCH /api/devices/v1/inventory/device/attributes` → 200.
+//! - `POST|GET /api/devices/v1/deployments/device/deployments/next` → 200 / 204 (v2 → 404).
+//! - `PUT …/deployments/{id}/status` → 204, 404 foreign/unknown, 409 aborted, 400 bad status;
+//!   `PUT …/deployments/{id}/log` → 204.
+//! - `GET /download/artifacts/{id}` (the `source.uri`, no auth): exact `Content-Length`,
+//!   `Range` → 206.
+//!
+//! Management API (`Authorization: Bearer <management token>`, errors
+//! `{"error", "request_id"}`): devauth v2 devices list/count/get, preauthorize (201 +
+//! `Location: devices/<id>`), auth set status get/put (204), auth set delete, decommission;
+//! deployments v1 artifacts upload (multipart `artifact`, streamed to disk, indexed with
+//! `menderartifact`)/list/get, deployments create (201 + Location)/list/get, `…/statistics`,
+//! `…/devices`, `…/devices/list`, `…/devices/{device}/log`, abort (`PUT …/status`); inventory
+//! v1 devices list/get.
+//!
+//! Test endpoints (same token): `GET|POST|PUT|DELETE /admin/faults` (list / add one rule or a
+//! list / replace / clear; rule JSON in [`FaultRule`]), `POST /admin/down {"seconds": N}`
+//! (refuse connections for N seconds, then come back), `GET /admin/requests` (request log).
 
 mod api;
 mod crypto;

@@ -298,6 +298,13 @@ async fn handle(
     let bearer = api::bearer_token(req.headers()).map(str::to_string);
     if entry.path.starts_with("/api/devices/") && endpoint != Some(Endpoint::Auth) {
         entry.device_id = bearer.as_deref().and_then(|t| shared.device_for_token(t));
+    } else if endpoint == Some(Endpoint::Download) {
+        entry.device_id = req.uri().query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("device="))
+                .filter(|d| !d.is_empty())
+                .map(str::to_string)
+        });
     }
     let request_id = new_id();
     let fault = endpoint.and_then(|e| shared.faults.check(e, &entry.method));

@@ -129,9 +129,20 @@ fn two_stage_migration_between_two_servers() {
             .count(),
         7
     );
-    assert!(new_log
+    let downloads: Vec<_> = on_new
         .iter()
-        .any(|e| e.path.starts_with("/download/artifacts/") && e.status == Some(200)));
+        .filter(|e| e.path.starts_with("/download/artifacts/"))
+        .collect();
+    assert_eq!(downloads.len(), 1, "stage 2 downloaded once, from new");
+    assert_eq!(downloads[0].status, Some(200));
+    assert_eq!(
+        on_old
+            .iter()
+            .filter(|e| e.path.starts_with("/download/artifacts/"))
+            .count(),
+        1,
+        "stage 1 downloaded once, from old"
+    );
     // Failover came right after old's 401s: old answered the API call and the auth walk with
     // 401, then new's first auth request succeeded.
     let first_new_auth = new_log
