@@ -348,12 +348,8 @@ async fn next_post(
             .map(str::to_string)
             .ok_or_else(|| ApiError::bad_request(format!("missing string field {k:?}")))
     };
-    next_response(
-        &shared,
-        &device_id,
-        &field("artifact_name")?,
-        &field("device_type")?,
-    )
+    let (name, device_type) = (field("artifact_name")?, field("device_type")?);
+    next_response(&shared, &device_id, &name, &device_type, &provides)
 }
 
 #[derive(Deserialize)]
@@ -372,7 +368,14 @@ async fn next_get(
             "artifact_name and device_type query parameters are required",
         ));
     };
-    next_response(&shared, &device_id, &name, &device_type)
+    let provides = serde_json::Map::from_iter([
+        ("artifact_name".to_string(), Value::String(name.clone())),
+        (
+            "device_type".to_string(),
+            Value::String(device_type.clone()),
+        ),
+    ]);
+    next_response(&shared, &device_id, &name, &device_type, &provides)
 }
 
 fn next_response(
@@ -380,9 +383,10 @@ fn next_response(
     device_id: &str,
     artifact_name: &str,
     device_type: &str,
+    provides: &serde_json::Map<String, Value>,
 ) -> ApiResult {
     let offer = shared.write_if_changed(|s| {
-        let (offer, changed) = s.next_deployment(device_id, artifact_name, device_type);
+        let (offer, changed) = s.next_deployment(device_id, artifact_name, device_type, provides);
         let offer = offer.and_then(|(dep, art)| s.artifacts.get(&art).cloned().map(|a| (dep, a)));
         (offer, changed)
     })?;

@@ -105,6 +105,29 @@ pub struct Artifact {
     pub file_name: String,
 }
 
+/// Whether a device with `provides` may install an artifact with `depends`, as the real
+/// deployments service decides on `next`: every depends key other than `device_type` (matched
+/// separately) must be provided with one of the accepted values. Otherwise the device's
+/// deployment ends as `noartifact`, so e.g. stage 2 is never offered before stage 1.
+pub(crate) fn depends_satisfied(
+    depends: &BTreeMap<String, Value>,
+    provides: &serde_json::Map<String, Value>,
+) -> bool {
+    depends
+        .iter()
+        .filter(|(k, _)| k.as_str() != "device_type")
+        .all(|(key, accepted)| {
+            let Some(have) = provides.get(key).and_then(Value::as_str) else {
+                return false;
+            };
+            match accepted {
+                Value::String(s) => s == have,
+                Value::Array(values) => values.iter().any(|v| v.as_str() == Some(have)),
+                _ => false,
+            }
+        })
+}
+
 /// Device deployment statuses that end a device's part of a deployment.
 pub(crate) const FINAL_STATUSES: &[&str] = &[
     "success",
@@ -605,6 +628,7 @@ impl State {
         device_id: &str,
         artifact_name: &str,
         device_type: &str,
+        provides: &serde_json::Map<String, Value>,
     ) -> (Option<(String, String)>, bool) {
         let mut order: Vec<(u64, String)> = self
             .deployments
@@ -621,7 +645,8 @@ impl State {
                 .artifacts
                 .values()
                 .filter(|a| a.name == dep.artifact_name)
-                .find(|a| a.device_types_compatible.iter().any(|t| t == device_type))
+                .filter(|a| a.device_types_compatible.iter().any(|t| t == device_type))
+                .find(|a| depends_satisfied(&a.artifact_depends, provides))
                 .map(|a| a.id.clone());
             let dd = dep.devices.get_mut(device_id).expect("filtered");
             if dd.device_type.as_deref() != Some(device_type) {
@@ -777,5 +802,36 @@ impl Persistence {
         tmp.persist(path).map_err(|e| e.error)?;
         *last = generation;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod depends_tests {
+    use super::depends_satisfied;
+    use serde_json::{json, Value};
+    use std::collections::BTreeMap;
+
+    fn depends(v: Value) -> BTreeMap<String, Value> {
+        v.as_object().unwrap().clone().into_iter().collect()
+    }
+
+    #[test]
+    fn stage_two_needs_stage_one_provides() {
+        let d = depends(json!({"device_type": ["qemux86-64"], "server-migration.stage": "dual"}));
+        let before = json!({"artifact_name": "orig", "device_type": "qemux86-64"});
+        let after = json!({"artifact_name": "s1", "device_type": "qemux86-64", "server-migration.stage": "dual"});
+        let other = json!({"artifact_name": "s1", "device_type": "qemux86-64", "server-migration.stage": "new-only"});
+        assert!(!depends_satisfied(&d, before.as_object().unwrap()));
+        assert!(depends_satisfied(&d, after.as_object().unwrap()));
+        assert!(!depends_satisfied(&d, other.as_object().unwrap()));
+        let names = depends(json!({"artifact_name": ["a", "b"]}));
+        assert!(depends_satisfied(
+            &names,
+            json!({"artifact_name": "b"}).as_object().unwrap()
+        ));
+        assert!(!depends_satisfied(
+            &names,
+            json!({"artifact_name": "c"}).as_object().unwrap()
+        ));
     }
 }
