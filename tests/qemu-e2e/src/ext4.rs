@@ -10,8 +10,31 @@ use std::process::Command;
 #[derive(Default)]
 pub struct Edits {
     script: String,
-    /// Error lines debugfs may print for a command that did nothing harmful.
+    /// Error lines debugfs may print for a command that did nothing harmful (`rm` of an absent
+    /// file, `mkdir` of an existing directory). Because the same message can also mean a failed
+    /// `cd`, every edit is verified by reading the image back afterwards.
     tolerated: Vec<&'static str>,
+    checks: Vec<Check>,
+}
+
+/// What must be true after the batch ran.
+enum Check {
+    File {
+        path: String,
+        source: std::path::PathBuf,
+        mode: u32,
+    },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Absent {
+        path: String,
+    },
 }
 
 fn split(path: &str) -> (&str, &str) {
@@ -38,6 +61,7 @@ impl Edits {
                 "Ext2 directory already exists",
                 "File not found by ext2_lookup",
             ],
+            checks: Vec::new(),
         }
     }
 
@@ -52,6 +76,10 @@ impl Edits {
         }
         let _ = writeln!(self.script, "sif {path} mode 0{:o}", 0o40000 | mode);
         let _ = writeln!(self.script, "sif {path} uid 0\nsif {path} gid 0");
+        self.checks.push(Check::Dir {
+            path: path.to_string(),
+            mode,
+        });
         Ok(self)
     }
 
@@ -66,6 +94,11 @@ impl Edits {
         let _ = writeln!(self.script, "cd {dir}\nrm {name}\nwrite {source} {name}");
         let _ = writeln!(self.script, "sif {name} mode 0{:o}", 0o100000 | mode);
         let _ = writeln!(self.script, "sif {name} uid 0\nsif {name} gid 0\ncd /");
+        self.checks.push(Check::File {
+            path: path.to_string(),
+            source: source.into(),
+            mode,
+        });
         Ok(self)
     }
 
@@ -77,6 +110,10 @@ impl Edits {
             self.script,
             "cd {dir}\nrm {name}\nsymlink {name} {target}\ncd /"
         );
+        self.checks.push(Check::Symlink {
+            path: path.to_string(),
+            target: target.to_string(),
+        });
         Ok(self)
     }
 
@@ -84,6 +121,9 @@ impl Edits {
     pub fn remove(&mut self, path: &str) -> Result<&mut Self> {
         check_guest_path(path)?;
         let _ = writeln!(self.script, "rm {path}");
+        self.checks.push(Check::Absent {
+            path: path.to_string(),
+        });
         Ok(self)
     }
 
@@ -120,20 +160,95 @@ impl Edits {
                 errors.join("; ")
             );
         }
+        self.verify(image)
+    }
+
+    fn verify(&self, image: &Path) -> Result<()> {
+        let fail = |what: String| {
+            anyhow::anyhow!(
+                "debugfs edit of {} did not take effect: {what}",
+                image.display()
+            )
+        };
+        for check in &self.checks {
+            match check {
+                Check::File { path, source, mode } => {
+                    let (kind, got_mode, _) =
+                        stat(image, path)?.ok_or_else(|| fail(format!("{path} missing")))?;
+                    let want = std::fs::read(source)?;
+                    if kind != "regular"
+                        || got_mode != *mode
+                        || read_file(image, path)?.as_deref() != Some(want.as_slice())
+                    {
+                        return Err(fail(format!(
+                            "{path} is not a {mode:o} copy of {}",
+                            source.display()
+                        )));
+                    }
+                }
+                Check::Dir { path, mode } => match stat(image, path)? {
+                    Some((kind, got_mode, _)) if kind == "directory" && got_mode == *mode => {}
+                    other => {
+                        return Err(fail(format!(
+                            "{path} is {:?}, not a {mode:o} directory",
+                            other.map(|o| (o.0, o.1))
+                        )))
+                    }
+                },
+                Check::Symlink { path, target } => match stat(image, path)? {
+                    Some((kind, _, stat_text))
+                        if kind == "symlink" && stat_text.contains(&format!("\"{target}\"")) => {}
+                    _ => return Err(fail(format!("{path} is not a symlink to {target}"))),
+                },
+                // A later edit may re-create a removed path on purpose.
+                Check::Absent { path } => {
+                    let recreated = self.checks.iter().any(|c| match c {
+                        Check::File { path: p, .. }
+                        | Check::Dir { path: p, .. }
+                        | Check::Symlink { path: p, .. } => p == path,
+                        Check::Absent { .. } => false,
+                    });
+                    if !recreated && stat(image, path)?.is_some() {
+                        return Err(fail(format!("{path} still exists")));
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
 
-/// Reads a guest file; `None` when it does not exist. Symlinks are not followed (read the target).
-pub fn read_file(image: &Path, path: &str) -> Result<Option<Vec<u8>>> {
-    check_guest_path(path)?;
-    let stat = Command::new("debugfs")
+/// `(type, permission bits, raw stat text)` of a guest path; `None` when absent.
+fn stat(image: &Path, path: &str) -> Result<Option<(String, u32, String)>> {
+    let out = Command::new("debugfs")
         .arg("-R")
         .arg(format!("stat {path}"))
         .arg(image)
         .output()
         .context("cannot run debugfs (install e2fsprogs)")?;
-    if String::from_utf8_lossy(&stat.stderr).contains("not found") {
+    if String::from_utf8_lossy(&out.stderr).contains("not found") {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kind = text
+        .split("Type: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("")
+        .to_string();
+    let mode = text
+        .split("Mode:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or(0);
+    Ok(Some((kind, mode & 0o7777, text)))
+}
+
+/// Reads a guest file; `None` when it does not exist. Symlinks are not followed (read the target).
+pub fn read_file(image: &Path, path: &str) -> Result<Option<Vec<u8>>> {
+    check_guest_path(path)?;
+    if stat(image, path)?.is_none() {
         return Ok(None);
     }
     let out = Command::new("debugfs")

@@ -499,3 +499,75 @@ fn prune_old_images(cache: &Path, keep: &Path) {
         let _ = std::fs::remove_dir_all(old);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries() -> Vec<OverlayEntry> {
+        let root = overlay_dir();
+        let mut out = Vec::new();
+        walk_overlay(&root, &root, &mut out).unwrap();
+        out
+    }
+
+    fn file(entries: &[OverlayEntry], path: &str) -> (PathBuf, u32) {
+        match entries
+            .iter()
+            .find(|e| e.guest_path == path)
+            .map(|e| &e.kind)
+        {
+            Some(EntryKind::File(p, mode)) => (p.clone(), *mode),
+            _ => panic!("overlay lacks file {path}"),
+        }
+    }
+
+    #[test]
+    fn overlay_holds_what_the_debian_package_lacks() {
+        let entries = entries();
+        let (conf, _) = file(&entries, "/etc/mender/mender.conf");
+        let conf: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(conf).unwrap()).unwrap();
+        assert_eq!(
+            conf["ServerURL"], "http://10.0.2.100",
+            "devices start on the old server"
+        );
+        assert!(conf.get("Servers").is_none());
+        let (identity, mode) = file(
+            &entries,
+            "/usr/share/mender/identity/mender-device-identity",
+        );
+        assert_eq!(
+            mode, 0o755,
+            "the client must be able to execute the identity script"
+        );
+        assert!(std::fs::read_to_string(identity)
+            .unwrap()
+            .contains("product_serial"));
+        let (device_type, _) = file(&entries, "/data/mender/device_type");
+        assert_eq!(
+            std::fs::read_to_string(device_type).unwrap().trim(),
+            "device_type=qemux86-64"
+        );
+        file(&entries, "/etc/mender/artifact_info");
+        assert!(entries
+            .iter()
+            .any(|e| e.guest_path == "/data/mender" && matches!(e.kind, EntryKind::Dir(0o700))));
+    }
+
+    #[test]
+    fn mmdebstrap_recipe_keeps_ca_certificates_out_and_prunes_with_lib_paths() {
+        let args = mmdebstrap_args(Path::new("/r"), Path::new("/s.sources")).join("\n");
+        assert!(!args.contains("ca-certificates"));
+        assert!(args.contains("APT::Install-Recommends \"false\""));
+        assert!(args.contains("path-exclude=/lib/modules/*/kernel/sound/*"));
+        assert!(
+            !args.contains("/usr/lib/modules"),
+            "dpkg matches /lib/modules paths from the .deb"
+        );
+        assert!(
+            !args.contains("drivers/input"),
+            "evdev is needed for the ACPI power button"
+        );
+    }
+}

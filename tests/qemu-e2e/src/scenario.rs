@@ -85,19 +85,29 @@ struct ArtifactSet {
 pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
+    /// The artifact set it deploys (built before the scenario's clock starts).
+    needs: Option<(Mode, Transport)>,
     run: fn(&mut Run) -> Result<()>,
 }
 
 pub fn all() -> Vec<Scenario> {
     vec![
-        Scenario { name: "boot", about: "guest boots, the real client authenticates on old and sends inventory", run: boot },
-        Scenario { name: "migration", about: "module-install + stage 1 from old, reject/preauthorize, failover, stage 2 from new", run: migration_patch },
-        Scenario { name: "new-down-stage1", about: "new server down during stage 1: device stays on old, migration continues later", run: new_down_stage1 },
-        Scenario { name: "invalid-result", about: "replace-mode stage 1 whose result is invalid (fallback holds ServerURL): refused, rollback", run: invalid_result },
-        Scenario { name: "stage2-first", about: "stage 2 before stage 1: refused by the depends check, config untouched", run: stage2_first },
-        Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", run: power_cut },
-        Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", run: migration_replace },
-        Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", run: migration_https },
+        Scenario { name: "boot", about: "guest boots, the real client authenticates on old and sends inventory", needs: None,
+            run: boot },
+        Scenario { name: "migration", about: "module-install + stage 1 from old, reject/preauthorize, failover, stage 2 from new", needs: Some((Mode::Patch, Transport::Http)),
+            run: migration_patch },
+        Scenario { name: "new-down-stage1", about: "new server down during stage 1: device stays on old, migration continues later", needs: Some((Mode::Patch, Transport::Http)),
+            run: new_down_stage1 },
+        Scenario { name: "invalid-result", about: "replace-mode stage 1 whose result is invalid (fallback holds ServerURL): refused, rollback", needs: Some((Mode::Replace, Transport::Http)),
+            run: invalid_result },
+        Scenario { name: "stage2-first", about: "stage 2 before stage 1: refused by the depends check, config untouched", needs: Some((Mode::Patch, Transport::Http)),
+            run: stage2_first },
+        Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", needs: Some((Mode::Patch, Transport::Http)),
+            run: power_cut },
+        Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", needs: Some((Mode::Replace, Transport::Http)),
+            run: migration_replace },
+        Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", needs: Some((Mode::Patch, Transport::Https)),
+            run: migration_https },
     ]
 }
 
@@ -326,6 +336,9 @@ impl<'a> Run<'a> {
             },
             &self.dir,
         )?);
+        if tls {
+            share_ca(&self.dir.join("old-state"), &self.dir.join("new-state"))?;
+        }
         let mut new = MockServer::start(
             &bin,
             &MockOptions {
@@ -368,7 +381,10 @@ impl<'a> Run<'a> {
                     .ca_file
                     .as_ref()
                     .context("TLS server without CA file")?;
-                bundle.extend(std::fs::read(ca).with_context(|| ca.display().to_string())?);
+                let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
+                if !bundle.windows(pem.len()).any(|w| w == pem.as_slice()) {
+                    bundle.extend(pem);
+                }
             }
             let cert = scratch.join("server.crt");
             std::fs::write(&cert, bundle)?;
@@ -814,6 +830,9 @@ impl<'a> Run<'a> {
 /// Runs one scenario; returns its timings. Logs are kept on failure (and with `keep_logs`).
 pub fn run_one(scenario: &Scenario, env: &mut Env) -> Result<Timings> {
     let keep_logs = env.keep_logs;
+    if let Some((mode, transport)) = scenario.needs {
+        env.artifacts(mode, transport)?;
+    }
     let build_before = env.artifact_build;
     let mut run = Run::new(scenario.name, env)?;
     let started = Instant::now();
@@ -1278,6 +1297,26 @@ fn power_cut(run: &mut Run) -> Result<()> {
         )?;
     }
     run.expect_client_healthy()
+}
+
+/// Makes new serve a certificate from old's CA (the mock keeps its CA in `STATE/tls/ca.{pem,key}`
+/// and reuses one it finds there).
+///
+/// Workaround: every mock CA has the same subject (`CN=mock-mender-server test CA`) and its
+/// server certificates carry no authority key identifier, so with both CAs in one
+/// `ServerCertificate` bundle OpenSSL (which the 3.4 client uses) picks the first CA by subject
+/// and fails new's certificate with "certificate signature failure" (verified with
+/// `openssl s_client -CAfile old+new`). Real servers' CAs differ in subject, so one shared
+/// private CA is the faithful stand-in here.
+fn share_ca(old_state: &Path, new_state: &Path) -> Result<()> {
+    let to = new_state.join("tls");
+    std::fs::create_dir_all(&to)?;
+    for file in ["ca.pem", "ca.key"] {
+        let from = old_state.join("tls").join(file);
+        std::fs::copy(&from, to.join(file))
+            .with_context(|| format!("cannot copy the mock CA {}", from.display()))?;
+    }
+    Ok(())
 }
 
 /// Builds the mock server binary (debug profile: fast to build, fast enough to serve one VM).

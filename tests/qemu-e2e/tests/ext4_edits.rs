@@ -1,0 +1,114 @@
+//! The debugfs-based editing the image builder and the scenarios rely on: files, modes, owners,
+//! directories and symlinks written into an unmounted ext4 image read back exactly.
+
+use qemu_e2e::ext4::{read_file, Edits};
+use std::process::Command;
+
+fn have(tool: &str) -> bool {
+    if qemu_e2e::host::which(tool).is_some() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{tool} is missing (install e2fsprogs: tests/qemu-e2e/scripts/install-host-deps.sh)"
+        );
+    }
+    eprintln!("SKIPPED: {tool} not installed (e2fsprogs); CI=true makes this a failure");
+    false
+}
+
+#[test]
+fn edits_round_trip_through_an_unmounted_image() {
+    if !have("mkfs.ext4") || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc/mender")).unwrap();
+    std::fs::write(
+        root.join("etc/mender/mender.conf"),
+        b"{\"ServerURL\":\"http://old\"}\n",
+    )
+    .unwrap();
+    let image = dir.path().join("disk.img");
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg("8M")
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let new_conf = dir.path().join("new.conf");
+    std::fs::write(&new_conf, b"{\"ServerURL\":\"http://new\"}\n").unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::write(&key, b"secret").unwrap();
+    let mut edits = Edits::new();
+    edits
+        .write(&new_conf, "/etc/mender/mender.conf", 0o644)
+        .unwrap();
+    edits.mkdir_p("/data/mender", 0o700).unwrap();
+    edits
+        .write(&key, "/data/mender/mender-agent.pem", 0o600)
+        .unwrap();
+    edits.symlink("/var-lib-mender", "/data/mender").unwrap();
+    edits.remove("/does/not/exist").unwrap();
+    edits.apply(&image).unwrap();
+
+    assert_eq!(
+        read_file(&image, "/etc/mender/mender.conf")
+            .unwrap()
+            .unwrap(),
+        b"{\"ServerURL\":\"http://new\"}\n"
+    );
+    assert_eq!(
+        read_file(&image, "/data/mender/mender-agent.pem")
+            .unwrap()
+            .unwrap(),
+        b"secret"
+    );
+    assert_eq!(read_file(&image, "/etc/mender/absent.conf").unwrap(), None);
+    let stat = |path: &str| {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("stat {path}"))
+            .arg(&image)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        stat("/data/mender").contains("Mode:  0700"),
+        "{}",
+        stat("/data/mender")
+    );
+    assert!(stat("/data/mender/mender-agent.pem").contains("Mode:  0600"));
+    assert!(stat("/data/mender/mender-agent.pem").contains("User:     0   Group:     0"));
+    assert!(
+        stat("/var-lib-mender").contains("Fast link dest: \"/data/mender\""),
+        "{}",
+        stat("/var-lib-mender")
+    );
+}
+
+#[test]
+fn a_failing_edit_is_an_error_not_a_silent_skip() {
+    if !have("mkfs.ext4") || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    assert!(Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&image)
+        .arg("8M")
+        .status()
+        .unwrap()
+        .success());
+    let mut edits = Edits::new();
+    // The parent directory does not exist: debugfs cannot write the file.
+    edits.write(&image, "/no/such/dir/file", 0o644).unwrap();
+    let err = edits.apply(&image).unwrap_err().to_string();
+    assert!(err.contains("/no/such/dir/file"), "{err}");
+}
