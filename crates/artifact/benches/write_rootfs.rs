@@ -2,9 +2,12 @@
 //! writer and with `mender-artifact write rootfs-image`; compares wall/CPU time and peak RSS,
 //! and checks that our peak RSS does not grow with the image size (128 MiB vs 512 MiB).
 //!
+//! A third case, a 512 MiB image that is half random data (incompressible, like packed
+//! files), checks the stored-block fallback.
+//!
 //! Run: `cargo bench -p menderartifact` (needs `mender-artifact` and `mkfs.ext4`).
 //! Env: `BENCH_DIR` (scratch dir, default the system temp dir), `BENCH_SIZES_MIB`
-//! (default "128,512").
+//! (default "128,512"), `BENCH_RANDOM_MIB` (default 512; 0 skips the random case).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -168,13 +171,27 @@ fn main() {
         .unwrap_or_else(std::env::temp_dir);
     let work = tempfile::tempdir_in(&base).expect("scratch dir");
     let me = std::env::current_exe().expect("current exe");
+    let random_mib: u64 = std::env::var("BENCH_RANDOM_MIB")
+        .map(|v| v.parse().expect("BENCH_RANDOM_MIB: MiB"))
+        .unwrap_or(512);
+    let mut cases: Vec<(u64, bool)> = sizes.iter().map(|&s| (s, false)).collect();
+    if random_mib > 0 {
+        cases.push((random_mib, true));
+    }
     let mut our_rss = Vec::new();
-    for mib in sizes {
+    for (mib, random) in cases {
         let img_bytes = mib << 20;
-        let staging = work.path().join(format!("stage{mib}"));
+        let staging = work.path().join(format!("stage{mib}-{random}"));
         std::fs::create_dir(&staging).unwrap();
-        // ~65% real files, the rest is free (zero) space, like a typical rootfs image.
-        let staged = stage_real_files(&staging, img_bytes * 65 / 100);
+        // ~65% real files, the rest is free (zero) space, like a typical rootfs image; or
+        // one file of random bytes filling half the image.
+        let staged = if random {
+            let mut f = std::fs::File::create(staging.join("random.bin")).unwrap();
+            let mut rnd = std::fs::File::open("/dev/urandom").unwrap();
+            std::io::copy(&mut std::io::Read::take(&mut rnd, img_bytes / 2), &mut f).unwrap()
+        } else {
+            stage_real_files(&staging, img_bytes * 65 / 100)
+        };
         let img = work.path().join(format!("rootfs{mib}.ext4"));
         let o = Command::new(&mkfs)
             .args(["-q", "-F", "-t", "ext4", "-d"])
@@ -236,8 +253,9 @@ fn main() {
             .expect("our reader rejected the official output");
         assert_eq!(info.payload_files[0].size, img_bytes);
 
+        let what = if random { "random data" } else { "real files" };
         println!(
-            "rootfs-image gzip, {mib} MiB ext4 ({} MiB of real files, rest free space):",
+            "rootfs-image gzip, {mib} MiB ext4 ({} MiB of {what}, rest free space):",
             staged >> 20
         );
         print_row("menderartifact", &ours, img_bytes);
@@ -249,7 +267,9 @@ fn main() {
             ours.max_rss_kib as f64 / theirs.max_rss_kib as f64,
             ours.out_bytes as f64 / theirs.out_bytes as f64
         );
-        our_rss.push((mib, ours.max_rss_kib));
+        if !random {
+            our_rss.push((mib, ours.max_rss_kib));
+        }
         for f in [&img, &ours_out, &theirs_out] {
             let _ = std::fs::remove_file(f);
         }
