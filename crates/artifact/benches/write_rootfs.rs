@@ -15,9 +15,20 @@ use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "MENDERARTIFACT_BENCH_CHILD";
 
-/// Child mode: write one artifact with our writer, nothing else, so its rusage is ours.
-fn child_write(arg: &str) {
-    let (img, out) = arg.split_once('\n').expect("child arg is IMG\\nOUT");
+/// Child mode: write (`IMG\nOUT`) or read+verify (`ART`) one artifact, nothing else, so its
+/// rusage is ours.
+fn child(arg: &str) {
+    let Some((img, out)) = arg.split_once('\n') else {
+        match menderartifact::read_info(std::io::BufReader::new(
+            std::fs::File::open(arg).expect("artifact to read"),
+        )) {
+            Ok(_) => return,
+            Err(e) => {
+                eprintln!("our reader failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
     let spec = menderartifact::ArtifactSpec::new(
         "bench-1",
         vec!["bench-device".into()],
@@ -148,7 +159,7 @@ fn print_row(who: &str, m: &Measured, img: u64) {
 
 fn main() {
     if let Ok(arg) = std::env::var(CHILD_ENV) {
-        child_write(&arg);
+        child(&arg);
         return;
     }
     let (Some(mender), Some(mkfs)) = (
@@ -239,19 +250,16 @@ fn main() {
         .stderr(std::process::Stdio::null());
         let theirs = measure(cmd, &theirs_out);
 
-        // Our output must be valid for the official tool and for our reader.
-        let v = Command::new(&mender)
-            .arg("validate")
+        // Reading + verifying: our reader on the official output, `validate` on ours (each
+        // run also proves that the other writer's output is valid; both fail loudly).
+        let mut cmd = Command::new(&me);
+        cmd.env(CHILD_ENV, theirs_out.as_os_str());
+        let our_read = measure(cmd, &theirs_out);
+        let mut cmd = Command::new(&mender);
+        cmd.arg("validate")
             .arg(&ours_out)
-            .output()
-            .unwrap();
-        assert!(
-            v.status.success(),
-            "mender-artifact validate rejected our output"
-        );
-        let info = menderartifact::read_info(std::fs::File::open(&theirs_out).unwrap())
-            .expect("our reader rejected the official output");
-        assert_eq!(info.payload_files[0].size, img_bytes);
+            .stdout(std::process::Stdio::null());
+        let their_read = measure(cmd, &ours_out);
 
         let what = if random { "random data" } else { "real files" };
         println!(
@@ -266,6 +274,15 @@ fn main() {
             secs(ours.user + ours.sys) / secs(theirs.user + theirs.sys),
             ours.max_rss_kib as f64 / theirs.max_rss_kib as f64,
             ours.out_bytes as f64 / theirs.out_bytes as f64
+        );
+        println!(
+            "  read+verify: menderartifact wall {:.2} s cpu {:.2} s RSS {:.1} MiB | mender-artifact validate wall {:.2} s cpu {:.2} s RSS {:.1} MiB",
+            secs(our_read.wall),
+            secs(our_read.user + our_read.sys),
+            our_read.max_rss_kib as f64 / 1024.0,
+            secs(their_read.wall),
+            secs(their_read.user + their_read.sys),
+            their_read.max_rss_kib as f64 / 1024.0
         );
         if !random {
             our_rss.push((mib, ours.max_rss_kib));

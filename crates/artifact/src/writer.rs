@@ -202,6 +202,19 @@ impl ArtifactSpec {
 /// Builds the spec of a `single-file` update-module artifact, the same content as
 /// `single-file-artifact-gen -n NAME -t DEV... -d DEST_DIR FILE`: payload files
 /// `dest_dir`, `filename`, `permissions` (octal mode) and the file itself.
+///
+/// ```no_run
+/// # fn main() -> Result<(), menderartifact::ArtifactError> {
+/// let mut spec = menderartifact::module_image_single_file(
+///     "mender-conf-stage1",
+///     vec!["raspberrypi4".into()],
+///     std::path::Path::new("mender.conf"),
+///     "/etc/mender",
+/// )?;
+/// spec.software_version = Some("1".into()); // optional, like --software-version
+/// menderartifact::write_artifact_to_path(spec, std::path::Path::new("stage1.mender"))?;
+/// # Ok(()) }
+/// ```
 pub fn module_image_single_file(
     name: impl Into<String>,
     device_types: Vec<String>,

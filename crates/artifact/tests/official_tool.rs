@@ -334,6 +334,9 @@ fn header_json_matches_official_tool_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, b"abc").unwrap();
+    let meta_text = r#"{"zz":{"b":[1,"x<y>&z"],"a":true},"aa":null,"n":-3}"#;
+    let meta_file = dir.path().join("meta.json");
+    std::fs::write(&meta_file, meta_text).unwrap();
     let theirs = dir.path().join("theirs.mender");
     let o = run(std::process::Command::new(&tool)
         .args([
@@ -363,7 +366,9 @@ fn header_json_matches_official_tool_bytes() {
         ])
         .arg(&theirs)
         .arg("-f")
-        .arg(&f1));
+        .arg(&f1)
+        .arg("-m")
+        .arg(&meta_file));
     assert!(o.status.success(), "{}", out_text(&o));
     let mut spec = ArtifactSpec::new(
         "rel-2",
@@ -371,7 +376,7 @@ fn header_json_matches_official_tool_bytes() {
         Payload::Module {
             type_name: "my-module".into(),
             files: vec![PayloadFile::from_path(&f1).unwrap()],
-            meta_data: None,
+            meta_data: Some(serde_json::from_str(meta_text).unwrap()),
         },
     );
     spec.group = Some("grpA".into());
@@ -383,6 +388,7 @@ fn header_json_matches_official_tool_bytes() {
     let ours = write_to(dir.path(), "ours.mender", spec);
     let a = header_members(&std::fs::read(&theirs).unwrap());
     let b = header_members(&std::fs::read(&ours).unwrap());
+    assert_eq!(a.len(), 3, "header-info, type-info, meta-data");
     assert_eq!(a, b);
     // Manifest lines differ only if data differs: same file -> identical data line.
     let ma = String::from_utf8(manifest_member(
