@@ -14,7 +14,9 @@ apt-get update
 apt-get install -y --no-install-recommends --allow-downgrades \
     qemu-system-x86 qemu-utils/bookworm \
     mmdebstrap e2fsprogs openssl socat mender-artifact
-for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.ext4 debugfs socat openssl mender-artifact; do
+# journalctl reads the guest's persistent journal from the powered-off disk (systemd on the host).
+command -v journalctl >/dev/null || apt-get install -y --no-install-recommends systemd
+for tool in journalctl qemu-system-x86_64 qemu-img mmdebstrap mkfs.ext4 debugfs socat openssl mender-artifact; do
     command -v "$tool" >/dev/null || { echo "install-host-deps.sh: $tool missing after install" >&2; exit 1; }
 done
 echo "install-host-deps.sh: host tools ready"

@@ -934,20 +934,30 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
     let r = run.deploy(Which::Old, &stage1)?;
     run.expect_status(&r, "success")?;
     let dev = run.device_id(Which::Old)?;
-    run.wait_for(
+    let inv = run.wait_for(
         "inventory on old reporting the dual stage",
         budget(30),
         |run| {
             let inv = run.server(Which::Old)?.inventory(&dev)?;
-            Ok(inv["attributes"]
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .find(|x| x["name"] == "server_migration_stage" && x["value"] == "dual")
-                })
-                .map(|_| ()))
+            let dual = inv["attributes"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["name"] == "server_migration_stage" && x["value"] == "dual")
+            });
+            Ok(dual.then_some(inv))
         },
     )?;
+    let servers_attr = inv["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "server_migration_servers"))
+        .map(|x| x["value"].clone())
+        .unwrap_or_default();
+    ensure!(
+        servers_attr == serde_json::json!([run.old_url(), run.new_url()]),
+        "after stage 1 the device reports servers {servers_attr}, expected [old, new]"
+    );
+    run.log(&format!(
+        "device runs stage 1: inventory server_migration_servers = {servers_attr}"
+    ));
     ensure!(
         run.server(Which::New)?.device_requests()?.is_empty(),
         "the device contacted new while old still accepted it (Servers[0] must win)"
@@ -1146,8 +1156,14 @@ fn stage2_first(run: &mut Run) -> Result<()> {
     run.prepare_disk(true, |_, _| Ok(()))?;
     run.boot()?;
     run.accept_on_old()?;
+    let deployed_at = now_epoch();
     let r = run.deploy(Which::Old, &stage2)?;
-    run.expect_status(&r, "failure")?;
+    // Either check refuses it: the server's (artifact depends vs the provides the device sends
+    // with `next`: `noartifact`, nothing downloaded) or the client's own (`failure`).
+    let refused_by_server = r["status"] == "noartifact";
+    if !refused_by_server {
+        run.expect_status(&r, "failure")?;
+    }
     let statuses: Vec<String> = r["history"]
         .as_array()
         .map(|h| {
@@ -1181,10 +1197,25 @@ fn stage2_first(run: &mut Run) -> Result<()> {
     );
     run.stop_vm()?;
     run.expect_servers(&[run.old_url()], "after the refused stage 2")?;
-    run.expect_journal(
-        &["Artifact dependency \"server-migration.stage\" not satisfied"],
-        "the client itself must refuse stage 2 on its depends",
-    )?;
+    if refused_by_server {
+        let downloads = run
+            .server(Which::Old)?
+            .device_requests()?
+            .into_iter()
+            .filter(|r| r.path.starts_with("/download/") && r.epoch() >= deployed_at)
+            .count();
+        ensure!(
+            downloads == 0,
+            "the server answered noartifact but the device downloaded {downloads} time(s)"
+        );
+        run.log("stage 2 refused by the server's depends check (noartifact)");
+    } else {
+        run.expect_journal(
+            &["Artifact dependency \"server-migration.stage\" not satisfied"],
+            "the client itself must refuse stage 2 on its depends",
+        )?;
+        run.log("stage 2 refused by the client's depends check");
+    }
     run.expect_client_healthy()
 }
 
