@@ -16,9 +16,14 @@ pub fn tool(name: &str, apt_package: &str) -> Option<PathBuf> {
         if std::env::var_os("CI").is_some() {
             panic!("`{name}` is not installed but CI is set; install it with `apt-get install -y {apt_package}`");
         }
-        eprintln!("==================================================================");
-        eprintln!("SKIP: `{name}` not found; install `{apt_package}` to run this test");
-        eprintln!("==================================================================");
+        // Written to the raw stderr handle so the test harness does not capture it.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "==================================================================\n\
+             SKIP: `{name}` not found; install `{apt_package}` to run this test\n\
+             =================================================================="
+        );
     }
     found
 }
