@@ -133,22 +133,39 @@ pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
         CompressionArg::Gzip => Compression::Gzip,
         CompressionArg::None => Compression::None,
     };
-    let finish = |mut spec: ArtifactSpec, path: &Path| -> Result<()> {
+    // All three are written into a scratch directory beside the outputs first and renamed into
+    // place only when every one succeeded: a failure leaves no partial set behind.
+    let scratch = tempfile::Builder::new()
+        .prefix(".mender-migrate-")
+        .tempdir_in(&args.out)
+        .with_context(|| format!("{}: cannot create a scratch directory", args.out.display()))?;
+    let finish = |mut spec: ArtifactSpec, path: &Path| -> Result<PathBuf> {
         spec.compression = compression;
         spec.signing_key = signing_key.clone();
-        write_artifact_to_path(spec, path)
-            .with_context(|| format!("{}: writing the artifact", path.display()))
+        let staged = scratch
+            .path()
+            .join(path.file_name().expect("output paths have a file name"));
+        write_artifact_to_path(spec, &staged)
+            .with_context(|| format!("{}: writing the artifact", path.display()))?;
+        Ok(staged)
     };
-
     let spec = module_image_single_file(
         format!("{}-module-install", args.name),
         args.device_types.clone(),
         &module_binary,
         MODULES_DIR,
     )?;
-    finish(spec, &module_install)?;
+    let mut staged = vec![(finish(spec, &module_install)?, &module_install)];
     for (stage, path) in [(Stage::Dual, &stage1), (Stage::NewOnly, &stage2)] {
-        finish(stage_spec(&plan, stage, args)?, path)?;
+        staged.push((finish(stage_spec(&plan, stage, args)?, path)?, path));
+    }
+    for (from, to) in staged {
+        std::fs::rename(&from, to).with_context(|| {
+            format!(
+                "{}: cannot move the finished artifact into place",
+                to.display()
+            )
+        })?;
     }
 
     let mut warnings = crate::plan::all_warnings(&plan, signing_key.is_some());
@@ -266,9 +283,15 @@ fn summary(
     }
     let _ = writeln!(
         out,
-        "\n  mode: {:?}, restart: {:?}, signed: {}",
-        args.mode,
-        args.restart,
+        "\n  mode: {}, restart: {}, signed: {}",
+        args.mode
+            .to_possible_value()
+            .expect("no skipped variants")
+            .get_name(),
+        args.restart
+            .to_possible_value()
+            .expect("no skipped variants")
+            .get_name(),
         if args.sign_key.is_some() { "yes" } else { "no" }
     );
     let _ = writeln!(
