@@ -97,10 +97,10 @@ pub struct BakedLayer<'a> {
 /// The stage's `/etc/mender/mender.conf`. An image carries only that file: if the stage needs
 /// to change the fallback config (the captured server keys live in `/var/lib/mender`), no image
 /// can do it and the caller must use the stage artifacts instead.
-pub fn stage_main_config<'p>(
-    plan: &'p MigrationPlan,
+pub fn stage_main_config(
+    plan: &MigrationPlan,
     stage: menderconf::Stage,
-) -> Result<&'p ConfigFile, GenError> {
+) -> Result<&ConfigFile, GenError> {
     let set: &ConfigSet = plan.stage_files(stage);
     let same_fallback = match (&set.fallback, &plan.captured.fallback) {
         (None, None) => true,
