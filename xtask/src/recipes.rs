@@ -7,8 +7,8 @@ use migration_generators::project::{self, git, RecipeInputs};
 use migration_generators::tree;
 
 /// Generate BitBake recipes (cargo-bitbake layout) for the workspace's binary crates, offline,
-/// from Cargo.lock. SRCREV pins a commit that must hold the same Cargo.lock, manifests and
-/// license files as the working tree (see recipes/README.md).
+/// from Cargo.lock. SRCREV pins a commit that must hold the same Cargo.lock and license files
+/// as the working tree (see recipes/README.md).
 #[derive(Parser, Debug)]
 #[command(name = "cargo xtask recipes")]
 struct Args {

@@ -2,8 +2,7 @@
 //! git) and lays out every generated `.bb` file, for `cargo xtask recipes` and its freshness test.
 //!
 //! SRCREV policy: a recipe pins the commit it was generated from (default `HEAD`), and that
-//! commit must contain exactly the recipe inputs of the working tree (`Cargo.lock`, the
-//! manifests, the license files). So the recipe builds what it describes, is reproducible
+//! commit must hold the same `Cargo.lock` and license files as the working tree. So the recipe builds what it describes, is reproducible
 //! (no `${AUTOREV}`, no floating tag) and can be re-derived: `--check` takes the SRCREV from the
 //! checked-in file, regenerates, compares, and checks that the inputs still equal those at
 //! SRCREV. A recipe cannot name the commit that contains it, so after changing dependencies:
@@ -95,11 +94,14 @@ impl RecipeInputs {
         })
     }
 
-    /// Files a recipe's correctness depends on, relative to the root.
+    /// Files that must be identical at SRCREV for the recipe to build what it lists: the lock
+    /// (crate lines and checksums; cargo builds `--frozen` against it) and the license files
+    /// (md5s). Manifest metadata (SUMMARY, LICENSE, version) is compared through the rendered
+    /// text instead, so a manifest edit that changes neither the lock nor the recipe text does
+    /// not force a new SRCREV.
     pub fn input_paths(&self) -> Vec<String> {
-        let mut paths = vec!["Cargo.lock".to_string(), "Cargo.toml".to_string()];
-        for (p, l) in self.packages.iter().zip(&self.licenses) {
-            paths.push(format!("{}/Cargo.toml", p.rel_dir));
+        let mut paths = vec!["Cargo.lock".to_string()];
+        for l in &self.licenses {
             paths.extend(l.files.iter().map(|f| f.path.clone()));
         }
         paths.sort();
