@@ -102,15 +102,38 @@ impl FileTree {
             fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
                 .map_err(|e| GenError::io(staging.path(), e))?;
         }
-        if dest.exists() {
-            if dest.is_dir() {
-                fs::remove_dir_all(dest).map_err(|e| GenError::io(dest, e))?;
-            } else {
-                fs::remove_file(dest).map_err(|e| GenError::io(dest, e))?;
-            }
-        }
         let staged = staging.keep();
-        fs::rename(&staged, dest).map_err(|e| GenError::io(dest, e))?;
+        if !dest.exists() {
+            return fs::rename(&staged, dest).map_err(|e| {
+                let _ = fs::remove_dir_all(&staged);
+                GenError::io(dest, e)
+            });
+        }
+        // Replace: move the old tree aside, move the new one in, then delete the old one; on
+        // failure the old tree is put back.
+        let aside = match tempfile::Builder::new()
+            .prefix(".replaced-")
+            .tempdir_in(parent)
+        {
+            Ok(dir) => dir.keep(),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staged);
+                return Err(GenError::io(parent, e));
+            }
+        };
+        let old = aside.join("old");
+        if let Err(e) = fs::rename(dest, &old) {
+            let _ = fs::remove_dir_all(&aside);
+            let _ = fs::remove_dir_all(&staged);
+            return Err(GenError::io(dest, e));
+        }
+        if let Err(e) = fs::rename(&staged, dest) {
+            let _ = fs::rename(&old, dest);
+            let _ = fs::remove_dir_all(&aside);
+            let _ = fs::remove_dir_all(&staged);
+            return Err(GenError::io(dest, e));
+        }
+        let _ = fs::remove_dir_all(&aside);
         Ok(())
     }
 
