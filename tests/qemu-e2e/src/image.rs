@@ -68,7 +68,7 @@ pub const DEVICE_KEY_GUEST_PATH: &str = "/data/mender/mender-agent.pem";
 /// What to put in the overlay layer.
 #[derive(Debug, Clone)]
 pub struct ImageRequest {
-    /// Rebuild the base root filesystem even if cached.
+    /// Rebuild the base root filesystem (and so the overlay image) even if cached.
     pub rebuild_base: bool,
     /// The update module binary; `None` = build `target/device/server-migration` with cargo.
     pub module_binary: Option<PathBuf>,
@@ -428,7 +428,7 @@ fn ensure_overlay(cache: &Path, base: &BaseImage, req: &ImageRequest) -> Result<
         has_module: module.is_some(),
         key: key.clone(),
     };
-    if dir.join("complete").exists() {
+    if dir.join("complete").exists() && !req.rebuild_base {
         note(
             TAG,
             &format!("overlay image: cached ({})", image.disk.display()),
