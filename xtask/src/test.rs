@@ -96,7 +96,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Command::new(&cargo)
             .current_dir(&root)
             .env("CI", "true")
-            .args(["test", "--workspace"]),
+            .args(["test", "--workspace", "--no-fail-fast"]),
     )?;
     step(
         "oelint-adv on meta-migration/ and recipes/",
