@@ -110,7 +110,7 @@ pub fn stage_main_config(
     let name = stage_name(stage);
     if !same_fallback {
         return Err(GenError::Invalid(format!(
-            "stage {name} has to change the fallback config {} (the captured server settings live there); \
+            "stage {name} has to change the fallback config {} (it holds server settings); \
              an image or overlay only carries {} — use the server-migration stage artifacts for these devices",
             menderconf::FALLBACK_CONFIG_PATH,
             menderconf::MAIN_CONFIG_PATH
