@@ -306,6 +306,31 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no staging dir left behind");
     }
 
+    #[test]
+    fn copies_are_streamed_into_nested_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("module.bin");
+        fs::write(&source, vec![7u8; 300_000]).unwrap();
+        let mut inner = FileTree::new();
+        inner.add_copy("usr/module", &source, 0o755);
+        let mut tree = FileTree::new();
+        tree.merge(inner.nested("stage1"));
+        let dest = dir.path().join("out");
+        tree.write_new_dir(&dest, false).unwrap();
+        assert_eq!(
+            fs::read(dest.join("stage1/usr/module")).unwrap(),
+            vec![7u8; 300_000]
+        );
+
+        let mut broken = FileTree::new();
+        broken.add_copy("x", dir.path().join("missing"), 0o755);
+        let err = broken
+            .write_new_dir(&dir.path().join("out2"), false)
+            .unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert!(!dir.path().join("out2").exists(), "nothing half-written");
+    }
+
     #[cfg(unix)]
     #[test]
     fn modes_are_applied_and_exec_bit_compared() {
