@@ -104,6 +104,8 @@ pub fn all() -> Vec<Scenario> {
             run: stage2_first },
         Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", needs: Some((Mode::Patch, Transport::Http)),
             run: power_cut },
+        Scenario { name: "power-cut-stage2", about: "QEMU killed in stage 2's ArtifactInstall (device on new): config exactly [old, new] or exactly new", needs: Some((Mode::Patch, Transport::Http)),
+            run: power_cut_stage2 },
         Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", needs: Some((Mode::Replace, Transport::Http)),
             run: migration_replace },
         Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", needs: Some((Mode::Patch, Transport::Https)),
@@ -1223,13 +1225,33 @@ fn stage2_first(run: &mut Run) -> Result<()> {
 const HOLD_MARKER: &str = "qemu-e2e: ArtifactInstall done, holding for power cut";
 
 fn power_cut(run: &mut Run) -> Result<()> {
+    power_cut_in(run, 1)
+}
+
+fn power_cut_stage2(run: &mut Run) -> Result<()> {
+    power_cut_in(run, 2)
+}
+
+/// Kills QEMU while the given stage's ArtifactInstall is in progress, boots again, and checks
+/// that the deployment ends, the config is exactly the before- or the after-state of that stage
+/// (matching the reported result) and the client polls the right server again.
+fn power_cut_in(run: &mut Run, stage: u8) -> Result<()> {
     let set = run.env.artifacts(Mode::Patch, Transport::Http)?;
-    let stage1 = set.stage1.clone();
+    let (stage1, stage2) = (set.stage1.clone(), set.stage2.clone());
+    let target = if stage == 1 {
+        stage1.clone()
+    } else {
+        stage2.clone()
+    };
+    let held = artifact_name(&target);
     run.start_servers(Transport::Http, false)?;
-    // The real module runs; the wrapper then holds ArtifactInstall open so the power cut lands
-    // after the module changed the config but before the client recorded the install as done.
+    // The real module runs; for the chosen artifact the wrapper then holds ArtifactInstall open
+    // (the v3 file tree names the artifact in header/artifact_name), so the power cut lands after
+    // the module changed the config but before the client recorded the install as done.
     let wrapper = format!(
-        "#!/bin/sh\n/usr/share/mender/server-migration.real \"$@\"\nrc=$?\nif [ \"$1\" = ArtifactInstall ]; then\n    echo \"{HOLD_MARKER} (rc=$rc)\" > /dev/ttyS0\n    sleep 300\nfi\nexit $rc\n"
+        "#!/bin/sh\n/usr/share/mender/server-migration.real \"$@\"\nrc=$?\n\
+         if [ \"$1\" = ArtifactInstall ] && grep -qx '{held}' \"$2/header/artifact_name\"; then\n    \
+         echo \"{HOLD_MARKER} (rc=$rc)\" > /dev/ttyS0\n    sleep 300\nfi\nexit $rc\n"
     );
     let binary = crate::host::target_dir().join("device/server-migration");
     run.prepare_disk(true, |edits, scratch| {
@@ -1241,12 +1263,30 @@ fn power_cut(run: &mut Run) -> Result<()> {
     })?;
     run.boot()?;
     run.accept_on_old()?;
-    let name = artifact_name(&stage1);
-    run.server(Which::Old)?.upload_artifact(&stage1)?;
-    let device = run.device_id(Which::Old)?;
+    let (which, before, after) = if stage == 1 {
+        (
+            Which::Old,
+            vec![run.old_url()],
+            vec![run.old_url(), run.new_url()],
+        )
+    } else {
+        let r = run.deploy(Which::Old, &stage1)?;
+        run.expect_status(&r, "success")?;
+        run.switch_to_new()?;
+        (
+            Which::New,
+            vec![run.old_url(), run.new_url()],
+            vec![run.new_url()],
+        )
+    };
+    run.server(which)?.upload_artifact(&target)?;
+    let device = run.device_id(which)?;
     let deployment = run
-        .server(Which::Old)?
-        .create_deployment("power-cut", &name, &device)?;
+        .server(which)?
+        .create_deployment("power-cut", &held, &device)?;
+    run.log(&format!(
+        "deployed {held} from {which:?}; waiting for its ArtifactInstall"
+    ));
     run.wait_for("the module's ArtifactInstall to run", budget(60), |run| {
         Ok(run
             .vm
@@ -1259,18 +1299,22 @@ fn power_cut(run: &mut Run) -> Result<()> {
     run.boot()?;
     let restarted = now_epoch();
     run.wait_for("the first request after the restart", budget(60), |run| {
-        Ok(run
-            .server(Which::Old)?
-            .device_requests()?
-            .iter()
-            .find(|r| r.epoch() > restarted)
-            .map(|r| r.epoch()))
+        let mut first = None;
+        for w in [Which::Old, Which::New] {
+            if let Some(r) = run
+                .server(w)?
+                .device_requests()?
+                .iter()
+                .find(|r| r.epoch() > restarted)
+            {
+                first = Some(first.map_or(r.epoch(), |f: f64| f.min(r.epoch())));
+            }
+        }
+        Ok(first)
     })
     .map(|first| run.timings.booting += Duration::from_secs_f64(first - restarted))?;
     let result = run.wait_for("the interrupted deployment to end", budget(120), |run| {
-        let dd = run
-            .server(Which::Old)?
-            .deployment_device(&deployment, &device)?;
+        let dd = run.server(which)?.deployment_device(&deployment, &device)?;
         Ok(dd.filter(|d| d["status"].as_str().is_some_and(|s| FINAL.contains(&s))))
     })?;
     let status = result["status"].as_str().unwrap_or("?").to_string();
@@ -1279,7 +1323,7 @@ fn power_cut(run: &mut Run) -> Result<()> {
         "interrupted deployment ended `{status}`"
     );
     run.log(&format!(
-        "interrupted deployment ended `{status}` (history {})",
+        "interrupted deployment ended `{status}` (reports {})",
         result["history"]
     ));
     let t = now_epoch();
@@ -1288,7 +1332,7 @@ fn power_cut(run: &mut Run) -> Result<()> {
         budget(30),
         |run| {
             Ok((run
-                .server(Which::Old)?
+                .server(which)?
                 .device_requests()?
                 .iter()
                 .filter(|r| {
@@ -1303,23 +1347,15 @@ fn power_cut(run: &mut Run) -> Result<()> {
     )?;
     run.stop_vm()?;
     let servers = run.config_servers()?;
-    let old_only = vec![run.old_url()];
-    let dual = vec![run.old_url(), run.new_url()];
     ensure!(
-        servers == old_only || servers == dual,
-        "after the power cut the config lists {servers:?}: neither old nor new"
+        servers == before || servers == after,
+        "after the power cut the config lists {servers:?}: neither {before:?} nor {after:?}"
     );
-    if status == "success" {
-        ensure!(
-            servers == dual,
-            "deployment reported success but the config is {servers:?}"
-        );
-    } else {
-        ensure!(
-            servers == old_only,
-            "deployment reported failure but the config is {servers:?}"
-        );
-    }
+    let expected = if status == "success" { &after } else { &before };
+    ensure!(
+        &servers == expected,
+        "deployment reported {status} but the config lists {servers:?}"
+    );
     run.expect_servers(&servers, "after the power cut")?;
     if status == "failure" {
         run.expect_journal(
