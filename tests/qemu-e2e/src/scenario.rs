@@ -392,6 +392,10 @@ impl<'a> Run<'a> {
             std::fs::write(&cert, bundle)?;
             edits.write(&cert, SERVER_CERT, 0o644)?;
         }
+        // A key of its own per VM (the image's key would be shared by every VM booted from it).
+        let key = scratch.join("device-key.pem");
+        image::generate_device_key(&key)?;
+        edits.write(&key, image::DEVICE_KEY_GUEST_PATH, 0o600)?;
         if !module_preinstalled {
             // The module-install artifact has to bring it.
             edits.remove(MODULE_GUEST_PATH)?;
@@ -906,6 +910,24 @@ fn boot(run: &mut Run) -> Result<()> {
         attr("serial") == Some(run.serial_number.clone().into()),
         "identity serial is {:?}",
         attr("serial")
+    );
+    // The client used the key provisioned on the disk (it generates none under emulation).
+    let provisioned = crate::host::run(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(run.dir.join("inject/device-key.pem")),
+    )?;
+    let device = run
+        .server(Which::Old)?
+        .device_by_serial(&run.serial_number)?
+        .context("device gone")?;
+    let sent = device["auth_sets"][0]["pubkey"]
+        .as_str()
+        .unwrap_or_default();
+    let squash = |s: &str| s.split_whitespace().collect::<String>();
+    ensure!(
+        squash(sent) == squash(&provisioned),
+        "the device authenticated with a key other than the provisioned one"
     );
     // The guest can reach only the two forwarded addresses: nothing arrived at new.
     ensure!(
