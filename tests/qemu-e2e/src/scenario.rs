@@ -988,7 +988,7 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
     );
 
     // Steps 3 + 4: preauthorize on new, reject on old; the device fails over.
-    run.switch_to_new()?;
+    let rejected_at = run.switch_to_new()?;
 
     // Step 5: the new-only config, deployed from new.
     let r = run.deploy(Which::New, &stage2)?;
@@ -1039,6 +1039,19 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
     ensure!(
         late.is_empty(),
         "old received requests after the device switched to the new-only config: {late:?}"
+    );
+    // Between the reject and stage 2 the client still walks [old, new] from the top, so old
+    // sees auth requests, but it must never have served the device again.
+    let served: Vec<String> = run
+        .server(Which::Old)?
+        .device_requests()?
+        .iter()
+        .filter(|r| r.epoch() > rejected_at + 1.0 && r.status.is_some_and(|s| s < 300))
+        .map(|r| format!("{} {} {} -> {:?}", r.time, r.method, r.path, r.status))
+        .collect();
+    ensure!(
+        served.is_empty(),
+        "old served the device after it was rejected: {served:?}"
     );
     run.stop_vm()?;
     run.expect_servers(&[run.new_url()], "after stage 2")?;
