@@ -48,6 +48,31 @@ fn budget(quiet_secs: u64) -> Duration {
 enum Mode {
     Patch,
     Replace,
+    /// Patch mode with `--restart service`: no reboot; the module restarts the client 30 s
+    /// after a successful deployment.
+    PatchServiceRestart,
+}
+
+impl Mode {
+    fn cli_mode(self) -> &'static str {
+        match self {
+            Mode::Patch | Mode::PatchServiceRestart => "patch",
+            Mode::Replace => "replace",
+        }
+    }
+    fn restart(self) -> &'static str {
+        match self {
+            Mode::PatchServiceRestart => "service",
+            Mode::Patch | Mode::Replace => "reboot",
+        }
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Patch => "patch",
+            Mode::Replace => "replace",
+            Mode::PatchServiceRestart => "service",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -108,6 +133,8 @@ pub fn all() -> Vec<Scenario> {
             run: power_cut_stage2 },
         Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", needs: Some((Mode::Replace, Transport::Http)),
             run: migration_replace },
+        Scenario { name: "migration-service-restart", about: "the full migration with --restart service (no reboot; the module restarts the client)", needs: Some((Mode::PatchServiceRestart, Transport::Http)),
+            run: migration_service_restart },
         Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", needs: Some((Mode::Patch, Transport::Https)),
             run: migration_https },
     ]
@@ -172,11 +199,8 @@ fn original_config(transport: Transport) -> Value {
 }
 
 fn build_artifacts(dir: &Path, mode: Mode, transport: Transport) -> Result<ArtifactSet> {
-    let mode_name = match mode {
-        Mode::Patch => "patch",
-        Mode::Replace => "replace",
-    };
-    let prefix = format!("e2e-{mode_name}-{}", transport.scheme());
+    let mode_name = mode.cli_mode();
+    let prefix = format!("e2e-{}-{}", mode.label(), transport.scheme());
     let out = dir.join(&prefix);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
@@ -188,7 +212,8 @@ fn build_artifacts(dir: &Path, mode: Mode, transport: Transport) -> Result<Artif
     crate::progress::step(
         "qemu-test",
         &format!(
-            "cargo xtask artifacts --mode {mode_name} ({})",
+            "cargo xtask artifacts --mode {mode_name} --restart {} ({})",
+            mode.restart(),
             transport.scheme()
         ),
         || {
@@ -209,6 +234,8 @@ fn build_artifacts(dir: &Path, mode: Mode, transport: Transport) -> Result<Artif
                     &prefix,
                     "--mode",
                     mode_name,
+                    "--restart",
+                    mode.restart(),
                     "--out",
                 ])
                 .arg(&out)
@@ -588,6 +615,35 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// With `--restart service` the module restarts the client some seconds after the
+    /// deployment's `success`; a restarted 3.4 daemon has no token and authenticates again, so
+    /// a fresh auth request at `which` after the report is the sign it now runs the new config.
+    fn wait_service_restart(&mut self, which: Which, result: &Value) -> Result<()> {
+        let success_at = result["history"]
+            .as_array()
+            .and_then(|h| h.last())
+            .and_then(|x| x["time"].as_str())
+            .and_then(parse_rfc3339)
+            .context("deployment without report times")?;
+        let restarted = self.wait_for(
+            "the client restart the module scheduled",
+            budget(60),
+            |run| {
+                Ok(run
+                    .server(which)?
+                    .device_requests()?
+                    .iter()
+                    .find(|r| r.is_auth() && r.status == Some(200) && r.epoch() > success_at + 5.0)
+                    .map(|r| r.epoch()))
+            },
+        )?;
+        self.log(&format!(
+            "client restarted {:.1} s after reporting success",
+            restarted - success_at
+        ));
+        Ok(())
+    }
+
     /// Preauthorizes the device on new with the identity and key from old's auth set, then
     /// rejects it on old; waits until it authenticated on new and made an API call there.
     fn switch_to_new(&mut self) -> Result<f64> {
@@ -957,6 +1013,16 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
     run.expect_status(&r, "success")?;
     let r = run.deploy(Which::Old, &stage1)?;
     run.expect_status(&r, "success")?;
+    if mode == Mode::PatchServiceRestart {
+        ensure!(
+            r["history"]
+                .as_array()
+                .is_some_and(|h| !h.iter().any(|x| x["status"] == "rebooting")),
+            "a service-restart stage rebooted: {}",
+            r["history"]
+        );
+        run.wait_service_restart(Which::Old, &r)?;
+    }
     let dev = run.device_id(Which::Old)?;
     let inv = run.wait_for(
         "inventory on old reporting the dual stage",
@@ -993,6 +1059,9 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
     // Step 5: the new-only config, deployed from new.
     let r = run.deploy(Which::New, &stage2)?;
     run.expect_status(&r, "success")?;
+    if mode == Mode::PatchServiceRestart {
+        run.wait_service_restart(Which::New, &r)?;
+    }
     let stage2_name = artifact_name(&stage2);
     let reports = r["history"].as_array().cloned().unwrap_or_default();
     let cutoff = reports
@@ -1060,6 +1129,16 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
         main.get("Servers").is_none(),
         "stage 2 left a Servers list: {main}"
     );
+    if mode == Mode::PatchServiceRestart {
+        let disk = run.disk.as_ref().context("no disk")?;
+        let journal = disk.journal("mender-client.service", &run.dir.join("journal"))?;
+        let starts = journal.matches("Started mender-client.service").count();
+        ensure!(starts >= 3, "expected the client started at boot and restarted after each stage, saw {starts} start(s)");
+        ensure!(
+            !journal.contains("-- Boot "),
+            "a service-restart migration rebooted the guest"
+        );
+    }
     run.expect_client_healthy()
 }
 
@@ -1068,6 +1147,9 @@ fn migration_patch(run: &mut Run) -> Result<()> {
 }
 fn migration_replace(run: &mut Run) -> Result<()> {
     full_migration(run, Mode::Replace, Transport::Http)
+}
+fn migration_service_restart(run: &mut Run) -> Result<()> {
+    full_migration(run, Mode::PatchServiceRestart, Transport::Http)
 }
 fn migration_https(run: &mut Run) -> Result<()> {
     full_migration(run, Mode::Patch, Transport::Https)
