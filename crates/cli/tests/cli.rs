@@ -1,42 +1,20 @@
 //! The `mender-migrate` binary end to end: plan output, refusals, artifacts accepted by the
 //! official `mender-artifact` tool and by our reader, and the checked-in example plan.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const EXAMPLE: &str = "examples/captured/etc/mender/mender.conf";
-const EXAMPLE_NEW: &str = "https://new.eu.mender.example.com";
+use common::*;
+use std::path::Path;
+use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mender-migrate"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// `mender-artifact` must be there in CI; locally a missing tool skips loudly.
 fn have_mender_artifact() -> bool {
-    if Command::new("mender-artifact")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("mender-artifact is not installed: run .ci/install-deps (apt-get install mender-artifact)");
-    }
-    eprintln!("SKIP: mender-artifact not installed; these checks run in CI");
-    false
+    have("mender-artifact")
+}
+
+fn write_artifacts(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--device-type", "raspberrypi4"];
+    args.extend_from_slice(extra);
+    common::write_artifacts(dir, &dir.join("out"), &args)
 }
 
 #[test]
@@ -171,31 +149,6 @@ fn bad_inputs_fail_naming_the_file() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/mender.conf"));
-}
-
-fn write_artifacts(dir: &Path, extra: &[&str]) -> Output {
-    let module = dir.join("fake-module");
-    std::fs::write(&module, "#!/bin/sh\nexit 0\n").unwrap();
-    let out_dir = dir.join("out");
-    let mut args = vec![
-        "artifacts",
-        "--config",
-        EXAMPLE,
-        "--new-server",
-        EXAMPLE_NEW,
-        "--device-type",
-        "qemux86-64",
-        "--device-type",
-        "raspberrypi4",
-        "--name",
-        "fleet",
-        "--out",
-        out_dir.to_str().unwrap(),
-        "--module-binary",
-        module.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    cli(&args)
 }
 
 #[test]

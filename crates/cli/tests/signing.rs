@@ -1,34 +1,10 @@
 //! `--sign-key` and `--verify-key` through the CLI, cross-checked with the official tool.
 
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mender-migrate"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn have(tool: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{tool} is not installed: run .ci/install-deps");
-    }
-    eprintln!("SKIP: {tool} not installed; these checks run in CI");
-    false
-}
 
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().unwrap();
@@ -111,27 +87,10 @@ fn keys(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
 }
 
 fn artifacts(dir: &Path, out: &Path, sign_key: Option<&Path>) -> Output {
-    let module = dir.join("fake-module");
-    std::fs::write(&module, "#!/bin/sh\nexit 0\n").unwrap();
-    let mut args = vec![
-        "artifacts",
-        "--config",
-        "examples/captured/etc/mender/mender.conf",
-        "--new-server",
-        "https://new.eu.mender.example.com",
-        "--device-type",
-        "qemux86-64",
-        "--name",
-        "fleet",
-        "--out",
-        out.to_str().unwrap(),
-        "--module-binary",
-        module.to_str().unwrap(),
-    ];
-    if let Some(key) = sign_key {
-        args.extend(["--sign-key", key.to_str().unwrap()]);
+    match sign_key {
+        Some(key) => write_artifacts(dir, out, &["--sign-key", key.to_str().unwrap()]),
+        None => write_artifacts(dir, out, &[]),
     }
-    cli(&args)
 }
 
 #[test]
