@@ -42,13 +42,12 @@ struct Args {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let args = Args::try_parse_from(
+    let args = match Args::try_parse_from(
         std::iter::once("debian-overlay".to_string()).chain(args.iter().cloned()),
-    )
-    .map_err(|e| {
-        let _ = e.print();
-        anyhow::anyhow!("bad arguments")
-    })?;
+    ) {
+        Ok(args) => args,
+        Err(e) => return args_error(e),
+    };
     let root = crate::project_root();
     match &args.config {
         None => reference(&root, args.check),
@@ -163,4 +162,16 @@ fn certificate_path(plan: &menderconf::MigrationPlan) -> Result<Option<String>> 
         bail!("ServerCertificate `{path}` is not an absolute path without `..`");
     }
     Ok(Some(path.trim_start_matches('/').to_string()))
+}
+
+/// `--help` prints and succeeds; a usage error prints clap's message and fails.
+fn args_error(e: clap::Error) -> Result<()> {
+    let _ = e.print();
+    if matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    ) {
+        return Ok(());
+    }
+    anyhow::bail!("bad arguments")
 }

@@ -21,12 +21,12 @@ struct Args {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
-    let args =
-        Args::try_parse_from(std::iter::once("recipes".to_string()).chain(args.iter().cloned()))
-            .map_err(|e| {
-                let _ = e.print();
-                anyhow::anyhow!("bad arguments")
-            })?;
+    let args = match Args::try_parse_from(
+        std::iter::once("recipes".to_string()).chain(args.iter().cloned()),
+    ) {
+        Ok(args) => args,
+        Err(e) => return args_error(e),
+    };
     let root = crate::project_root();
     let inputs = RecipeInputs::load(&root)?;
     if args.check {
@@ -88,4 +88,16 @@ fn check(inputs: &RecipeInputs) -> Result<()> {
         "{} recipe problem(s); regenerate with `cargo xtask recipes`",
         problems.len()
     )
+}
+
+/// `--help` prints and succeeds; a usage error prints clap's message and fails.
+fn args_error(e: clap::Error) -> Result<()> {
+    let _ = e.print();
+    if matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    ) {
+        return Ok(());
+    }
+    anyhow::bail!("bad arguments")
 }
