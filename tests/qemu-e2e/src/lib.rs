@@ -89,7 +89,7 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
             },
             "--list" => {
                 for s in scenario::all() {
-                    eprintln!("{:<20} {}", s.name, s.about);
+                    eprintln!("{:<26} {}", s.name, s.about);
                 }
                 return Ok(());
             }
@@ -138,18 +138,18 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
         }
     }
     eprintln!(
-        "\n{:<20} {:<7} {:>9} {:>9} {:>10}",
+        "\n{:<26} {:<7} {:>9} {:>9} {:>10}",
         "scenario", "result", "wall", "booting", "poll-wait"
     );
     for (name, result, t) in &rows {
         match t {
             Some(t) => eprintln!(
-                "{name:<20} {result:<7} {:>9} {:>9} {:>10}",
+                "{name:<26} {result:<7} {:>9} {:>9} {:>10}",
                 progress::secs(t.wall),
                 progress::secs(t.booting),
                 progress::secs(t.poll_wait)
             ),
-            None => eprintln!("{name:<20} {result:<7}"),
+            None => eprintln!("{name:<26} {result:<7}"),
         }
     }
     eprintln!("total {}", progress::secs(started.elapsed()));
