@@ -199,7 +199,7 @@ impl MockServer {
             let mut sans: Vec<String> = vec!["127.0.0.1".into(), "::1".into(), "localhost".into()];
             sans.extend(host_of_url(&public_url));
             sans.extend(config.extra_sans.iter().cloned());
-            let material = tls::prepare(&tls_dir, &sans)?;
+            let material = tls::prepare(&tls_dir, &config.name, &sans)?;
             let ca_path = match &config.ca_file {
                 Some(path) => {
                     tls::write_atomically(path, material.ca_pem.as_bytes())?;

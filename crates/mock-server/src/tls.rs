@@ -19,7 +19,16 @@ pub(crate) struct TlsMaterial {
 
 /// Loads the CA from `ca_dir` (`ca.pem` + `ca.key`) or creates and stores it there, then
 /// issues a server certificate for `sans` (IP addresses or DNS names).
-pub(crate) fn prepare(ca_dir: &Path, sans: &[String]) -> anyhow::Result<TlsMaterial> {
+///
+/// Each CA gets its own subject (server name + a fingerprint of its key) and server
+/// certificates carry the authority key identifier: a device trusting several mock CAs in one
+/// `ServerCertificate` bundle (old + new during a migration) must find the right issuer, and
+/// OpenSSL, which the 3.4 client uses, picks issuers by subject.
+pub(crate) fn prepare(
+    ca_dir: &Path,
+    server_name: &str,
+    sans: &[String],
+) -> anyhow::Result<TlsMaterial> {
     let cert_path = ca_dir.join("ca.pem");
     let key_path = ca_dir.join("ca.key");
     let (ca_key, ca_cert, ca_pem) = if cert_path.exists() && key_path.exists() {
@@ -40,9 +49,14 @@ pub(crate) fn prepare(ca_dir: &Path, sans: &[String]) -> anyhow::Result<TlsMater
         let key = KeyPair::generate().context("generating CA key")?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "mock-mender-server test CA");
+        let fingerprint: String = ring_digest(&key.public_key_der())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("mock-mender-server {server_name} test CA {fingerprint}"),
+        );
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -75,6 +89,7 @@ pub(crate) fn prepare(ca_dir: &Path, sans: &[String]) -> anyhow::Result<TlsMater
         }
     }
     params.subject_alt_names = san_list;
+    params.use_authority_key_identifier_extension = true;
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -99,6 +114,11 @@ pub(crate) fn prepare(ca_dir: &Path, sans: &[String]) -> anyhow::Result<TlsMater
         ca_pem,
         server_config: Arc::new(config),
     })
+}
+
+fn ring_digest(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).to_vec()
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

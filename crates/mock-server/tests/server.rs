@@ -231,3 +231,55 @@ fn cli_refuses_non_loopback_and_bad_state() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("state.json"), "{err}");
 }
+
+/// Regression (found with the real client in QEMU): a device trusting old's and new's CAs in one
+/// `ServerCertificate` bundle must verify both servers with OpenSSL, which picks issuers by
+/// subject and authority key identifier. Identical CA subjects made new's certificate fail
+/// with "certificate signature failure" (verify rc 7).
+#[test]
+fn two_mock_cas_in_one_bundle_verify_both_servers_with_openssl() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        if std::env::var_os("CI").is_some() {
+            panic!("openssl is not installed: run .ci/install-deps");
+        }
+        eprintln!("SKIP: openssl not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let mut config = ServerConfig::new(name, TOKEN);
+        config.tls = true;
+        MockServer::start(config).unwrap()
+    };
+    let (old, new) = (start("old"), start("new"));
+    let bundle = dir.path().join("server.crt");
+    std::fs::write(
+        &bundle,
+        format!(
+            "{}{}",
+            old.ca_cert_pem().unwrap(),
+            new.ca_cert_pem().unwrap()
+        ),
+    )
+    .unwrap();
+    for server in [&old, &new] {
+        let out = Command::new("openssl")
+            .args(["s_client", "-verify_return_error", "-brief", "-connect"])
+            .arg(server.local_addr().to_string())
+            .arg("-CAfile")
+            .arg(&bundle)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && all.contains("Verification: OK"),
+            "{}: {all}",
+            server.name()
+        );
+    }
+}
