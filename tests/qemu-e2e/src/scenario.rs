@@ -365,9 +365,6 @@ impl<'a> Run<'a> {
             },
             &self.dir,
         )?);
-        if tls {
-            share_ca(&self.dir.join("old-state"), &self.dir.join("new-state"))?;
-        }
         let mut new = MockServer::start(
             &bin,
             &MockOptions {
@@ -404,16 +401,27 @@ impl<'a> Run<'a> {
         )?;
         edits.write(&conf, MAIN_CONF, 0o644)?;
         if self.transport == Transport::Https {
+            // One `ServerCertificate` bundle holding both servers' own CAs, as a fleet moving
+            // between two private-CA servers would carry.
             let mut bundle = Vec::new();
-            for server in [self.old.as_ref(), self.new.as_ref()].into_iter().flatten() {
+            let mut cas = Vec::new();
+            for which in [Which::Old, Which::New] {
+                let server = self.server(which)?;
                 let ca = server
                     .ca_file
                     .as_ref()
                     .context("TLS server without CA file")?;
                 let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
-                if !bundle.windows(pem.len()).any(|w| w == pem.as_slice()) {
-                    bundle.extend(pem);
+                ensure!(
+                    !cas.contains(&pem),
+                    "old and new serve from the same CA ({}); the bundle would not test two CAs",
+                    ca.display()
+                );
+                bundle.extend_from_slice(&pem);
+                if !bundle.ends_with(b"\n") {
+                    bundle.push(b'\n');
                 }
+                cas.push(pem);
             }
             let cert = scratch.join("server.crt");
             std::fs::write(&cert, bundle)?;
@@ -1481,26 +1489,6 @@ fn power_cut_in(run: &mut Run, stage: u8) -> Result<()> {
         )?;
     }
     run.expect_client_healthy()
-}
-
-/// Makes new serve a certificate from old's CA (the mock keeps its CA in `STATE/tls/ca.{pem,key}`
-/// and reuses one it finds there).
-///
-/// Workaround: every mock CA has the same subject (`CN=mock-mender-server test CA`) and its
-/// server certificates carry no authority key identifier, so with both CAs in one
-/// `ServerCertificate` bundle OpenSSL (which the 3.4 client uses) picks the first CA by subject
-/// and fails new's certificate with "certificate signature failure" (verified with
-/// `openssl s_client -CAfile old+new`). Real servers' CAs differ in subject, so one shared
-/// private CA is the faithful stand-in here.
-fn share_ca(old_state: &Path, new_state: &Path) -> Result<()> {
-    let to = new_state.join("tls");
-    std::fs::create_dir_all(&to)?;
-    for file in ["ca.pem", "ca.key"] {
-        let from = old_state.join("tls").join(file);
-        std::fs::copy(&from, to.join(file))
-            .with_context(|| format!("cannot copy the mock CA {}", from.display()))?;
-    }
-    Ok(())
 }
 
 /// Builds the mock server binary (debug profile: fast to build, fast enough to serve one VM).
