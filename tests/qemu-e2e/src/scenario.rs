@@ -24,6 +24,10 @@ const MAIN_CONF: &str = "/etc/mender/mender.conf";
 /// `/var/lib/mender` is a symlink to `/data/mender`, which debugfs does not follow.
 const FALLBACK_CONF: &str = "/data/mender/mender.conf";
 const SERVER_CERT: &str = "/etc/mender/server.crt";
+/// Where a signature-checking device keeps the public key (`ArtifactVerifyKey`).
+const VERIFY_KEY: &str = "/etc/mender/artifact-verify-key.pem";
+/// The 3.4 client's reason for refusing an unsigned artifact when `ArtifactVerifyKey` is set.
+const UNSIGNED_REFUSAL: &str = "expecting signed artifact, but no signature file found";
 /// The deployment statuses after which the device does nothing more for that deployment.
 const FINAL: &[&str] = &[
     "success",
@@ -99,6 +103,33 @@ impl Transport {
     }
 }
 
+/// Artifact signatures: whether the device checks them and whether the artifacts carry one.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Verify {
+    /// No `ArtifactVerifyKey` on the device; unsigned artifacts.
+    Off,
+    /// `ArtifactVerifyKey` on the device; artifacts signed with the run's key (`--sign-key`).
+    Signed,
+    /// `ArtifactVerifyKey` on the device, artifacts built without `--sign-key`.
+    Unsigned,
+}
+
+impl Verify {
+    fn device_verifies(self) -> bool {
+        self != Verify::Off
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Verify::Off => "",
+            Verify::Signed => "-signed",
+            Verify::Unsigned => "-unsigned",
+        }
+    }
+}
+
+/// Which artifact set: stage mode, transport and signing.
+type ArtifactKind = (Mode, Transport, Verify);
+
 /// The three artifacts `cargo xtask artifacts` writes.
 struct ArtifactSet {
     module_install: PathBuf,
@@ -111,32 +142,34 @@ pub struct Scenario {
     pub name: &'static str,
     pub about: &'static str,
     /// The artifact set it deploys (built before the scenario's clock starts).
-    needs: Option<(Mode, Transport)>,
+    needs: &'static [ArtifactKind],
     run: fn(&mut Run) -> Result<()>,
 }
 
 pub fn all() -> Vec<Scenario> {
     vec![
-        Scenario { name: "boot", about: "guest boots, the real client authenticates on old and sends inventory", needs: None,
+        Scenario { name: "boot", about: "guest boots, the real client authenticates on old and sends inventory", needs: &[],
             run: boot },
-        Scenario { name: "migration", about: "module-install + stage 1 from old, reject/preauthorize, failover, stage 2 from new", needs: Some((Mode::Patch, Transport::Http)),
+        Scenario { name: "migration", about: "module-install + stage 1 from old, reject/preauthorize, failover, stage 2 from new", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: migration_patch },
-        Scenario { name: "new-down-stage1", about: "new server down during stage 1: device stays on old, migration continues later", needs: Some((Mode::Patch, Transport::Http)),
+        Scenario { name: "new-down-stage1", about: "new server down during stage 1: device stays on old, migration continues later", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: new_down_stage1 },
-        Scenario { name: "invalid-result", about: "replace-mode stage 1 whose result is invalid (fallback holds ServerURL): refused, rollback", needs: Some((Mode::Replace, Transport::Http)),
+        Scenario { name: "invalid-result", about: "replace-mode stage 1 whose result is invalid (fallback holds ServerURL): refused, rollback", needs: &[(Mode::Replace, Transport::Http, Verify::Off)],
             run: invalid_result },
-        Scenario { name: "stage2-first", about: "stage 2 before stage 1: refused by the depends check, config untouched", needs: Some((Mode::Patch, Transport::Http)),
+        Scenario { name: "stage2-first", about: "stage 2 before stage 1: refused by the depends check, config untouched", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: stage2_first },
-        Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", needs: Some((Mode::Patch, Transport::Http)),
+        Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: power_cut },
-        Scenario { name: "power-cut-stage2", about: "QEMU killed in stage 2's ArtifactInstall (device on new): config exactly [old, new] or exactly new", needs: Some((Mode::Patch, Transport::Http)),
+        Scenario { name: "power-cut-stage2", about: "QEMU killed in stage 2's ArtifactInstall (device on new): config exactly [old, new] or exactly new", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: power_cut_stage2 },
-        Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", needs: Some((Mode::Replace, Transport::Http)),
+        Scenario { name: "migration-replace", about: "the full migration with --mode replace artifacts", needs: &[(Mode::Replace, Transport::Http, Verify::Off)],
             run: migration_replace },
-        Scenario { name: "migration-service-restart", about: "the full migration with --restart service (no reboot; the module restarts the client)", needs: Some((Mode::PatchServiceRestart, Transport::Http)),
+        Scenario { name: "migration-service-restart", about: "the full migration with --restart service (no reboot; the module restarts the client)", needs: &[(Mode::PatchServiceRestart, Transport::Http, Verify::Off)],
             run: migration_service_restart },
-        Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", needs: Some((Mode::Patch, Transport::Https)),
+        Scenario { name: "migration-https", about: "the full migration against HTTPS servers (ServerCertificate)", needs: &[(Mode::Patch, Transport::Https, Verify::Off)],
             run: migration_https },
+        Scenario { name: "migration-signed", about: "ArtifactVerifyKey on the device: unsigned stage 1 refused (config untouched), signed artifacts migrate it", needs: &[(Mode::Patch, Transport::Http, Verify::Signed), (Mode::Patch, Transport::Http, Verify::Unsigned)],
+            run: migration_signed },
     ]
 }
 
@@ -158,7 +191,9 @@ pub struct Env {
     pub mock_binary: PathBuf,
     pub out_dir: PathBuf,
     pub keep_logs: bool,
-    artifacts: BTreeMap<(Mode, Transport), ArtifactSet>,
+    artifacts: BTreeMap<ArtifactKind, ArtifactSet>,
+    /// This run's artifact signing key, generated on first use.
+    sign_key: Option<SignKey>,
     /// Time spent building artifacts (not part of any scenario's wall time).
     artifact_build: Duration,
 }
@@ -171,26 +206,76 @@ impl Env {
             out_dir,
             keep_logs,
             artifacts: BTreeMap::new(),
+            sign_key: None,
             artifact_build: Duration::ZERO,
         }
     }
 
     fn artifacts(&mut self, mode: Mode, transport: Transport) -> Result<&ArtifactSet> {
-        if !self.artifacts.contains_key(&(mode, transport)) {
+        self.artifacts_of((mode, transport, Verify::Off))
+    }
+
+    fn artifacts_of(&mut self, kind: ArtifactKind) -> Result<&ArtifactSet> {
+        if !self.artifacts.contains_key(&kind) {
             let started = Instant::now();
-            let set = build_artifacts(&self.out_dir.join("artifacts"), mode, transport)?;
+            let key = match kind.2 {
+                Verify::Signed => Some(self.sign_key()?.private.clone()),
+                Verify::Off | Verify::Unsigned => None,
+            };
+            let set = build_artifacts(&self.out_dir.join("artifacts"), kind, key.as_deref())?;
             self.artifact_build += started.elapsed();
-            self.artifacts.insert((mode, transport), set);
+            self.artifacts.insert(kind, set);
         }
-        Ok(&self.artifacts[&(mode, transport)])
+        Ok(&self.artifacts[&kind])
+    }
+
+    /// An RSA-3072 key pair made with openssl for this run (never reused across runs).
+    fn sign_key(&mut self) -> Result<&SignKey> {
+        if self.sign_key.is_none() {
+            let dir = self.out_dir.join("artifacts");
+            std::fs::create_dir_all(&dir)?;
+            let key = SignKey {
+                private: dir.join("artifact-sign-key.pem"),
+                public: dir.join("artifact-verify-key.pem"),
+            };
+            host::run(
+                Command::new("openssl")
+                    .args(["genrsa", "-traditional", "-out"])
+                    .arg(&key.private)
+                    .arg("3072"),
+            )?;
+            host::run(
+                Command::new("openssl")
+                    .args(["pkey", "-pubout", "-in"])
+                    .arg(&key.private)
+                    .arg("-out")
+                    .arg(&key.public),
+            )?;
+            ensure!(
+                std::fs::read_to_string(&key.public)?.contains("BEGIN PUBLIC KEY"),
+                "openssl wrote no public key to {}",
+                key.public.display()
+            );
+            self.sign_key = Some(key);
+        }
+        self.sign_key.as_ref().context("no signing key")
     }
 }
 
+/// The artifact signing key pair of a run (PEM files on the host).
+struct SignKey {
+    private: PathBuf,
+    public: PathBuf,
+}
+
 /// The device's original config as the release engineer captured it.
-fn original_config(transport: Transport) -> Value {
+fn original_config(transport: Transport, verifies: bool) -> Value {
     let mut conf = serde_json::json!({ "ServerURL": transport.url(OLD_IP) });
     if transport == Transport::Https {
         conf["ServerCertificate"] = SERVER_CERT.into();
+    }
+    if verifies {
+        conf["ArtifactVerifyKey"] = VERIFY_KEY.into();
     }
     conf["UpdatePollIntervalSeconds"] = 5.into();
     conf["InventoryPollIntervalSeconds"] = 5.into();
@@ -198,28 +283,45 @@ fn original_config(transport: Transport) -> Value {
     conf
 }
 
-fn build_artifacts(dir: &Path, mode: Mode, transport: Transport) -> Result<ArtifactSet> {
+fn build_artifacts(dir: &Path, kind: ArtifactKind, sign_key: Option<&Path>) -> Result<ArtifactSet> {
+    let (mode, transport, verify) = kind;
+    ensure!(
+        sign_key.is_some() == (verify == Verify::Signed),
+        "a signing key exactly for the signed set"
+    );
     let mode_name = mode.cli_mode();
-    let prefix = format!("e2e-{}-{}", mode.label(), transport.scheme());
+    let prefix = format!(
+        "e2e-{}-{}{}",
+        mode.label(),
+        transport.scheme(),
+        verify.label()
+    );
     let out = dir.join(&prefix);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let config = out.join("captured-mender.conf");
     std::fs::write(
         &config,
-        serde_json::to_vec_pretty(&original_config(transport))?,
+        serde_json::to_vec_pretty(&original_config(transport, verify.device_verifies()))?,
     )?;
     crate::progress::step(
         "qemu-test",
         &format!(
-            "cargo xtask artifacts --mode {mode_name} --restart {} ({})",
+            "cargo xtask artifacts --mode {mode_name} --restart {} ({}{})",
             mode.restart(),
-            transport.scheme()
+            transport.scheme(),
+            verify.label()
         ),
         || {
-            let output = Command::new(host::cargo())
+            let mut cmd = Command::new(host::cargo());
+            if let Some(key) = sign_key {
+                cmd.arg("xtask").arg("artifacts").arg("--sign-key").arg(key);
+            } else {
+                cmd.args(["xtask", "artifacts"]);
+            }
+            let output = cmd
                 .current_dir(host::workspace_root())
-                .args(["xtask", "artifacts", "--config"])
+                .arg("--config")
                 .arg(&config)
                 .args([
                     "--new-server",
@@ -287,6 +389,8 @@ pub struct Run<'a> {
     pub dir: PathBuf,
     env: &'a mut Env,
     transport: Transport,
+    /// The public key written to `VERIFY_KEY` (the device config then has `ArtifactVerifyKey`).
+    verify_key: Option<PathBuf>,
     old: Option<MockServer>,
     new: Option<MockServer>,
     disk: Option<Disk>,
@@ -310,6 +414,7 @@ impl<'a> Run<'a> {
             dir,
             env,
             transport: Transport::Http,
+            verify_key: None,
             old: None,
             new: None,
             disk: None,
@@ -395,11 +500,11 @@ impl<'a> Run<'a> {
         let scratch = self.dir.join("inject");
         std::fs::create_dir_all(&scratch)?;
         let conf = scratch.join("mender.conf");
-        std::fs::write(
-            &conf,
-            serde_json::to_vec_pretty(&original_config(self.transport))?,
-        )?;
+        std::fs::write(&conf, serde_json::to_vec_pretty(&self.original_config())?)?;
         edits.write(&conf, MAIN_CONF, 0o644)?;
+        if let Some(key) = &self.verify_key {
+            edits.write(key, VERIFY_KEY, 0o644)?;
+        }
         if self.transport == Transport::Https {
             // One `ServerCertificate` bundle holding both servers' own CAs, as a fleet moving
             // between two private-CA servers would carry.
@@ -786,8 +891,9 @@ impl<'a> Run<'a> {
             "{context}: the device's config lists {got:?}, expected {expected:?}"
         );
         let main = self.read_conf(MAIN_CONF)?.unwrap_or_default();
-        let original = original_config(self.transport);
+        let original = self.original_config();
         for key in [
+            "ArtifactVerifyKey",
             "UpdatePollIntervalSeconds",
             "InventoryPollIntervalSeconds",
             "RetryPollIntervalSeconds",
@@ -839,6 +945,10 @@ impl<'a> Run<'a> {
             );
         }
         Ok(())
+    }
+
+    fn original_config(&self) -> Value {
+        original_config(self.transport, self.verify_key.is_some())
     }
 
     fn old_url(&self) -> String {
@@ -900,8 +1010,8 @@ impl<'a> Run<'a> {
 /// Runs one scenario; returns its timings. Logs are kept on failure (and with `keep_logs`).
 pub fn run_one(scenario: &Scenario, env: &mut Env) -> Result<Timings> {
     let keep_logs = env.keep_logs;
-    if let Some((mode, transport)) = scenario.needs {
-        env.artifacts(mode, transport)?;
+    for kind in scenario.needs {
+        env.artifacts_of(*kind)?;
     }
     let build_before = env.artifact_build;
     let mut run = Run::new(scenario.name, env)?;
@@ -1003,9 +1113,14 @@ fn boot(run: &mut Run) -> Result<()> {
     run.expect_client_healthy()
 }
 
-/// The five steps of the tenant migration, automated.
-fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()> {
-    let set = run.env.artifacts(mode, transport)?;
+/// The five steps of the tenant migration, automated. With `unsigned_stage1` (a device that
+/// checks signatures) that artifact is deployed first and must be refused.
+fn full_migration(run: &mut Run, kind: ArtifactKind, unsigned_stage1: Option<&Path>) -> Result<()> {
+    let (mode, transport, verify) = kind;
+    if verify.device_verifies() {
+        run.verify_key = Some(run.env.sign_key()?.public.clone());
+    }
+    let set = run.env.artifacts_of(kind)?;
     let (module_install, stage1, stage2) = (
         set.module_install.clone(),
         set.stage1.clone(),
@@ -1013,12 +1128,20 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
     );
     run.start_servers(transport, false)?;
     run.prepare_disk(false, |_, _| Ok(()))?;
+    let verify_key_before = run.disk.as_ref().context("no disk")?.read(VERIFY_KEY)?;
+    ensure!(
+        verify_key_before.is_some() == verify.device_verifies(),
+        "{VERIFY_KEY} on the disk does not match the scenario's signing setup"
+    );
     run.boot()?;
     run.accept_on_old()?;
 
     // Step 2: module, then the dual config, both from old.
     let r = run.deploy(Which::Old, &module_install)?;
     run.expect_status(&r, "success")?;
+    if let Some(unsigned) = unsigned_stage1 {
+        refuse_unsigned(run, unsigned)?;
+    }
     let r = run.deploy(Which::Old, &stage1)?;
     run.expect_status(&r, "success")?;
     if mode == Mode::PatchServiceRestart {
@@ -1137,6 +1260,29 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
         main.get("Servers").is_none(),
         "stage 2 left a Servers list: {main}"
     );
+    if verify.device_verifies() {
+        ensure!(
+            main.get("ArtifactVerifyKey") == Some(&Value::from(VERIFY_KEY)),
+            "stage 2 lost ArtifactVerifyKey: {main}"
+        );
+        ensure!(
+            run.disk.as_ref().context("no disk")?.read(VERIFY_KEY)? == verify_key_before,
+            "the migration changed {VERIFY_KEY}"
+        );
+        let disk = run.disk.as_ref().context("no disk")?;
+        let journal = disk.journal("mender-client.service", &run.dir.join("journal"))?;
+        let verified = journal
+            .matches("authenticated digital signature of artifact")
+            .count();
+        ensure!(
+            verified >= 3,
+            "the client verified the signature of {verified} artifact(s), expected the module \
+             installer and both stages"
+        );
+        run.log(&format!(
+            "ArtifactVerifyKey and its key file unchanged after stage 2; {verified} signatures verified"
+        ));
+    }
     if mode == Mode::PatchServiceRestart {
         let disk = run.disk.as_ref().context("no disk")?;
         let journal = disk.journal("mender-client.service", &run.dir.join("journal"))?;
@@ -1151,16 +1297,134 @@ fn full_migration(run: &mut Run, mode: Mode, transport: Transport) -> Result<()>
 }
 
 fn migration_patch(run: &mut Run) -> Result<()> {
-    full_migration(run, Mode::Patch, Transport::Http)
+    full_migration(run, (Mode::Patch, Transport::Http, Verify::Off), None)
 }
 fn migration_replace(run: &mut Run) -> Result<()> {
-    full_migration(run, Mode::Replace, Transport::Http)
+    full_migration(run, (Mode::Replace, Transport::Http, Verify::Off), None)
 }
 fn migration_service_restart(run: &mut Run) -> Result<()> {
-    full_migration(run, Mode::PatchServiceRestart, Transport::Http)
+    full_migration(
+        run,
+        (Mode::PatchServiceRestart, Transport::Http, Verify::Off),
+        None,
+    )
 }
 fn migration_https(run: &mut Run) -> Result<()> {
-    full_migration(run, Mode::Patch, Transport::Https)
+    full_migration(run, (Mode::Patch, Transport::Https, Verify::Off), None)
+}
+fn migration_signed(run: &mut Run) -> Result<()> {
+    let unsigned = run
+        .env
+        .artifacts_of((Mode::Patch, Transport::Http, Verify::Unsigned))?
+        .stage1
+        .clone();
+    full_migration(
+        run,
+        (Mode::Patch, Transport::Http, Verify::Signed),
+        Some(&unsigned),
+    )
+}
+
+/// On a device with `ArtifactVerifyKey`: an unsigned stage 1 ends `failure` for the client's
+/// signature check (no reboot, nothing installed), the config stays byte-for-byte as it was
+/// and the client keeps polling old. Checks the disk with the guest powered off, then boots
+/// it again for the rest of the migration.
+fn refuse_unsigned(run: &mut Run, unsigned: &Path) -> Result<()> {
+    let conf_before = std::fs::read(run.dir.join("inject/mender.conf"))?;
+    let disk = run.disk.as_ref().context("no disk")?;
+    let fallback_before = disk.read(FALLBACK_CONF)?;
+    let r = run.deploy(Which::Old, unsigned)?;
+    run.expect_status(&r, "failure")?;
+    let statuses: Vec<&str> = r["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|x| x["status"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        !statuses
+            .iter()
+            .any(|s| *s == "rebooting" || *s == "installing"),
+        "the unsigned artifact got past the signature check: {statuses:?}"
+    );
+    let deployment = r["deployment_id"].as_str().context("no deployment id")?;
+    let device = run.device_id(Which::Old)?;
+    // The client uploads the deployment log after its `failure` report.
+    let log = run.wait_for(
+        "the deployment log of the refused unsigned stage 1",
+        budget(20),
+        |run| {
+            Ok(run
+                .server(Which::Old)?
+                .deployment_log(deployment, &device)
+                .ok()
+                .filter(|log| !log.trim().is_empty()))
+        },
+    )?;
+    ensure!(
+        log.contains(UNSIGNED_REFUSAL),
+        "the deployment log of the unsigned stage 1 lacks `{UNSIGNED_REFUSAL}`: {log}"
+    );
+    let t = now_epoch();
+    run.wait_for(
+        "the client to keep polling old after refusing the unsigned artifact",
+        budget(20),
+        |run| {
+            Ok((run
+                .server(Which::Old)?
+                .device_requests()?
+                .iter()
+                .filter(|r| {
+                    r.path.contains("/deployments/next")
+                        && r.status.is_some_and(|s| s < 300)
+                        && r.epoch() > t
+                })
+                .count()
+                >= 2)
+                .then_some(()))
+        },
+    )?;
+    ensure!(
+        run.server(Which::New)?.requests()?.is_empty(),
+        "the device contacted new after the refused unsigned stage 1"
+    );
+    run.stop_vm()?;
+    let disk = run.disk.as_ref().context("no disk")?;
+    let conf_after = disk.read(MAIN_CONF)?.context("main config missing")?;
+    ensure!(
+        conf_after == conf_before,
+        "the refused unsigned stage 1 changed {MAIN_CONF}: {}",
+        String::from_utf8_lossy(&conf_after)
+    );
+    ensure!(
+        disk.read(FALLBACK_CONF)? == fallback_before,
+        "the refused unsigned stage 1 changed {FALLBACK_CONF}"
+    );
+    run.expect_journal(
+        &[UNSIGNED_REFUSAL],
+        "the client must name the missing signature",
+    )?;
+    run.log(&format!(
+        "unsigned stage 1 refused ({UNSIGNED_REFUSAL}); config byte-identical; booting again"
+    ));
+    run.boot()?;
+    let restarted = now_epoch();
+    let first = run.wait_for(
+        "an update check at old after the restart",
+        budget(60),
+        |run| {
+            Ok(run
+                .server(Which::Old)?
+                .device_requests()?
+                .iter()
+                .find(|r| {
+                    r.path.contains("/deployments/next")
+                        && r.status.is_some_and(|s| s < 300)
+                        && r.epoch() > restarted
+                })
+                .map(|r| r.epoch()))
+        },
+    )?;
+    run.timings.booting += Duration::from_secs_f64((first - restarted).max(0.0));
+    Ok(())
 }
 
 fn new_down_stage1(run: &mut Run) -> Result<()> {
