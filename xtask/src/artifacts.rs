@@ -11,18 +11,31 @@ pub fn build_module() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
-        .args(["build", "--quiet", "--profile", "device", "-p", "server-migration", "--bin", "server-migration"])
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            "device",
+            "-p",
+            "server-migration",
+            "--bin",
+            "server-migration",
+        ])
         .status()
         .context("running cargo to build the update module")?;
     if !status.success() {
         bail!("building the server-migration module failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     Ok(target.join("device").join("server-migration"))
 }
 
 fn run_cli(subcommand: &str, args: &[String]) -> Result<()> {
-    let argv = ["mender-migrate".to_string(), subcommand.to_string()].into_iter().chain(args.iter().cloned());
+    let argv = ["mender-migrate".to_string(), subcommand.to_string()]
+        .into_iter()
+        .chain(args.iter().cloned());
     if mender_migrate::main_with_args(argv) != ExitCode::SUCCESS {
         // The CLI already printed the reason.
         std::process::exit(1);
@@ -33,7 +46,11 @@ fn run_cli(subcommand: &str, args: &[String]) -> Result<()> {
 pub fn run_artifacts(args: &[String]) -> Result<()> {
     let mut args = args.to_vec();
     let wants_help = args.iter().any(|a| a == "-h" || a == "--help");
-    if !wants_help && !args.iter().any(|a| a == "--module-binary" || a.starts_with("--module-binary=")) {
+    if !wants_help
+        && !args
+            .iter()
+            .any(|a| a == "--module-binary" || a.starts_with("--module-binary="))
+    {
         let module = build_module()?;
         args.push("--module-binary".into());
         args.push(module.display().to_string());

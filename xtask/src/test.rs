@@ -82,7 +82,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let main_job = readme_main_command(&root)?;
     step(
         &format!("README main command: {main_job}"),
-        Command::new("sh").current_dir(&root).args(["-c", &main_job]),
+        Command::new("sh")
+            .current_dir(&root)
+            .args(["-c", &main_job]),
     )?;
     step(
         "cargo fmt --check",

@@ -5,11 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -34,10 +39,18 @@ fn every_module_starts_with_a_doc_line() {
     assert!(files.len() > 20, "found only {} .rs files", files.len());
     let offenders: Vec<String> = files
         .iter()
-        .filter(|f| !std::fs::read_to_string(f).unwrap_or_default().starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .starts_with("//!")
+        })
         .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
         .collect();
-    assert!(offenders.is_empty(), "modules without an opening `//!` line:\n  {}", offenders.join("\n  "));
+    assert!(
+        offenders.is_empty(),
+        "modules without an opening `//!` line:\n  {}",
+        offenders.join("\n  ")
+    );
 }
 
 fn metadata() -> serde_json::Value {
@@ -47,7 +60,11 @@ fn metadata() -> serde_json::Value {
         .args(["metadata", "--format-version", "1"])
         .output()
         .expect("running cargo metadata");
-    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -92,7 +109,11 @@ fn dependency_licenses_are_known() {
     for package in meta["packages"].as_array().unwrap() {
         let license = package["license"].as_str().unwrap_or("<none>");
         if !ALLOWED_LICENSES.contains(&license) {
-            unknown.insert(format!("{} {}: {license}", package["name"].as_str().unwrap(), package["version"].as_str().unwrap()));
+            unknown.insert(format!(
+                "{} {}: {license}",
+                package["name"].as_str().unwrap(),
+                package["version"].as_str().unwrap()
+            ));
         }
     }
     assert!(unknown.is_empty(), "dependencies with a license not yet reviewed (add it to ALLOWED_LICENSES after review):\n  {}", unknown.into_iter().collect::<Vec<_>>().join("\n  "));
@@ -102,14 +123,22 @@ fn dependency_licenses_are_known() {
 #[test]
 fn workspace_crates_carry_recipe_metadata() {
     let meta = metadata();
-    let members: BTreeSet<&str> = meta["workspace_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
     for package in meta["packages"].as_array().unwrap() {
         if !members.contains(package["id"].as_str().unwrap()) {
             continue;
         }
         let name = package["name"].as_str().unwrap();
         for field in ["description", "license", "repository", "homepage"] {
-            assert!(package[field].as_str().is_some_and(|v| !v.is_empty()), "crate {name} lacks `{field}` in Cargo.toml");
+            assert!(
+                package[field].as_str().is_some_and(|v| !v.is_empty()),
+                "crate {name} lacks `{field}` in Cargo.toml"
+            );
         }
         assert_eq!(package["license"], "MIT OR Apache-2.0", "crate {name}");
     }
