@@ -154,7 +154,11 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
     }
     eprintln!("total {}", progress::secs(started.elapsed()));
     // The plain closing line CI readers count.
-    println!("qemu-test: {} passed, {} failed", rows.len() - failed.len(), failed.len());
+    println!(
+        "qemu-test: {} passed, {} failed",
+        rows.len() - failed.len(),
+        failed.len()
+    );
     if !failed.is_empty() {
         bail!("{} scenario(s) failed: {}", failed.len(), failed.join(", "));
     }
