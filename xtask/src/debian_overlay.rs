@@ -46,7 +46,7 @@ pub fn run(args: &[String]) -> Result<()> {
         std::iter::once("debian-overlay".to_string()).chain(args.iter().cloned()),
     ) {
         Ok(args) => args,
-        Err(e) => return args_error(e),
+        Err(e) => return crate::args_error(e),
     };
     let root = crate::project_root();
     match &args.config {
@@ -162,16 +162,4 @@ fn certificate_path(plan: &menderconf::MigrationPlan) -> Result<Option<String>> 
         bail!("ServerCertificate `{path}` is not an absolute path without `..`");
     }
     Ok(Some(path.trim_start_matches('/').to_string()))
-}
-
-/// `--help` prints and succeeds; a usage error prints clap's message and fails.
-fn args_error(e: clap::Error) -> Result<()> {
-    let _ = e.print();
-    if matches!(
-        e.kind(),
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-    ) {
-        return Ok(());
-    }
-    anyhow::bail!("bad arguments")
 }

@@ -63,3 +63,16 @@ pub fn project_root() -> std::path::PathBuf {
         .expect("xtask has a parent directory")
         .to_path_buf()
 }
+
+/// Shared by the clap-based tasks: `--help` prints and succeeds; a usage error prints clap's
+/// message and fails.
+pub fn args_error(e: clap::Error) -> anyhow::Result<()> {
+    let _ = e.print();
+    if matches!(
+        e.kind(),
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+    ) {
+        return Ok(());
+    }
+    anyhow::bail!("bad arguments")
+}

@@ -25,7 +25,7 @@ pub fn run(args: &[String]) -> Result<()> {
         std::iter::once("recipes".to_string()).chain(args.iter().cloned()),
     ) {
         Ok(args) => args,
-        Err(e) => return args_error(e),
+        Err(e) => return crate::args_error(e),
     };
     let root = crate::project_root();
     let inputs = RecipeInputs::load(&root)?;
@@ -88,16 +88,4 @@ fn check(inputs: &RecipeInputs) -> Result<()> {
         "{} recipe problem(s); regenerate with `cargo xtask recipes`",
         problems.len()
     )
-}
-
-/// `--help` prints and succeeds; a usage error prints clap's message and fails.
-fn args_error(e: clap::Error) -> Result<()> {
-    let _ = e.print();
-    if matches!(
-        e.kind(),
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-    ) {
-        return Ok(());
-    }
-    anyhow::bail!("bad arguments")
 }

@@ -32,7 +32,7 @@ pub fn run(args: &[String]) -> Result<()> {
         std::iter::once("yocto-layer".to_string()).chain(args.iter().cloned()),
     ) {
         Ok(args) => args,
-        Err(e) => return args_error(e),
+        Err(e) => return crate::args_error(e),
     };
     if args.name.is_empty() || args.name.contains(['/', '\\']) || args.name.starts_with('.') {
         bail!("--name `{}` must be a plain directory name", args.name);
@@ -97,16 +97,4 @@ fn module_recipe() -> Result<(String, String)> {
             many.join(", ")
         ),
     }
-}
-
-/// `--help` prints and succeeds; a usage error prints clap's message and fails.
-fn args_error(e: clap::Error) -> Result<()> {
-    let _ = e.print();
-    if matches!(
-        e.kind(),
-        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
-    ) {
-        return Ok(());
-    }
-    anyhow::bail!("bad arguments")
 }

@@ -64,6 +64,16 @@ fn pem_block(pem: &[u8]) -> Result<(String, Vec<u8>), ArtifactError> {
     Ok((label.to_string(), der))
 }
 
+/// Only P-256 is accepted for ECDSA (the curve `mender-artifact` signs and verifies with).
+fn require_p256(curve: Option<pkcs8::ObjectIdentifier>) -> Result<(), ArtifactError> {
+    let curve = curve.map(|o| o.to_string()).unwrap_or_default();
+    if curve == OID_P256 {
+        Ok(())
+    } else {
+        Err(ArtifactError::UnsupportedKeyType(curve_name(&curve)))
+    }
+}
+
 fn curve_name(oid: &str) -> String {
     match oid {
         "1.3.132.0.34" => "ECDSA P-384".into(),
@@ -114,14 +124,7 @@ impl SigningKey {
                         .map(|k| SigningKey::Rsa(Box::new(k)))
                         .map_err(|e| ArtifactError::InvalidKey(format!("bad PKCS#8 RSA key: {e}"))),
                     OID_EC => {
-                        let curve = info
-                            .algorithm
-                            .parameters_oid()
-                            .map(|o| o.to_string())
-                            .unwrap_or_default();
-                        if curve != OID_P256 {
-                            return Err(ArtifactError::UnsupportedKeyType(curve_name(&curve)));
-                        }
+                        require_p256(info.algorithm.parameters_oid().ok())?;
                         p256::SecretKey::from_pkcs8_der(&der)
                             .map(|k| SigningKey::EcdsaP256(k.into()))
                             .map_err(|e| {
@@ -188,14 +191,7 @@ impl VerifyKey {
                         .map(|k| VerifyKey::Rsa(Box::new(k)))
                         .map_err(|e| ArtifactError::InvalidKey(format!("bad RSA public key: {e}"))),
                     OID_EC => {
-                        let curve = info
-                            .algorithm
-                            .parameters_oid()
-                            .map(|o| o.to_string())
-                            .unwrap_or_default();
-                        if curve != OID_P256 {
-                            return Err(ArtifactError::UnsupportedKeyType(curve_name(&curve)));
-                        }
+                        require_p256(info.algorithm.parameters_oid().ok())?;
                         p256::PublicKey::from_public_key_der(&der)
                             .map(|k| VerifyKey::EcdsaP256(k.into()))
                             .map_err(|e| {
