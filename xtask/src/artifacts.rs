@@ -5,15 +5,21 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-/// `cargo build --profile device -p server-migration`; returns the binary's path.
+/// Builds the update module from the device workspace (`crates/device`) with `--profile device`
+/// into the host's target directory; returns the binary's path.
 pub fn build_module() -> Result<PathBuf> {
     let root = crate::project_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     let status = Command::new(cargo)
         .current_dir(&root)
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(root.join("crates/device/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
         .args([
-            "build",
-            "--quiet",
             "--profile",
             "device",
             "-p",
@@ -26,9 +32,6 @@ pub fn build_module() -> Result<PathBuf> {
     if !status.success() {
         bail!("building the server-migration module failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
     Ok(target.join("device").join("server-migration"))
 }
 

@@ -14,6 +14,9 @@ const REQUIRED_TOOLS: &[&str] = &[
     "debugfs",
 ];
 
+/// The device workspace's `rust-version` (scarthgap's Rust); CI builds and tests with it.
+pub const DEVICE_MSRV: &str = "1.75.0";
+
 fn missing_tools() -> Vec<&'static str> {
     REQUIRED_TOOLS
         .iter()
@@ -99,6 +102,32 @@ pub fn run(args: &[String]) -> Result<()> {
             .current_dir(&root)
             .env("CI", "true")
             .args(["test", "--workspace", "--no-fail-fast"]),
+    )?;
+    // The device workspace is its own workspace: its tests, and its build with the Rust of the
+    // oldest Yocto release we claim (scarthgap: 1.75, installed by .ci/install-deps).
+    let device_manifest = root.join("crates/device/Cargo.toml");
+    step(
+        "cargo test (device workspace)",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .env("CI", "true")
+            .arg("test")
+            .arg("--manifest-path")
+            .arg(&device_manifest)
+            .args(["--workspace", "--locked", "--no-fail-fast"]),
+    )?;
+    step(
+        &format!("cargo +{DEVICE_MSRV} test (device workspace, MSRV)"),
+        Command::new("rustup")
+            .current_dir(&root)
+            .env("CI", "true")
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .args(["run", DEVICE_MSRV, "cargo", "test", "--manifest-path"])
+            .arg(&device_manifest)
+            .args(["--workspace", "--locked", "--no-fail-fast"])
+            .arg("--target-dir")
+            .arg(root.join("target/msrv")),
     )?;
     step(
         "oelint-adv on meta-migration/ and recipes/",

@@ -50,7 +50,7 @@ pub const EXAMPLE_CONFIG: &str = "examples/captured/etc/mender/mender.conf";
 pub const EXAMPLE_NEW_SERVER: &str = "https://new.eu.mender.example.com";
 /// The module's inventory script, shipped in every overlay.
 pub const INVENTORY_SCRIPT: &str =
-    "crates/server-migration/support/mender-inventory-server-migration";
+    "crates/device/server-migration/support/mender-inventory-server-migration";
 
 /// The checked-in reference overlays of the project at `root`.
 pub fn reference_overlays(root: &std::path::Path) -> Result<FileTree, GenError> {

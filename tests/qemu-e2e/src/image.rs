@@ -296,7 +296,8 @@ pub fn overlay_dir() -> PathBuf {
 
 /// The module's inventory script in the repository.
 pub fn inventory_script() -> PathBuf {
-    host::workspace_root().join("crates/server-migration/support/mender-inventory-server-migration")
+    host::workspace_root()
+        .join("crates/device/server-migration/support/mender-inventory-server-migration")
 }
 
 /// Builds the update module for the device (`target/device/server-migration`).
@@ -306,7 +307,12 @@ pub fn build_module() -> Result<PathBuf> {
         "cargo build --profile device -p server-migration",
         || {
             let status = Command::new(host::cargo())
-                .args(["build", "--profile", "device", "-p", "server-migration"])
+                .arg("build")
+                .arg("--manifest-path")
+                .arg(host::workspace_root().join("crates/device/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(host::target_dir())
+                .args(["--profile", "device", "-p", "server-migration"])
                 .current_dir(host::workspace_root())
                 .status()
                 .context("cannot run cargo")?;
