@@ -26,7 +26,13 @@ impl MigrationInputs {
     /// Loads, validates and plans both stages; errors name the file and the problem.
     pub fn plan(&self) -> Result<MigrationPlan> {
         for path in std::iter::once(&self.config).chain(self.fallback_config.iter()) {
-            if !path.is_file() {
+            if path.is_dir() {
+                bail!(
+                    "{}: is a directory; give the captured mender.conf file itself",
+                    path.display()
+                );
+            }
+            if !path.exists() {
                 bail!(
                     "{}: no such file (give the captured mender.conf)",
                     path.display()

@@ -5,11 +5,12 @@ use std::fmt;
 /// Why a config, a plan or a stage is refused. Messages name the file and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{origin}: cannot read: {source}")]
+    // The reason is in the message and deliberately not a `#[source]`: printers that walk the
+    // source chain would show it twice ("Permission denied ... Permission denied").
+    #[error("{origin}: cannot read: {error}")]
     Io {
         origin: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{origin}: invalid JSON at line {line}, column {column}: {message} (the 3.4 client exits 1 on this; 4.x/5.x ignore the whole file)")]
     Json {

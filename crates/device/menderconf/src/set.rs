@@ -205,9 +205,9 @@ fn read_optional(path: &Path) -> Result<Option<ConfigFile>, ConfigError> {
     match std::fs::read(path) {
         Ok(bytes) => ConfigFile::parse(path.display().to_string(), &bytes).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Io {
+        Err(error) => Err(ConfigError::Io {
             origin: path.display().to_string(),
-            source,
+            error,
         }),
     }
 }
