@@ -10,8 +10,8 @@ use menderartifact::{
     write_artifact_to_path, ArtifactSpec, Compression, Payload, PayloadFile, SigningKey,
 };
 use menderconf::{
-    MigrationPlan, Mode, Restart, Stage, StagePlan, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH,
-    MODULE_NAME, PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
+    MigrationPlan, Mode, Restart, Stage, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH, MODULE_NAME,
+    PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -406,12 +406,8 @@ fn stage_spec(
         ModeArg::Patch => Mode::Patch,
         ModeArg::Replace => Mode::Replace,
     };
-    let mut stage_plan = StagePlan::new(
-        stage,
-        mode,
-        plan.old_server.clone(),
-        plan.new_server.clone(),
-    );
+    let mut stage_plan = plan.stage_plan(stage);
+    stage_plan.mode = mode;
     stage_plan.restart = match args.restart {
         RestartArg::Reboot => Restart::Reboot,
         RestartArg::Service => Restart::Service,

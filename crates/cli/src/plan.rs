@@ -40,6 +40,11 @@ const PLAN_JSON_HELP: &str = r#"JSON output (--json):
     "new_server": "https://new.example.com",      the server they move to
     "module_install": {"artifact_name": "NAME-module-install-ARCH", "arch": "ARCH"} | null
                                                   null without --target/--arch
+    "tenant_token": {
+      "stages": "********abcd" | null,            the new tenant's token both stages set
+                                                  (masked); null: devices keep their own
+      "route": "..."                              what the servers must accept for this route
+    },
     "stage1": {                                   files after stage 1 (dual), by device path
       "/etc/mender/mender.conf": {...} | null,
       "/var/lib/mender/mender.conf": {...} | null
@@ -108,6 +113,13 @@ pub fn plan_json(
             json!({ "artifact_name": crate::artifacts::module_install_name(name, arch), "arch": arch })
         }),
     );
+    out.insert(
+        "tenant_token".into(),
+        json!({
+            "stages": plan.options.new_tenant_token.as_ref().map(|t| t.masked()),
+            "route": plan.tenant_route,
+        }),
+    );
     out.insert("stage1".into(), files_json(&plan.stage1));
     out.insert("stage2".into(), files_json(&plan.stage2));
     out.insert("warnings".into(), json!(warnings));
@@ -136,6 +148,14 @@ fn plan_text(
     let _ = writeln!(out, "Migration plan");
     let _ = writeln!(out, "  old server: {}", plan.old_server);
     let _ = writeln!(out, "  new server: {}", plan.new_server);
+    let _ = writeln!(
+        out,
+        "  tenant:     {}",
+        match &plan.options.new_tenant_token {
+            Some(t) => format!("both stages set the new tenant's token ({})", t.masked()),
+            None => "the devices keep their own token (if any)".to_string(),
+        }
+    );
     match arch {
         Some(arch) => {
             let _ = writeln!(

@@ -48,6 +48,10 @@ pub enum ConfigError {
     NoServer { origin: String },
     #[error("{0}")]
     Precondition(String),
+    #[error("the servers are [{servers}] and {extra} would be dropped by stage 1 (a DR/HA server, or an earlier migration?); keep them with --keep-server URL (each is kept after the new server), or name the server being left with --old-server to drop the others")]
+    ExtraServers { servers: String, extra: String },
+    #[error("tenant token {0}")]
+    BadTenantToken(String),
     #[error("invalid plan: {0}")]
     Plan(String),
 }
@@ -68,5 +72,22 @@ pub struct Warning(pub String);
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_reason_is_said_once_even_by_chain_printers() {
+        let e = ConfigError::Io {
+            origin: "/etc/mender/mender.conf".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        // Printers like anyhow's `{:#}` append every source: there must be none to repeat.
+        assert!(std::error::Error::source(&e).is_none());
+        let text = e.to_string();
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
     }
 }
