@@ -65,20 +65,14 @@ fn write(inputs: &RecipeInputs, rev: &str) -> Result<()> {
             println!("wrote {dir}/{name}");
         }
     }
-    println!(
-        "SRCREV = {commit} ({} crates from Cargo.lock)",
-        inputs.crates.len()
-    );
+    println!("SRCREV = {commit} ({})", crate_counts(inputs));
     Ok(())
 }
 
 fn check(inputs: &RecipeInputs) -> Result<()> {
     let problems = project::check_recipes(inputs)?;
     if problems.is_empty() {
-        println!(
-            "recipes are fresh ({} crates from Cargo.lock)",
-            inputs.crates.len()
-        );
+        println!("recipes are fresh ({})", crate_counts(inputs));
         return Ok(());
     }
     for p in &problems {
@@ -88,4 +82,14 @@ fn check(inputs: &RecipeInputs) -> Result<()> {
         "{} recipe problem(s); regenerate with `cargo xtask recipes`",
         problems.len()
     )
+}
+
+/// `N crates from Cargo.lock, M crates from crates/device/Cargo.lock`.
+fn crate_counts(inputs: &RecipeInputs) -> String {
+    inputs
+        .workspaces
+        .iter()
+        .map(|w| format!("{} crates from {}", w.crates.len(), w.lock_path()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
