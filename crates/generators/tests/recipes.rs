@@ -199,8 +199,17 @@ fn license_md5s_match_the_files_and_metadata_matches_cargo() {
 fn module_recipe_lists_the_device_lock() {
     let device = lock_crates("crates/device");
     let host = lock_crates("");
-    assert!(device.len() < host.len(), "{} vs {}", device.len(), host.len());
-    for dir in ["recipes/scarthgap", "recipes/wrynose", project::LAYER_RECIPE_DIR] {
+    assert!(
+        device.len() < host.len(),
+        "{} vs {}",
+        device.len(),
+        host.len()
+    );
+    for dir in [
+        "recipes/scarthgap",
+        "recipes/wrynose",
+        project::LAYER_RECIPE_DIR,
+    ] {
         let path = root().join(dir).join("server-migration_0.1.0.bb");
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(cargo_src_dir(&text), "crates/device", "{}", path.display());
