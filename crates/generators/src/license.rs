@@ -369,7 +369,7 @@ mod tests {
     fn expressions_are_parsed_with_precedence_and_normalized() {
         assert_eq!(
             oe("(MIT OR Apache-2.0) AND Unicode-3.0"),
-            "(Apache-2.0 | MIT) & Unicode-3.0"
+            "Unicode-3.0 & (Apache-2.0 | MIT)"
         );
         assert_eq!(
             oe("MIT AND BSD-3-Clause OR ISC"),
