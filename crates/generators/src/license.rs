@@ -373,7 +373,7 @@ mod tests {
         );
         assert_eq!(
             oe("MIT AND BSD-3-Clause OR ISC"),
-            "(BSD-3-Clause & MIT) | ISC"
+            "ISC | (BSD-3-Clause & MIT)"
         );
         assert_eq!(
             oe("Apache-2.0 WITH LLVM-exception OR Apache-2.0 OR MIT"),
