@@ -2,6 +2,7 @@
 
 mod artifacts;
 mod debian_overlay;
+mod fuzz;
 mod qemu;
 mod recipes;
 mod test;
@@ -19,6 +20,7 @@ tasks:
   debian-overlay  write mender-convert rootfs overlays (--check: verify debian-overlay/ is fresh)
   qemu-image      build (or reuse the cached) Debian guest image with the real mender-client 3.4
   qemu-test       run the end-to-end migration scenarios in QEMU
+  fuzz            run the cargo-fuzz targets (tests/fuzz) over the corpus: --seconds N, --runs N
   test            run all tests: host tools, cargo test, linters, then qemu-test (--no-qemu to skip)
 ";
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         "debian-overlay" => debian_overlay::run(&args),
         "qemu-image" => qemu::run_image(&args),
         "qemu-test" => qemu::run_test(&args),
+        "fuzz" => fuzz::run(&args),
         "test" => test::run(&args),
         other => {
             eprint!("unknown task `{other}`\n\n{USAGE}");
