@@ -6,7 +6,6 @@
 //! hand (`cargo fuzz cmin` keeps the corpus small).
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -18,8 +17,7 @@ pub const TARGETS: &[&str] = &["mender_conf", "stage_plan", "artifact_reader", "
 const TOOLCHAIN: &str = "nightly";
 
 /// Run the fuzz targets (all by default) for a time or an execution budget each.
-#[derive(Parser, Debug)]
-#[command(name = "cargo xtask fuzz")]
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// Targets to run (default: all of them).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
@@ -32,16 +30,6 @@ pub struct Args {
     runs: u64,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let args =
-        match Args::try_parse_from(std::iter::once("fuzz".to_string()).chain(args.iter().cloned()))
-        {
-            Ok(args) => args,
-            Err(e) => return crate::args_error(e),
-        };
-    run_with(&args)
-}
-
 /// One target's outcome, parsed from libFuzzer's closing lines.
 struct Outcome {
     target: String,
@@ -50,7 +38,7 @@ struct Outcome {
     corpus_files: usize,
 }
 
-pub fn run_with(args: &Args) -> Result<()> {
+pub fn run(args: &Args) -> Result<()> {
     let root = crate::project_root();
     check_tools()?;
     let targets: Vec<String> = if args.targets.is_empty() {
@@ -120,7 +108,8 @@ pub fn run_with(args: &Args) -> Result<()> {
         outcomes.push(Outcome {
             target: target.clone(),
             executions,
-            seconds: started.elapsed().as_secs_f64(),
+            // libFuzzer's own run time (the wall also counts the build).
+            seconds: fuzzing_seconds(&text).unwrap_or_else(|| started.elapsed().as_secs_f64()),
             corpus_files: count_files(&corpus) + count_files(&seeds),
         });
     }
@@ -172,6 +161,15 @@ fn final_executions(log: &str) -> Option<u64> {
         })
 }
 
+/// The seconds of libFuzzer's `Done N runs in S second(s)` line.
+fn fuzzing_seconds(log: &str) -> Option<f64> {
+    log.lines().rev().find_map(|l| {
+        let rest = l.strip_prefix("Done ")?;
+        let secs = rest.split(" runs in ").nth(1)?.split_whitespace().next()?;
+        secs.parse().ok()
+    })
+}
+
 fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok()).count())
@@ -195,6 +193,7 @@ mod tests {
         assert_eq!(final_executions(log), Some(65874));
         assert_eq!(final_executions("Done 12 runs in 1 second(s)\n"), Some(12));
         assert_eq!(final_executions("nothing"), None);
+        assert_eq!(fuzzing_seconds(log), Some(21.0));
     }
 
     #[test]
