@@ -44,7 +44,7 @@ enum Task {
     QemuTest(PassThrough),
     /// Run the cargo-fuzz targets (tests/fuzz) over the seed corpus, for a time or a count each.
     Fuzz(fuzz::Args),
-    /// Run all tests: host tools, cargo test, linters, then qemu-test (--no-qemu to skip).
+    /// Run all tests: host tools, cargo test, clippy, linters, then qemu-test (--no-qemu to skip).
     Test(test::Args),
 }
 
