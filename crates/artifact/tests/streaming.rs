@@ -2,7 +2,6 @@
 //! manifest after the visitor returns; a visitor error or a bad checksum fails the read.
 
 use menderartifact::*;
-use std::io::Read;
 
 fn rootfs_artifact(content: &[u8], compression: Compression) -> Vec<u8> {
     let mut spec = ArtifactSpec::new(
