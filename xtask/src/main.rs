@@ -41,7 +41,7 @@ enum Task {
     QemuImage(PassThrough),
     /// Run the end-to-end migration scenarios in QEMU.
     QemuTest(PassThrough),
-    /// Run all tests: host tools, cargo test, linters, then qemu-test (--no-qemu to skip).
+    /// Run all tests: host tools, cargo test, clippy, linters, then qemu-test (--no-qemu to skip).
     Test(test::Args),
 }
 

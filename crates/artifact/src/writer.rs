@@ -319,7 +319,7 @@ pub(crate) fn valid_script_name(name: &str) -> bool {
     };
     num.len() == 2
         && num.bytes().all(|b| b.is_ascii_digit())
-        && desc.map_or(true, |d| {
+        && desc.is_none_or(|d| {
             !d.is_empty() && !d.chars().any(char::is_whitespace) && !d.contains('/')
         })
 }
