@@ -8,10 +8,10 @@ inherit cargo
 # mock-mender-server is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mock-mender-server/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "89c6f8c1556adb3d7490e76ba0921869d6d459f5"
+SRCREV = "cd5cebbd50f3c34b8a0fc2ab1f6d5a98a1729fec"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mock-mender-server"
-PV:append = ".AUTOINC+89c6f8c155"
+PV:append = ".AUTOINC+cd5cebbd50"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
