@@ -7,7 +7,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use menderconf::{ConfigError, ConfigFile, ConfigSet, Mode, ServerUrl, Stage, StagePlan};
+use menderconf::{
+    plan_migration, ConfigError, ConfigFile, ConfigSet, Mode, ServerUrl, Stage, StagePlan,
+};
 
 /// What to do: parsed from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +100,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Option<Req
     }))
 }
 
-/// The stage's files for `current`, or why not: exactly what the update module would leave on
-/// a device with these files. The server arguments are parsed by `menderconf` (normalised,
+/// The stage's files for `current`, or why not: stage 1 exactly as the host tools compute it
+/// from a captured config, stage 2 exactly what the update module leaves on a device. The server arguments are parsed by `menderconf` (normalised,
 /// path/query/credentials/port 0 refused).
 pub fn render(request: &Request, current: &ConfigSet) -> Result<ConfigSet, ConfigError> {
     let new = ServerUrl::parse_in(&request.new_server, "--new-server")?;
@@ -108,12 +110,13 @@ pub fn render(request: &Request, current: &ConfigSet) -> Result<ConfigSet, Confi
         Some(old) => ServerUrl::parse_in(old, "--old-server")?,
         None => new.clone(),
     };
-    if request.stage == Stage::Dual && old == new {
-        return Err(ConfigError::SameServer {
-            url: new.to_string(),
-        });
+    match request.stage {
+        // As the host tools do for a captured config: validate it as the client reads it, then
+        // apply stage 1 (the plan also checks old != new).
+        Stage::Dual => plan_migration(current.clone(), &new, Some(&old)).map(|plan| plan.stage1),
+        // Stage 2 replaces every server key; the result is validated.
+        Stage::NewOnly => StagePlan::new(Stage::NewOnly, Mode::Patch, old, new).apply(current),
     }
-    StagePlan::new(request.stage, Mode::Patch, old, new).apply(current)
 }
 
 /// Loads the files, renders the stage and replaces the files (temp file + rename each; nothing
