@@ -8,10 +8,10 @@ inherit cargo
 # migration-stage-config is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/migration-stage-config/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "cd5cebbd50f3c34b8a0fc2ab1f6d5a98a1729fec"
+SRCREV = "47c4606ab534d280e0d99b0a7e867fd5bca4071e"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p migration-stage-config"
-PV:append = ".AUTOINC+cd5cebbd50"
+PV:append = ".AUTOINC+47c4606ab5"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
