@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -26,13 +27,13 @@ pub struct FleetArgs {
 #[derive(Debug, Subcommand)]
 enum FleetCommand {
     /// Dry run: pre-flight checks and the batch plan (GETs and read-only searches only).
-    Plan(PlanArgs),
+    Plan(Box<PlanArgs>),
     /// Carry out the migration; run it again with the same journal to resume.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Where every device is, from the journal (and with --refresh, from the servers).
-    Status(StatusArgs),
+    Status(Box<StatusArgs>),
     /// Devices not yet on stage 2 go back to old.
-    Rollback(RollbackArgs),
+    Rollback(Box<RollbackArgs>),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -82,20 +83,20 @@ struct MigrationArgs {
     #[arg(long, default_value_t = 500)]
     max_batch: usize,
     /// Pause when more than this share of a batch's finished devices failed (5% or 0.05).
-    #[arg(long, default_value = "10%")]
-    failure_threshold: String,
+    #[arg(long, default_value = "10%", value_parser = parse_share)]
+    failure_threshold: f64,
     /// Judge the failure share only once this many devices of a batch finished.
     #[arg(long, default_value_t = 5)]
     min_sample: usize,
     /// Time a batch's stage deployment may take (90s, 15m, 2h).
-    #[arg(long, default_value = "2h")]
-    stage_timeout: String,
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    stage_timeout: Duration,
     /// Time a rejected device may take to authenticate on new before it is rolled back.
-    #[arg(long, default_value = "1h")]
-    appear_timeout: String,
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    appear_timeout: Duration,
     /// How often deployment and device states are polled.
-    #[arg(long, default_value = "30s")]
-    poll_interval: String,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    poll_interval: Duration,
     /// Active+pending deployments a server may hold (hosted Mender: 800).
     #[arg(long, default_value_t = 800)]
     deployment_cap: u64,
@@ -184,15 +185,11 @@ fn config(m: &MigrationArgs, concurrency: usize) -> Result<FleetConfig> {
     let plan = Plan {
         canary: m.canary,
         max_batch: m.max_batch,
-        failure_threshold: parse_share(&m.failure_threshold)
-            .map_err(|e| anyhow!("--failure-threshold: {e}"))?,
+        failure_threshold: m.failure_threshold,
         min_sample: m.min_sample,
-        stage_timeout: parse_duration(&m.stage_timeout)
-            .map_err(|e| anyhow!("--stage-timeout: {e}"))?,
-        appear_timeout: parse_duration(&m.appear_timeout)
-            .map_err(|e| anyhow!("--appear-timeout: {e}"))?,
-        poll_interval: parse_duration(&m.poll_interval)
-            .map_err(|e| anyhow!("--poll-interval: {e}"))?,
+        stage_timeout: m.stage_timeout,
+        appear_timeout: m.appear_timeout,
+        poll_interval: m.poll_interval,
         concurrency,
         deployment_cap: m.deployment_cap,
     };
@@ -232,8 +229,7 @@ fn config(m: &MigrationArgs, concurrency: usize) -> Result<FleetConfig> {
 fn apis(s: &ServerArgs, journal: Option<&Path>) -> Result<(Api, Api)> {
     let from_journal = match journal.filter(|p| p.exists()) {
         Some(p) => {
-            let (_, records) =
-                mender_fleet::journal::Journal::open(p).map_err(|e| anyhow!(e))?;
+            let (_, records) = mender_fleet::journal::Journal::open(p).map_err(|e| anyhow!(e))?;
             let f = mender_fleet::journal::Fleet::replay(&records);
             Some((f.old, f.new))
         }
@@ -275,8 +271,8 @@ fn apis(s: &ServerArgs, journal: Option<&Path>) -> Result<(Api, Api)> {
     .map_err(|e| anyhow!(e))?;
     let old = Client::new("old", &old_url, old_token, opts.clone())
         .map_err(|e| anyhow!("--old-server: {e}"))?;
-    let new = Client::new("new", &new_url, new_token, opts)
-        .map_err(|e| anyhow!("--new-server: {e}"))?;
+    let new =
+        Client::new("new", &new_url, new_token, opts).map_err(|e| anyhow!("--new-server: {e}"))?;
     Ok((Api::new(old), Api::new(new)))
 }
 
@@ -300,7 +296,14 @@ fn dispatch(args: &FleetArgs) -> Result<ExitCode> {
         FleetCommand::Plan(a) => {
             let cfg = config(&a.migration, a.servers.concurrency)?;
             let (old, new) = apis(&a.servers, None)?;
-            let report = preflight(&old, &new, &old.client.token(), &new.client.token(), &cfg, false);
+            let report = preflight(
+                &old,
+                &new,
+                &old.client.token(),
+                &new.client.token(),
+                &cfg,
+                false,
+            );
             if a.json {
                 print_json(&report.to_json());
             } else {
@@ -342,7 +345,10 @@ fn dispatch(args: &FleetArgs) -> Result<ExitCode> {
                     if a.json {
                         print_json(&serde_json::to_value(&report)?);
                     }
-                    eprintln!("error: {}", result.err().map(|e| e.to_string()).unwrap_or_default());
+                    eprintln!(
+                        "error: {}",
+                        result.err().map(|e| e.to_string()).unwrap_or_default()
+                    );
                     Ok(ExitCode::from(EXIT_PAUSED))
                 }
                 Err(e) => Err(anyhow!(e)).context(format!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::http::{enc, ApiError, Body, Client, ErrorKind, Retry};
+use crate::http::{enc, ApiError, ApiErrorDetail, Body, Client, ErrorKind, Retry};
 
 const DEVAUTH: &str = "/api/management/v2/devauth";
 const DEPLOYMENTS_V1: &str = "/api/management/v1/deployments";
@@ -113,7 +113,7 @@ pub struct InventoryFacts {
 }
 
 fn api_err_from_body(client: &Client, path: &str, msg: String) -> ApiError {
-    ApiError {
+    ApiErrorDetail {
         server: client.name().to_string(),
         method: "GET".into(),
         path: path.into(),
@@ -123,6 +123,7 @@ fn api_err_from_body(client: &Client, path: &str, msg: String) -> ApiError {
         request_id: None,
         body: Vec::new(),
     }
+    .into()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -169,7 +170,10 @@ impl Api {
 
     /// `limits/max_devices`: `Some(0)` = unlimited, `None` = the server has no such endpoint.
     pub fn max_devices(&self) -> Result<Option<u64>, ApiError> {
-        match self.client.get_json(&format!("{DEVAUTH}/limits/max_devices")) {
+        match self
+            .client
+            .get_json(&format!("{DEVAUTH}/limits/max_devices"))
+        {
             Ok(v) => Ok(Some(v.get("limit").and_then(Value::as_u64).unwrap_or(0))),
             Err(e) if e.is_status(404) => Ok(None),
             Err(e) => Err(e),
@@ -188,24 +192,25 @@ impl Api {
             None => json!({}),
         };
         let mut bad: Option<ApiError> = None;
-        let r = self.client.get_all_pages(
-            &format!("{DEVAUTH}/devices/search"),
-            "",
-            Some(&body),
-            |v| match serde_json::from_value::<Device>(v) {
-                Ok(d) => each(d),
-                Err(e) => {
-                    bad.get_or_insert(api_err_from_body(
-                        &self.client,
-                        "devices/search",
-                        format!("unexpected device shape: {e}"),
-                    ));
-                }
-            },
-        );
+        let r =
+            self.client
+                .get_all_pages(&format!("{DEVAUTH}/devices/search"), "", Some(&body), |v| {
+                    match serde_json::from_value::<Device>(v) {
+                        Ok(d) => each(d),
+                        Err(e) => {
+                            bad.get_or_insert(api_err_from_body(
+                                &self.client,
+                                "devices/search",
+                                format!("unexpected device shape: {e}"),
+                            ));
+                        }
+                    }
+                });
         match r {
             Err(e) if e.is_status(404) || e.is_status(405) => {
-                let query = status.map(|s| format!("status={}", enc(s))).unwrap_or_default();
+                let query = status
+                    .map(|s| format!("status={}", enc(s)))
+                    .unwrap_or_default();
                 self.client
                     .get_all_pages(&format!("{DEVAUTH}/devices"), &query, None, |v| {
                         if let Ok(d) = serde_json::from_value::<Device>(v) {
@@ -290,10 +295,11 @@ impl Api {
             }
             Err(e) if e.is_status(409) => match serde_json::from_slice::<Device>(&e.body) {
                 Ok(d) if !d.id.is_empty() => Ok(Preauth::Conflict(Box::new(d))),
-                _ => Err(ApiError {
-                    message: format!("{} (409 without the existing device in the body)", e.message),
-                    ..e
-                }),
+                _ => {
+                    let mut d = (*e.0).clone();
+                    d.message = format!("{} (409 without the existing device in the body)", d.message);
+                    Err(d.into())
+                }
             },
             Err(e) => Err(e),
         }
@@ -343,7 +349,9 @@ impl Api {
                     let name = a.get("name").and_then(Value::as_str).unwrap_or("");
                     let value = match a.get("value") {
                         Some(Value::String(s)) => Some(s.clone()),
-                        Some(Value::Array(xs)) => xs.first().and_then(Value::as_str).map(str::to_string),
+                        Some(Value::Array(xs)) => {
+                            xs.first().and_then(Value::as_str).map(str::to_string)
+                        }
                         _ => None,
                     };
                     match name {
@@ -374,7 +382,9 @@ impl Api {
         match r {
             Ok(_) => {}
             Err(e) if e.is_status(404) || e.is_status(405) => {
-                let v = self.client.get_json(&format!("{DEPLOYMENTS_V1}/deployments"))?;
+                let v = self
+                    .client
+                    .get_json(&format!("{DEPLOYMENTS_V1}/deployments"))?;
                 out = serde_json::from_value::<Vec<DeploymentSummary>>(v).unwrap_or_default();
             }
             Err(e) => return Err(e),
@@ -408,12 +418,16 @@ impl Api {
                     }
                 }
                 Err(e) if e.is_status(404) || e.is_status(405) => {
-                    let v = self.client.get_json(&format!("{DEPLOYMENTS_V1}/deployments"))?;
+                    let v = self
+                        .client
+                        .get_json(&format!("{DEPLOYMENTS_V1}/deployments"))?;
                     return Ok(v
                         .as_array()
                         .map(|l| {
                             l.iter()
-                                .filter(|d| d.get("status").and_then(Value::as_str) != Some("finished"))
+                                .filter(|d| {
+                                    d.get("status").and_then(Value::as_str) != Some("finished")
+                                })
                                 .count() as u64
                         })
                         .unwrap_or(0));
@@ -441,7 +455,12 @@ impl Api {
             Retry::NotIdempotent,
         )?;
         let loc = resp.location.unwrap_or_default();
-        let id = loc.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string();
+        let id = loc
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         if id.is_empty() {
             return Err(api_err_from_body(
                 &self.client,
@@ -482,15 +501,19 @@ impl Api {
                 let v = self.client.parse_json(&resp, "POST", "statistics/list")?;
                 for item in v.as_array().into_iter().flatten() {
                     if let Some(id) = item.get("id").and_then(Value::as_str) {
-                        out.insert(id.to_string(), to_map(item.get("stats").unwrap_or(&Value::Null)));
+                        out.insert(
+                            id.to_string(),
+                            to_map(item.get("stats").unwrap_or(&Value::Null)),
+                        );
                     }
                 }
             }
             Err(e) if e.is_status(404) || e.is_status(405) => {
                 for id in ids {
-                    let v = self
-                        .client
-                        .get_json(&format!("{DEPLOYMENTS_V1}/deployments/{}/statistics", enc(id)))?;
+                    let v = self.client.get_json(&format!(
+                        "{DEPLOYMENTS_V1}/deployments/{}/statistics",
+                        enc(id)
+                    ))?;
                     out.insert(id.clone(), to_map(&v));
                 }
             }
@@ -561,7 +584,9 @@ impl Api {
         match r {
             Ok(_) => {}
             Err(e) if e.is_status(404) || e.is_status(405) => {
-                let v = self.client.get_json(&format!("{DEPLOYMENTS_V1}/artifacts"))?;
+                let v = self
+                    .client
+                    .get_json(&format!("{DEPLOYMENTS_V1}/artifacts"))?;
                 out = serde_json::from_value::<Vec<ServerArtifact>>(v).unwrap_or_default();
             }
             Err(e) => return Err(e),
@@ -613,8 +638,7 @@ mod tests {
 
     #[test]
     fn identity_is_canonical() {
-        let a: Map<String, Value> =
-            serde_json::from_str(r#"{"serial":"1","mac":"aa"}"#).unwrap();
+        let a: Map<String, Value> = serde_json::from_str(r#"{"serial":"1","mac":"aa"}"#).unwrap();
         assert_eq!(canonical_identity(&a), r#"{"mac":"aa","serial":"1"}"#);
     }
 

@@ -60,8 +60,12 @@ fn depends_has(depends: &BTreeMap<String, Value>, key: &str, want: &str) -> bool
 impl ArtifactSet {
     /// Reads every `*.mender` file of `dir` (checksums verified).
     pub fn load(dir: &Path) -> Result<ArtifactSet, String> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: cannot read the artifacts directory: {e}", dir.display()))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            format!(
+                "{}: cannot read the artifacts directory: {e}",
+                dir.display()
+            )
+        })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "mender") && p.is_file())

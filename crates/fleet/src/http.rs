@@ -67,9 +67,15 @@ pub enum ErrorKind {
 }
 
 /// A failed API call: which server, which call, what came back, and the request id.
+/// Boxed so `Result<_, ApiError>` stays small.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ApiError(pub Box<ApiErrorDetail>);
+
+/// The fields of an [`ApiError`].
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{server} server: {method} {path}: {message}{}", request_id_suffix(.request_id))]
-pub struct ApiError {
+pub struct ApiErrorDetail {
     pub server: String,
     pub method: String,
     pub path: String,
@@ -79,6 +85,19 @@ pub struct ApiError {
     pub request_id: Option<String>,
     /// The raw response body (error bodies are small), for 409 bodies and the like.
     pub body: Vec<u8>,
+}
+
+impl std::ops::Deref for ApiError {
+    type Target = ApiErrorDetail;
+    fn deref(&self) -> &ApiErrorDetail {
+        &self.0
+    }
+}
+
+impl From<ApiErrorDetail> for ApiError {
+    fn from(d: ApiErrorDetail) -> Self {
+        ApiError(Box::new(d))
+    }
 }
 
 fn request_id_suffix(id: &Option<String>) -> String {
@@ -428,11 +447,7 @@ impl Client {
     fn acquire_slot(&self) {
         let mut free = self.slots.free.lock().unwrap_or_else(|e| e.into_inner());
         while *free == 0 {
-            free = self
-                .slots
-                .cv
-                .wait(free)
-                .unwrap_or_else(|e| e.into_inner());
+            free = self.slots.cv.wait(free).unwrap_or_else(|e| e.into_inner());
         }
         *free -= 1;
     }
@@ -460,6 +475,7 @@ impl Client {
         Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn err(
         &self,
         method: &str,
@@ -470,7 +486,7 @@ impl Client {
         request_id: Option<String>,
         body: Vec<u8>,
     ) -> ApiError {
-        ApiError {
+        ApiErrorDetail {
             server: self.name.clone(),
             method: method.to_string(),
             path: path.to_string(),
@@ -480,6 +496,7 @@ impl Client {
             request_id,
             body,
         }
+        .into()
     }
 
     /// Sends one request with retries. `path_and_query` starts with `/api/…`.
@@ -544,16 +561,17 @@ impl Client {
                     let body_bytes = match body_bytes {
                         Ok(b) => b,
                         Err(e) => {
-                            let kind = if retry == Retry::Idempotent && attempt < self.opts.max_retries {
-                                attempt += 1;
-                                self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(self.backoff(attempt));
-                                continue;
-                            } else if status < 400 && retry == Retry::NotIdempotent {
-                                ErrorKind::Unknown
-                            } else {
-                                ErrorKind::RetriesExhausted
-                            };
+                            let kind =
+                                if retry == Retry::Idempotent && attempt < self.opts.max_retries {
+                                    attempt += 1;
+                                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(self.backoff(attempt));
+                                    continue;
+                                } else if status < 400 && retry == Retry::NotIdempotent {
+                                    ErrorKind::Unknown
+                                } else {
+                                    ErrorKind::RetriesExhausted
+                                };
                             return Err(self.err(
                                 method,
                                 path,

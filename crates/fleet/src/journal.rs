@@ -93,7 +93,10 @@ impl DevState {
     pub fn stage2_started(self) -> bool {
         matches!(
             self,
-            DevState::Stage2Deployed | DevState::Done | DevState::Stage2Failed | DevState::Stage2Pending
+            DevState::Stage2Deployed
+                | DevState::Done
+                | DevState::Stage2Failed
+                | DevState::Stage2Pending
         )
     }
 
@@ -595,7 +598,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.jsonl");
         let j = Journal::create(&path, &header()).unwrap();
-        assert!(Journal::create(&path, &header()).is_err(), "never overwrites");
+        assert!(
+            Journal::create(&path, &header()).is_err(),
+            "never overwrites"
+        );
         j.append_sync(&Record::Intent {
             seq: 0,
             op: Op::Preauth {

@@ -217,7 +217,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ids");
         std::fs::write(&p, "# fleet\nabc\n\n def # canary\n").unwrap();
-        assert_eq!(Selection::read_devices_file(&p).unwrap(), vec!["abc", "def"]);
+        assert_eq!(
+            Selection::read_devices_file(&p).unwrap(),
+            vec!["abc", "def"]
+        );
         std::fs::write(&p, "#\n").unwrap();
         assert!(Selection::read_devices_file(&p).is_err());
     }

@@ -157,7 +157,12 @@ pub fn expiry_warning(token: &Secret, server: &str) -> Option<String> {
 }
 
 fn list_some(items: &[String]) -> String {
-    let mut s = items.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > 10 {
         s.push_str(&format!(" … ({} in all)", items.len()));
     }
@@ -200,8 +205,18 @@ pub fn preflight(
             Ok(user) => {
                 let who = user.map(|u| format!(" as {u}")).unwrap_or_default();
                 match expiry_warning(token, label) {
-                    Some(w) => check(&mut checks, name, Status::Warn, format!("authenticated{who}; {w}")),
-                    None => check(&mut checks, name, Status::Pass, format!("authenticated{who}")),
+                    Some(w) => check(
+                        &mut checks,
+                        name,
+                        Status::Warn,
+                        format!("authenticated{who}; {w}"),
+                    ),
+                    None => check(
+                        &mut checks,
+                        name,
+                        Status::Pass,
+                        format!("authenticated{who}"),
+                    ),
                 }
             }
             Err(e) => {
@@ -232,7 +247,12 @@ pub fn preflight(
                     ),
                 );
             } else {
-                check(&mut checks, "artifacts", Status::Fail, set.problems.join("; "));
+                check(
+                    &mut checks,
+                    "artifacts",
+                    Status::Fail,
+                    set.problems.join("; "),
+                );
             }
             Some(set)
         }
@@ -243,8 +263,19 @@ pub fn preflight(
     };
 
     if !creds_ok {
-        for name in ["capacity on new", "active deployments", "fleet snapshot", "collisions on new", "artifacts per device type"] {
-            check(&mut checks, name, Status::Skipped, "needs working credentials");
+        for name in [
+            "capacity on new",
+            "active deployments",
+            "fleet snapshot",
+            "collisions on new",
+            "artifacts per device type",
+        ] {
+            check(
+                &mut checks,
+                name,
+                Status::Skipped,
+                "needs working credentials",
+            );
         }
         report.checks = checks;
         return report;
@@ -298,7 +329,9 @@ pub fn preflight(
         })
         .filter(|d| {
             cfg.selection.groups.is_empty()
-                || d.group.as_ref().is_some_and(|g| cfg.selection.groups.contains(g))
+                || d.group
+                    .as_ref()
+                    .is_some_and(|g| cfg.selection.groups.contains(g))
         })
         .collect();
     if let Some(ids) = &cfg.selection.devices {
@@ -340,15 +373,27 @@ pub fn preflight(
             check(
                 &mut checks,
                 "fleet snapshot",
-                if selected.is_empty() { Status::Fail } else { Status::Pass },
+                if selected.is_empty() {
+                    Status::Fail
+                } else {
+                    Status::Pass
+                },
                 if selected.is_empty() {
                     format!("{accepted} accepted on old, none selected")
                 } else {
-                    format!("{accepted} accepted on old (all pages read), {} selected", selected.len())
+                    format!(
+                        "{accepted} accepted on old (all pages read), {} selected",
+                        selected.len()
+                    )
                 },
             );
         } else {
-            check(&mut checks, "fleet snapshot", Status::Fail, problems.join("; "));
+            check(
+                &mut checks,
+                "fleet snapshot",
+                Status::Fail,
+                problems.join("; "),
+            );
         }
     }
 
@@ -358,8 +403,14 @@ pub fn preflight(
         let acc = new.count_devices("accepted")?;
         let pre = new.count_devices("preauthorized")?;
         Ok(match limit {
-            None => (Status::Warn, format!("new has no device limit endpoint; {acc} accepted, {pre} preauthorized")),
-            Some(0) => (Status::Pass, format!("unlimited; {acc} accepted, {pre} preauthorized")),
+            None => (
+                Status::Warn,
+                format!("new has no device limit endpoint; {acc} accepted, {pre} preauthorized"),
+            ),
+            Some(0) => (
+                Status::Pass,
+                format!("unlimited; {acc} accepted, {pre} preauthorized"),
+            ),
             Some(l) => {
                 let free = l.saturating_sub(acc + pre);
                 let need = if resume { 0 } else { selected.len() as u64 };
@@ -389,13 +440,20 @@ pub fn preflight(
             } else {
                 Status::Pass
             };
-            let mut detail = format!("old {a_old}, new {a_new} active or pending (cap {cap}; a batch adds up to {need})");
+            let mut detail = format!(
+                "old {a_old}, new {a_new} active or pending (cap {cap}; a batch adds up to {need})"
+            );
             if a_old > 0 {
                 detail.push_str("; deployments already pending on old run before stage 1 on the devices they target");
             }
             check(&mut checks, "active deployments", status, detail);
         }
-        Err(e) => check(&mut checks, "active deployments", Status::Fail, e.to_string()),
+        Err(e) => check(
+            &mut checks,
+            "active deployments",
+            Status::Fail,
+            e.to_string(),
+        ),
     }
 
     // 5. Identity collisions on new.
@@ -411,7 +469,12 @@ pub fn preflight(
             on_new.insert(key, sets);
         });
         match r {
-            Err(e) => check(&mut checks, "collisions on new", Status::Fail, e.to_string()),
+            Err(e) => check(
+                &mut checks,
+                "collisions on new",
+                Status::Fail,
+                e.to_string(),
+            ),
             Ok(n) => {
                 let mut same = Vec::new();
                 let mut other = Vec::new();
@@ -425,14 +488,25 @@ pub fn preflight(
                     }
                 }
                 if same.is_empty() && other.is_empty() {
-                    check(&mut checks, "collisions on new", Status::Pass, format!("none among {n} devices on new"));
+                    check(
+                        &mut checks,
+                        "collisions on new",
+                        Status::Pass,
+                        format!("none among {n} devices on new"),
+                    );
                 } else {
                     let mut detail = String::new();
                     if !other.is_empty() {
-                        detail.push_str(&format!("identity on new with another key: {}; ", list_some(&other)));
+                        detail.push_str(&format!(
+                            "identity on new with another key: {}; ",
+                            list_some(&other)
+                        ));
                     }
                     if !same.is_empty() {
-                        detail.push_str(&format!("already on new with the same key: {}; ", list_some(&same)));
+                        detail.push_str(&format!(
+                            "already on new with the same key: {}; ",
+                            list_some(&same)
+                        ));
                     }
                     detail.push_str("remove them on new or leave them out with --devices");
                     check(&mut checks, "collisions on new", Status::Fail, detail);
@@ -443,7 +517,10 @@ pub fn preflight(
 
     // 6. Artifacts for every selected device type.
     if let Some(set) = &artifacts {
-        let types: BTreeSet<String> = selected.iter().filter_map(|d| d.device_type.clone()).collect();
+        let types: BTreeSet<String> = selected
+            .iter()
+            .filter_map(|d| d.device_type.clone())
+            .collect();
         let mut errs = Vec::new();
         for role in [Role::ModuleInstall, Role::Stage1, Role::Stage2] {
             if let Err(e) = set.names_by_device_type(role) {
@@ -453,19 +530,38 @@ pub fn preflight(
         for (t, roles) in set.missing_for(&types) {
             errs.push(format!(
                 "device type {t:?} has no {} artifact",
-                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("/")
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join("/")
             ));
         }
         if errs.is_empty() {
-            check(&mut checks, "artifacts per device type", Status::Pass, format!(
-                "module-install, stage 1 and stage 2 for {}",
-                types.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            check(
+                &mut checks,
+                "artifacts per device type",
+                Status::Pass,
+                format!(
+                    "module-install, stage 1 and stage 2 for {}",
+                    types.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
         } else {
-            check(&mut checks, "artifacts per device type", Status::Fail, errs.join("; "));
+            check(
+                &mut checks,
+                "artifacts per device type",
+                Status::Fail,
+                errs.join("; "),
+            );
         }
     } else {
-        check(&mut checks, "artifacts per device type", Status::Skipped, "no readable artifacts");
+        check(
+            &mut checks,
+            "artifacts per device type",
+            Status::Skipped,
+            "no readable artifacts",
+        );
     }
 
     let plan = &cfg.plan;

@@ -102,7 +102,9 @@ impl Progress {
             obj.extend(extra);
         }
         if let Some(r) = &self.recorded {
-            r.lock().unwrap_or_else(|e| e.into_inner()).push(event.clone());
+            r.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(event.clone());
         }
         match self.mode {
             Mode::Quiet => {}
@@ -113,10 +115,7 @@ impl Progress {
             }
             Mode::Plain => {
                 if !text.is_empty() {
-                    eprintln!(
-                        "[{:>8}] {text}",
-                        format_duration(self.started.elapsed())
-                    );
+                    eprintln!("[{:>8}] {text}", format_duration(self.started.elapsed()));
                 }
             }
             Mode::Live => {
@@ -145,7 +144,14 @@ impl Progress {
         self.emit(
             "phase",
             json!({ "batch": batch, "phase": phase, "detail": detail }),
-            &format!("batch {batch}: {phase}{}", if detail.is_empty() { String::new() } else { format!(" — {detail}") }),
+            &format!(
+                "batch {batch}: {phase}{}",
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {detail}")
+                }
+            ),
         );
     }
 
@@ -170,7 +176,11 @@ impl Progress {
 
     fn draw(&self, st: &mut LiveState, force: bool) {
         let now = Instant::now();
-        if !force && st.last_draw.is_some_and(|t| now - t < Duration::from_millis(200)) {
+        if !force
+            && st
+                .last_draw
+                .is_some_and(|t| now - t < Duration::from_millis(200))
+        {
             return;
         }
         st.last_draw = Some(now);

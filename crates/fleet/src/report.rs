@@ -131,7 +131,11 @@ impl Report {
     /// Adds the servers' view: devauth status of every journal device on both servers.
     pub fn refresh(&mut self, fleet: &Fleet, old: &Api, new: &Api) -> Result<(), crate::ApiError> {
         let old_ids: Vec<String> = fleet.devices.keys().cloned().collect();
-        let new_ids: Vec<String> = fleet.devices.values().filter_map(|d| d.new_id.clone()).collect();
+        let new_ids: Vec<String> = fleet
+            .devices
+            .values()
+            .filter_map(|d| d.new_id.clone())
+            .collect();
         let on_old: BTreeMap<String, String> = old
             .devices_by_ids(&old_ids)?
             .into_iter()
@@ -145,17 +149,24 @@ impl Report {
         let mut stranded = Vec::new();
         let mut mismatches = Vec::new();
         for d in fleet.devices.values() {
-            let old_status = on_old.get(&d.snapshot.id).map(String::as_str).unwrap_or("absent");
+            let old_status = on_old
+                .get(&d.snapshot.id)
+                .map(String::as_str)
+                .unwrap_or("absent");
             let new_accepted = d
                 .new_id
                 .as_ref()
                 .and_then(|id| on_new.get(id))
                 .is_some_and(|dev| dev.auth_sets.iter().any(|a| a.status == "accepted"));
             if old_status != "accepted" && !new_accepted {
-                stranded.push(format!("{} (old: {old_status}, journal: {})", d.snapshot.id, d.state.as_str()));
+                stranded.push(format!(
+                    "{} (old: {old_status}, journal: {})",
+                    d.snapshot.id,
+                    d.state.as_str()
+                ));
             }
-            let expect_old_accepted = !d.state.is_on_new()
-                && !matches!(d.state, DevState::RejectedOnOld);
+            let expect_old_accepted =
+                !d.state.is_on_new() && !matches!(d.state, DevState::RejectedOnOld);
             if expect_old_accepted != (old_status == "accepted")
                 && !matches!(d.state, DevState::RejectedOnOld | DevState::Preauthorized)
             {
@@ -163,7 +174,11 @@ impl Report {
                     "{}: journal {}, old {old_status}, new {}",
                     d.snapshot.id,
                     d.state.as_str(),
-                    if new_accepted { "accepted" } else { "not accepted" }
+                    if new_accepted {
+                        "accepted"
+                    } else {
+                        "not accepted"
+                    }
                 ));
             }
         }
@@ -202,7 +217,10 @@ impl Report {
         if !self.not_on_new.is_empty() {
             s.push_str("\nNot on new (accepted on old unless said otherwise):\n");
             for d in &self.not_on_new {
-                s.push_str(&format!("  {}  {}  [{}] {}\n", d.id, d.identity, d.state, d.reason));
+                s.push_str(&format!(
+                    "  {}  {}  [{}] {}\n",
+                    d.id, d.identity, d.state, d.reason
+                ));
             }
         }
         if !self.on_new_unfinished.is_empty() {
@@ -226,7 +244,9 @@ impl Report {
                     c.requests,
                     c.retries,
                     c.throttled,
-                    c.p99_ms.map(|m| format!("{m:.1} ms")).unwrap_or_else(|| "—".into())
+                    c.p99_ms
+                        .map(|m| format!("{m:.1} ms"))
+                        .unwrap_or_else(|| "—".into())
                 ));
             }
         }
@@ -234,7 +254,11 @@ impl Report {
             s.push_str(&format!(
                 "\nServers now: {} devices rejected on old and not accepted on new{}\n",
                 r.stranded.len(),
-                if r.stranded.is_empty() { String::new() } else { format!(": {}", r.stranded.join(", ")) }
+                if r.stranded.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.stranded.join(", "))
+                }
             ));
             for m in &r.mismatches {
                 s.push_str(&format!("  differs from the journal: {m}\n"));

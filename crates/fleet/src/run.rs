@@ -118,12 +118,23 @@ impl Orchestrator {
                     new.client.base_url()
                 )));
             }
-            let report = preflight(&old, &new, &old_token, &new_token, &cfg, fleet.snapshot_complete);
+            let report = preflight(
+                &old,
+                &new,
+                &old_token,
+                &new_token,
+                &cfg,
+                fleet.snapshot_complete,
+            );
             let fatal = report.checks.iter().any(|c| {
                 c.status == crate::preflight::Status::Fail
                     && matches!(
                         c.name,
-                        "old credentials" | "new credentials" | "artifacts" | "artifacts per device type" | "tenant token route"
+                        "old credentials"
+                            | "new credentials"
+                            | "artifacts"
+                            | "artifacts per device type"
+                            | "tenant token route"
                     )
             });
             if fatal || (!fleet.snapshot_complete && !report.passed()) {
@@ -172,7 +183,9 @@ impl Orchestrator {
         for role in [Role::ModuleInstall, Role::Stage1, Role::Stage2] {
             names.insert(
                 role,
-                artifacts.names_by_device_type(role).map_err(RunError::Config)?,
+                artifacts
+                    .names_by_device_type(role)
+                    .map_err(RunError::Config)?,
             );
         }
         Ok(Orchestrator {
@@ -418,8 +431,9 @@ impl Orchestrator {
                 gate: gate.clone(),
             })?;
             self.sync()?;
-            self.progress
-                .log(&format!("resuming after the paused {gate} gate of batch {batch}"));
+            self.progress.log(&format!(
+                "resuming after the paused {gate} gate of batch {batch}"
+            ));
         }
         self.requeue()?;
         self.emit_counts();
@@ -442,7 +456,9 @@ impl Orchestrator {
                 let ids: Vec<String> = f
                     .devices
                     .values()
-                    .filter(|d| d.batch.is_none() && matches!(d.state, DevState::Selected | DevState::OnNew))
+                    .filter(|d| {
+                        d.batch.is_none() && matches!(d.state, DevState::Selected | DevState::OnNew)
+                    })
                     .take(size)
                     .map(|d| d.snapshot.id.clone())
                     .collect();
@@ -451,7 +467,10 @@ impl Orchestrator {
             if ids.is_empty() {
                 break;
             }
-            self.record(Record::Batch { n, devices: ids.clone() })?;
+            self.record(Record::Batch {
+                n,
+                devices: ids.clone(),
+            })?;
             self.sync()?;
             self.drive_batch(n)?;
         }
@@ -499,7 +518,10 @@ impl Orchestrator {
                     _ => return None,
                 };
                 // Rolled back by the operator or excluded: leave alone.
-                if d.reason.as_deref().is_some_and(|r| r.starts_with("operator rollback")) {
+                if d.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("operator rollback"))
+                {
                     return None;
                 }
                 Some((d.snapshot.id.clone(), back_to))
@@ -530,7 +552,12 @@ impl Orchestrator {
         // A: module-install + stage 1 from old.
         let fresh = self.batch_devices(n, DevState::Selected);
         if !fresh.is_empty() {
-            self.progress.phase(n, hint, "stage 1", &format!("deploying to {} devices on old", fresh.len()));
+            self.progress.phase(
+                n,
+                hint,
+                "stage 1",
+                &format!("deploying to {} devices on old", fresh.len()),
+            );
             self.deploy(n, Side::Old, &[Role::ModuleInstall, Role::Stage1], &fresh)?;
             for d in &fresh {
                 self.set_state(&d.snapshot.id, DevState::Stage1Deployed, None, None)?;
@@ -545,7 +572,12 @@ impl Orchestrator {
         // C: preauthorize on new, only devices whose stage 1 succeeded.
         let ok = self.batch_devices(n, DevState::Stage1Ok);
         if !ok.is_empty() {
-            self.progress.phase(n, hint, "preauthorize", &format!("{} devices on new", ok.len()));
+            self.progress.phase(
+                n,
+                hint,
+                "preauthorize",
+                &format!("{} devices on new", ok.len()),
+            );
             self.preauthorize(&ok)?;
         }
         // D + E: capacity on new, then reject on old.
@@ -559,13 +591,17 @@ impl Orchestrator {
                 self.record(Record::Pause {
                     batch: n,
                     gate: "capacity".into(),
-                    reason: format!("{} devices did not fit under new's device limit", over.len()),
+                    reason: format!(
+                        "{} devices did not fit under new's device limit",
+                        over.len()
+                    ),
                 })?;
                 self.sync()?;
             }
             let pre = &pre[..allowed];
             if !pre.is_empty() {
-                self.progress.phase(n, hint, "reject on old", &format!("{} devices", pre.len()));
+                self.progress
+                    .phase(n, hint, "reject on old", &format!("{} devices", pre.len()));
                 self.reject(pre)?;
             }
         }
@@ -576,7 +612,12 @@ impl Orchestrator {
         // G: stage 2 from new.
         let on_new = self.batch_devices(n, DevState::OnNew);
         if !on_new.is_empty() {
-            self.progress.phase(n, hint, "stage 2", &format!("deploying to {} devices on new", on_new.len()));
+            self.progress.phase(
+                n,
+                hint,
+                "stage 2",
+                &format!("deploying to {} devices on new", on_new.len()),
+            );
             self.deploy(n, Side::New, &[Role::Stage2], &on_new)?;
             for d in &on_new {
                 self.set_state(&d.snapshot.id, DevState::Stage2Deployed, None, None)?;
@@ -607,7 +648,10 @@ impl Orchestrator {
                 match (gate, d.state) {
                     ("stage1", DevState::Stage1Ok) => ok += 1,
                     ("stage1", DevState::Stage1Failed) => failed += 1,
-                    ("stage1", DevState::Stage1Deployed | DevState::Selected | DevState::Straggler) => {}
+                    (
+                        "stage1",
+                        DevState::Stage1Deployed | DevState::Selected | DevState::Straggler,
+                    ) => {}
                     ("stage1", _) => beyond = true,
                     ("stage2", DevState::Done) => ok += 1,
                     ("stage2", DevState::Stage2Failed) => failed += 1,
@@ -748,7 +792,11 @@ impl Orchestrator {
                         created: now_ms(),
                     })?;
                     self.done(seq, Some(id), None)?;
-                    self.progress.log(&format!("created deployment {name} ({} devices) on {}", devices.len(), self.api(side).name()));
+                    self.progress.log(&format!(
+                        "created deployment {name} ({} devices) on {}",
+                        devices.len(),
+                        self.api(side).name()
+                    ));
                     return Ok(());
                 }
                 Err(e) if e.kind == ErrorKind::Unknown || e.is_status(409) => {
@@ -776,14 +824,31 @@ impl Orchestrator {
     /// aborted per device.
     fn stage_gate(&self, n: u32, role: Role, hint: usize) -> R<()> {
         let (side, waiting_state, ok_state, fail_state, late_state) = match role {
-            Role::Stage2 => (Side::New, DevState::Stage2Deployed, DevState::Done, DevState::Stage2Failed, DevState::Stage2Pending),
-            _ => (Side::Old, DevState::Stage1Deployed, DevState::Stage1Ok, DevState::Stage1Failed, DevState::Straggler),
+            Role::Stage2 => (
+                Side::New,
+                DevState::Stage2Deployed,
+                DevState::Done,
+                DevState::Stage2Failed,
+                DevState::Stage2Pending,
+            ),
+            _ => (
+                Side::Old,
+                DevState::Stage1Deployed,
+                DevState::Stage1Ok,
+                DevState::Stage1Failed,
+                DevState::Straggler,
+            ),
         };
         let deps: Vec<crate::journal::BatchDeployment> = self
             .fleet()
             .deployments
             .get(&n)
-            .map(|l| l.iter().filter(|d| d.stage == role.as_str()).cloned().collect())
+            .map(|l| {
+                l.iter()
+                    .filter(|d| d.stage == role.as_str())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let all_deps: Vec<crate::journal::BatchDeployment> = self
             .fleet()
@@ -812,7 +877,9 @@ impl Orchestrator {
                     Side::Old => d.snapshot.id.clone(),
                     Side::New => d.new_id.clone().unwrap_or_default(),
                 };
-                let Some(st) = statuses.get(&sid) else { continue };
+                let Some(st) = statuses.get(&sid) else {
+                    continue;
+                };
                 last_status.insert(d.snapshot.id.clone(), st.clone());
                 match stage_ok(st) {
                     Some(true) => {
@@ -823,7 +890,11 @@ impl Orchestrator {
                         self.set_state(
                             &d.snapshot.id,
                             fail_state,
-                            Some(format!("{} ended with status {st} on {}", role.as_str(), api.name())),
+                            Some(format!(
+                                "{} ended with status {st} on {}",
+                                role.as_str(),
+                                api.name()
+                            )),
                             None,
                         )?;
                         changed += 1;
@@ -847,8 +918,20 @@ impl Orchestrator {
                         Side::New => d.new_id.clone().unwrap_or_default(),
                     })
                     .collect();
-                self.progress.phase(n, hint, role.as_str(), &format!("{} devices did not finish within {}; aborting their deployments", ids.len(), format_duration(self.cfg.plan.stage_timeout)));
-                let seq = self.intent(Op::AbortDevices { server: side, devices: ids.clone() })?;
+                self.progress.phase(
+                    n,
+                    hint,
+                    role.as_str(),
+                    &format!(
+                        "{} devices did not finish within {}; aborting their deployments",
+                        ids.len(),
+                        format_duration(self.cfg.plan.stage_timeout)
+                    ),
+                );
+                let seq = self.intent(Op::AbortDevices {
+                    server: side,
+                    devices: ids.clone(),
+                })?;
                 self.parallel(&ids, |id| {
                     self.hook(OpKind::AbortDevices, false)?;
                     api.abort_device_deployments(id)?;
@@ -867,7 +950,10 @@ impl Orchestrator {
                 }
                 self.done(seq, None, None)?;
                 for dep in &all_deps {
-                    let seq = self.intent(Op::AbortDeployment { server: side, id: dep.id.clone() })?;
+                    let seq = self.intent(Op::AbortDeployment {
+                        server: side,
+                        id: dep.id.clone(),
+                    })?;
                     self.hook(OpKind::AbortDeployment, false)?;
                     api.abort_deployment(&dep.id)?;
                     self.hook(OpKind::AbortDeployment, true)?;
@@ -901,8 +987,15 @@ impl Orchestrator {
                 Ok(Preauth::Created { device_id }) => {
                     for i in 0..5u64 {
                         if let Some(dev) = self.new.device(&device_id)? {
-                            if let Some(set) = dev.auth_sets.iter().find(|a| same_key(&a.pubkey, &s.pubkey)) {
-                                return Ok(PreauthOutcome::Done { new_id: dev.id, new_aid: set.id.clone() });
+                            if let Some(set) = dev
+                                .auth_sets
+                                .iter()
+                                .find(|a| same_key(&a.pubkey, &s.pubkey))
+                            {
+                                return Ok(PreauthOutcome::Done {
+                                    new_id: dev.id,
+                                    new_aid: set.id.clone(),
+                                });
                             }
                         }
                         std::thread::sleep(Duration::from_millis(50 * (i + 1)));
@@ -910,9 +1003,16 @@ impl Orchestrator {
                     // Location did not lead to it: the next POST's 409 body will.
                 }
                 Ok(Preauth::Conflict(dev)) => {
-                    match dev.auth_sets.iter().find(|a| same_key(&a.pubkey, &s.pubkey)) {
+                    match dev
+                        .auth_sets
+                        .iter()
+                        .find(|a| same_key(&a.pubkey, &s.pubkey))
+                    {
                         Some(set) if set.status == "preauthorized" || set.status == "accepted" => {
-                            return Ok(PreauthOutcome::Done { new_id: dev.id.clone(), new_aid: set.id.clone() });
+                            return Ok(PreauthOutcome::Done {
+                                new_id: dev.id.clone(),
+                                new_aid: set.id.clone(),
+                            });
                         }
                         Some(set) => {
                             // A pending/rejected set from an earlier auth attempt of the
@@ -929,8 +1029,13 @@ impl Orchestrator {
                     }
                 }
                 Err(e) if e.kind == ErrorKind::Unknown => continue,
-                Err(e) if e.kind == ErrorKind::Status && e.status.is_some_and(|s| s == 400 || s == 422) => {
-                    return Ok(PreauthOutcome::Refused(format!("new refused the preauthorization: {e}")));
+                Err(e)
+                    if e.kind == ErrorKind::Status
+                        && e.status.is_some_and(|s| s == 400 || s == 422) =>
+                {
+                    return Ok(PreauthOutcome::Refused(format!(
+                        "new refused the preauthorization: {e}"
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -944,10 +1049,15 @@ impl Orchestrator {
     fn preauthorize(&self, devices: &[DeviceView]) -> R<()> {
         let ids: Vec<String> = devices.iter().map(|d| d.snapshot.id.clone()).collect();
         let seq = self.intent(Op::Preauth { devices: ids })?;
-        let r = self.parallel(devices, |d| {
-            match self.preauth_one(d)? {
-                PreauthOutcome::Done { new_id, new_aid } => self.set_state(&d.snapshot.id, DevState::Preauthorized, None, Some((new_id, new_aid))),
-                PreauthOutcome::Refused(reason) => self.set_state(&d.snapshot.id, DevState::Excluded, Some(reason), None),
+        let r = self.parallel(devices, |d| match self.preauth_one(d)? {
+            PreauthOutcome::Done { new_id, new_aid } => self.set_state(
+                &d.snapshot.id,
+                DevState::Preauthorized,
+                None,
+                Some((new_id, new_aid)),
+            ),
+            PreauthOutcome::Refused(reason) => {
+                self.set_state(&d.snapshot.id, DevState::Excluded, Some(reason), None)
             }
         });
         if matches!(r, Err(RunError::Killed)) {
@@ -984,7 +1094,9 @@ impl Orchestrator {
         let seq = self.intent(Op::Reject { devices: ids })?;
         let r = self.parallel(devices, |d| {
             self.hook(OpKind::Reject, false)?;
-            let r = self.old.set_auth_status(&d.snapshot.id, &d.snapshot.aid, "rejected");
+            let r = self
+                .old
+                .set_auth_status(&d.snapshot.id, &d.snapshot.aid, "rejected");
             self.hook(OpKind::Reject, true)?;
             let reason = match r {
                 Ok(()) => None,
@@ -1027,7 +1139,8 @@ impl Orchestrator {
                     .is_some_and(|dev| {
                         dev.auth_sets.iter().any(|a| {
                             a.status == "accepted"
-                                && (Some(&a.id) == d.new_aid.as_ref() || same_key(&a.pubkey, &d.snapshot.pubkey))
+                                && (Some(&a.id) == d.new_aid.as_ref()
+                                    || same_key(&a.pubkey, &d.snapshot.pubkey))
                         })
                     });
                 if appeared {
@@ -1053,7 +1166,12 @@ impl Orchestrator {
                 return Ok(());
             }
             let first_deadline = left.iter().map(|d| d.since_ms + timeout).min();
-            self.progress.phase(n, hint, "appear on new", &format!("{} devices not yet authenticated on new", left.len()));
+            self.progress.phase(
+                n,
+                hint,
+                "appear on new",
+                &format!("{} devices not yet authenticated on new", left.len()),
+            );
             self.sleep_poll(first_deadline);
         }
     }
@@ -1074,7 +1192,10 @@ impl Orchestrator {
         let r = self.parallel(&devices, |d| {
             self.hook(OpKind::Rollback, false)?;
             let mut note = String::new();
-            match self.old.set_auth_status(&d.snapshot.id, &d.snapshot.aid, "accepted") {
+            match self
+                .old
+                .set_auth_status(&d.snapshot.id, &d.snapshot.aid, "accepted")
+            {
                 Ok(()) => {}
                 Err(e) if e.is_status(404) => note.push_str("; it is gone from old"),
                 Err(e) => return Err(e.into()),
@@ -1084,7 +1205,12 @@ impl Orchestrator {
                 self.new.abort_device_deployments(nid)?;
             }
             self.hook(OpKind::Rollback, true)?;
-            self.set_state(&d.snapshot.id, DevState::RolledBack, Some(format!("{reason}{note}")), None)
+            self.set_state(
+                &d.snapshot.id,
+                DevState::RolledBack,
+                Some(format!("{reason}{note}")),
+                None,
+            )
         });
         if matches!(r, Err(RunError::Killed)) {
             return r;
@@ -1099,14 +1225,19 @@ impl Orchestrator {
     /// Uploads the artifacts a server lacks (module-install and stage 1 to old, stage 2 to
     /// new), looked up by name first.
     fn ensure_artifacts(&self) -> R<()> {
-        for (role, side) in [(Role::ModuleInstall, Side::Old), (Role::Stage1, Side::Old), (Role::Stage2, Side::New)] {
+        for (role, side) in [
+            (Role::ModuleInstall, Side::Old),
+            (Role::Stage1, Side::Old),
+            (Role::Stage2, Side::New),
+        ] {
             for a in self.artifacts.of_role(role) {
                 let api = self.api(side);
                 let present = |api: &Api| -> R<bool> {
-                    Ok(api
-                        .artifacts_by_name(&a.name)?
-                        .iter()
-                        .any(|s| s.device_types_compatible.iter().any(|t| a.device_types.contains(t))))
+                    Ok(api.artifacts_by_name(&a.name)?.iter().any(|s| {
+                        s.device_types_compatible
+                            .iter()
+                            .any(|t| a.device_types.contains(t))
+                    }))
                 };
                 if present(api)? {
                     continue;
@@ -1134,7 +1265,8 @@ impl Orchestrator {
                     }
                 }
                 self.done(seq, None, None)?;
-                self.progress.log(&format!("uploaded {} to {}", a.name, api.name()));
+                self.progress
+                    .log(&format!("uploaded {} to {}", a.name, api.name()));
             }
         }
         Ok(())
@@ -1146,17 +1278,30 @@ impl Orchestrator {
         if open.is_empty() {
             return Ok(());
         }
-        self.progress.log(&format!("reconciling {} unfinished steps from the journal", open.len()));
+        self.progress.log(&format!(
+            "reconciling {} unfinished steps from the journal",
+            open.len()
+        ));
         for (seq, op) in open {
             match &op {
                 Op::Upload { .. } => {
                     // ensure_artifacts looks every artifact up by name again.
                     self.done(seq, None, Some("reconciled by name".into()))?;
                 }
-                Op::CreateDeployment { server, batch, stage, name, .. } => {
+                Op::CreateDeployment {
+                    server,
+                    batch,
+                    stage,
+                    name,
+                    ..
+                } => {
                     if !self.known_deployment(*batch, name) {
                         let adopted = self.adopt_by_name(*batch, stage, *server, name)?;
-                        self.done(seq, None, (!adopted).then(|| "not created; will be created again".to_string()))?;
+                        self.done(
+                            seq,
+                            None,
+                            (!adopted).then(|| "not created; will be created again".to_string()),
+                        )?;
                     } else {
                         self.done(seq, None, None)?;
                     }
@@ -1215,7 +1360,9 @@ impl Orchestrator {
                         match f.devices.get(id) {
                             Some(d) => v.push(d.clone()),
                             None => {
-                                return Err(RunError::Config(format!("device {id} is not in this journal")))
+                                return Err(RunError::Config(format!(
+                                    "device {id} is not in this journal"
+                                )))
                             }
                         }
                     }
@@ -1237,17 +1384,28 @@ impl Orchestrator {
         }
         let touched: Vec<DeviceView> = targets
             .iter()
-            .filter(|d| matches!(d.state, DevState::Preauthorized | DevState::RejectedOnOld | DevState::OnNew))
+            .filter(|d| {
+                matches!(
+                    d.state,
+                    DevState::Preauthorized | DevState::RejectedOnOld | DevState::OnNew
+                )
+            })
             .cloned()
             .collect();
         self.rollback(&touched, "operator rollback")?;
         for d in targets.iter().filter(|d| {
-            matches!(d.state, DevState::Selected | DevState::Stage1Deployed | DevState::Stage1Ok)
+            matches!(
+                d.state,
+                DevState::Selected | DevState::Stage1Deployed | DevState::Stage1Ok
+            )
         }) {
             self.set_state(
                 &d.snapshot.id,
                 DevState::RolledBack,
-                Some(format!("operator rollback (was {}; nothing changed on the servers)", d.state.as_str())),
+                Some(format!(
+                    "operator rollback (was {}; nothing changed on the servers)",
+                    d.state.as_str()
+                )),
                 None,
             )?;
         }

@@ -61,7 +61,11 @@ pub struct TokenSource {
 impl TokenSource {
     /// Reads the token from `file`, else from the environment variable `env`.
     /// Errors say which flag or variable to set.
-    pub fn load(file: Option<&std::path::Path>, env: &str, flag: &str) -> Result<TokenSource, String> {
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: &str,
+        flag: &str,
+    ) -> Result<TokenSource, String> {
         if let Some(path) = file {
             let secret = read_token_file(path)?;
             return Ok(TokenSource {
@@ -89,7 +93,10 @@ impl TokenSource {
     }
 
     pub fn get(&self) -> Secret {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Re-reads a file source; true if the token changed.
