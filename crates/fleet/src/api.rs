@@ -297,7 +297,10 @@ impl Api {
                 Ok(d) if !d.id.is_empty() => Ok(Preauth::Conflict(Box::new(d))),
                 _ => {
                     let mut d = (*e.0).clone();
-                    d.message = format!("{} (409 without the existing device in the body)", d.message);
+                    d.message = format!(
+                        "{} (409 without the existing device in the body)",
+                        d.message
+                    );
                     Err(d.into())
                 }
             },
