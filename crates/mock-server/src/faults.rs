@@ -148,7 +148,7 @@ impl Faults {
                     .is_none_or(|p| crate::routes::path_matches(p, path))
                 && r.method
                     .as_deref()
-                    .map_or(true, |m| m.eq_ignore_ascii_case(method))
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         let action = rules[idx].action;
         if let Some(times) = rules[idx].times.as_mut() {
@@ -197,7 +197,10 @@ mod tests {
             faults.check(Endpoint::Auth, "/", "post"),
             Some(FaultAction::Status(503))
         );
-        assert_eq!(faults.check(Endpoint::Auth, "/", "GET"), Some(FaultAction::Drop));
+        assert_eq!(
+            faults.check(Endpoint::Auth, "/", "GET"),
+            Some(FaultAction::Drop)
+        );
         assert_eq!(
             faults.check(Endpoint::Auth, "/", "POST"),
             Some(FaultAction::Status(503))
@@ -226,7 +229,14 @@ mod tests {
             times: None,
         });
         let status = "/api/management/v2/devauth/devices/d/auth/a/status";
-        assert_eq!(faults.check(Endpoint::Management, "/api/management/v2/devauth/devices", "PUT"), None);
+        assert_eq!(
+            faults.check(
+                Endpoint::Management,
+                "/api/management/v2/devauth/devices",
+                "PUT"
+            ),
+            None
+        );
         assert_eq!(faults.check(Endpoint::Management, status, "GET"), None);
         assert_eq!(
             faults.check(Endpoint::Management, status, "PUT"),

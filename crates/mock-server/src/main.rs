@@ -134,12 +134,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create state dir: {e}", dir.display()))?;
     }
-    let token = secret(cli.management_token_file.as_deref(), TOKEN_ENV, "management token")?
-        .ok_or_else(|| {
-            Usage(format!(
-                "no management token: pass --management-token-file FILE or set {TOKEN_ENV}"
-            ))
-        })?;
+    let token = secret(
+        cli.management_token_file.as_deref(),
+        TOKEN_ENV,
+        "management token",
+    )?
+    .ok_or_else(|| {
+        Usage(format!(
+            "no management token: pass --management-token-file FILE or set {TOKEN_ENV}"
+        ))
+    })?;
     let users = match (&cli.users_file, std::env::var(USERS_ENV)) {
         (Some(path), _) => parse_users(
             &std::fs::read_to_string(path)

@@ -223,8 +223,7 @@ impl MgmtAuth {
         if count >= PAT_LIMIT {
             return Err(PatError::TooMany);
         }
-        let expires =
-            (expires_in > 0).then(|| SystemTime::now() + Duration::from_secs(expires_in));
+        let expires = (expires_in > 0).then(|| SystemTime::now() + Duration::from_secs(expires_in));
         let id = crate::state::new_id();
         let token = new_jwt(&user, &id, expires);
         inner.issued.insert(
@@ -286,7 +285,6 @@ impl MgmtAuth {
     pub(crate) fn set_configured_expired(&self, expired: bool) {
         self.lock().configured_expired = expired;
     }
-
 }
 
 #[cfg(test)]

@@ -18,7 +18,13 @@ fn server_with_user() -> MockServer {
     MockServer::start(config).unwrap()
 }
 
-fn call(server: &MockServer, method: &str, path: &str, auth: Option<&str>, body: Option<&str>) -> Reply {
+fn call(
+    server: &MockServer,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> Reply {
     let mut headers = vec![("Content-Type", "application/json")];
     if let Some(a) = auth {
         headers.push(("Authorization", a));
@@ -54,37 +60,121 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
         assert_eq!(r.status, 401, "{path}");
         assert!(r.json()["request_id"].is_string());
     }
-    assert_eq!(call(&server, "POST", LOGIN, Some(&basic("ops@example.com", "bad")), None).status, 401);
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            LOGIN,
+            Some(&basic("ops@example.com", "bad")),
+            None
+        )
+        .status,
+        401
+    );
     assert_eq!(call(&server, "POST", LOGIN, None, None).status, 401);
     // The e-mail is compared lower-cased, as useradm does.
-    let r = call(&server, "POST", LOGIN, Some(&basic("OPS@example.com", "pw:1")), None);
+    let r = call(
+        &server,
+        "POST",
+        LOGIN,
+        Some(&basic("OPS@example.com", "pw:1")),
+        None,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.content_type.as_deref(), Some("application/jwt"));
     let jwt = r.text();
     assert_eq!(jwt.split('.').count(), 3, "{jwt}");
     let bearer = format!("Bearer {jwt}");
-    assert_eq!(call(&server, "GET", DEVICES, Some(&bearer), None).status, 200);
-    let me = call(&server, "GET", "/api/management/v1/useradm/users/me", Some(&bearer), None);
+    assert_eq!(
+        call(&server, "GET", DEVICES, Some(&bearer), None).status,
+        200
+    );
+    let me = call(
+        &server,
+        "GET",
+        "/api/management/v1/useradm/users/me",
+        Some(&bearer),
+        None,
+    );
     assert_eq!(me.json()["email"], "Ops@Example.com");
     // A login token is no admin token.
-    assert_eq!(call(&server, "GET", "/admin/faults", Some(&bearer), None).status, 401);
+    assert_eq!(
+        call(&server, "GET", "/admin/faults", Some(&bearer), None).status,
+        401
+    );
     // Logout revokes it.
-    assert_eq!(call(&server, "POST", "/api/management/v1/useradm/auth/logout", Some(&bearer), None).status, 202);
-    assert_eq!(call(&server, "GET", DEVICES, Some(&bearer), None).status, 401);
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            "/api/management/v1/useradm/auth/logout",
+            Some(&bearer),
+            None
+        )
+        .status,
+        202
+    );
+    assert_eq!(
+        call(&server, "GET", DEVICES, Some(&bearer), None).status,
+        401
+    );
 }
 
 #[test]
 fn personal_access_tokens() {
     let server = server_with_user();
-    let jwt = call(&server, "POST", LOGIN, Some(&basic("ops@example.com", "pw:1")), None).text();
+    let jwt = call(
+        &server,
+        "POST",
+        LOGIN,
+        Some(&basic("ops@example.com", "pw:1")),
+        None,
+    )
+    .text();
     let bearer = format!("Bearer {jwt}");
-    let r = call(&server, "POST", TOKENS, Some(&bearer), Some(r#"{"name":"orchestrator","expires_in":3600}"#));
+    let r = call(
+        &server,
+        "POST",
+        TOKENS,
+        Some(&bearer),
+        Some(r#"{"name":"orchestrator","expires_in":3600}"#),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let pat = r.text();
-    assert_eq!(call(&server, "GET", DEVICES, Some(&format!("Bearer {pat}")), None).status, 200);
+    assert_eq!(
+        call(
+            &server,
+            "GET",
+            DEVICES,
+            Some(&format!("Bearer {pat}")),
+            None
+        )
+        .status,
+        200
+    );
     // Same name: 409; too long: 400.
-    assert_eq!(call(&server, "POST", TOKENS, Some(&bearer), Some(r#"{"name":"orchestrator"}"#)).status, 409);
-    assert_eq!(call(&server, "POST", TOKENS, Some(&bearer), Some(r#"{"name":"x","expires_in":31536001}"#)).status, 400);
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            TOKENS,
+            Some(&bearer),
+            Some(r#"{"name":"orchestrator"}"#)
+        )
+        .status,
+        409
+    );
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            TOKENS,
+            Some(&bearer),
+            Some(r#"{"name":"x","expires_in":31536001}"#)
+        )
+        .status,
+        400
+    );
     // Listed without the value.
     let list = call(&server, "GET", TOKENS, Some(&bearer), None).json();
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -93,38 +183,104 @@ fn personal_access_tokens() {
     // Ten per user, then 422.
     for i in 0..9 {
         let body = json!({"name": format!("t{i}")}).to_string();
-        assert_eq!(call(&server, "POST", TOKENS, Some(&bearer), Some(&body)).status, 200);
+        assert_eq!(
+            call(&server, "POST", TOKENS, Some(&bearer), Some(&body)).status,
+            200
+        );
     }
-    assert_eq!(call(&server, "POST", TOKENS, Some(&bearer), Some(r#"{"name":"eleventh"}"#)).status, 422);
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            TOKENS,
+            Some(&bearer),
+            Some(r#"{"name":"eleventh"}"#)
+        )
+        .status,
+        422
+    );
     // Revoked: 204, then the PAT is refused.
     let id = list[0]["id"].as_str().unwrap();
-    assert_eq!(call(&server, "DELETE", &format!("{TOKENS}/{id}"), Some(&bearer), None).status, 204);
-    assert_eq!(call(&server, "GET", DEVICES, Some(&format!("Bearer {pat}")), None).status, 401);
+    assert_eq!(
+        call(
+            &server,
+            "DELETE",
+            &format!("{TOKENS}/{id}"),
+            Some(&bearer),
+            None
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        call(
+            &server,
+            "GET",
+            DEVICES,
+            Some(&format!("Bearer {pat}")),
+            None
+        )
+        .status,
+        401
+    );
     // The configured token may create PATs too.
     let conf = format!("Bearer {TOKEN}");
-    assert_eq!(call(&server, "POST", TOKENS, Some(&conf), Some(r#"{"name":"ci"}"#)).status, 200);
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            TOKENS,
+            Some(&conf),
+            Some(r#"{"name":"ci"}"#)
+        )
+        .status,
+        200
+    );
 }
 
 #[test]
 fn tokens_expire_mid_run_through_admin() {
     let server = server_with_user();
     let conf = format!("Bearer {TOKEN}");
-    let pat = call(&server, "POST", TOKENS, Some(&conf), Some(r#"{"name":"ci"}"#)).text();
+    let pat = call(
+        &server,
+        "POST",
+        TOKENS,
+        Some(&conf),
+        Some(r#"{"name":"ci"}"#),
+    )
+    .text();
     let pat = format!("Bearer {pat}");
     assert_eq!(call(&server, "GET", DEVICES, Some(&pat), None).status, 200);
-    assert_eq!(call(&server, "POST", "/admin/expire-tokens", Some(&conf), None).status, 204);
+    assert_eq!(
+        call(&server, "POST", "/admin/expire-tokens", Some(&conf), None).status,
+        204
+    );
     let r = call(&server, "GET", DEVICES, Some(&pat), None);
     assert_eq!(r.status, 401);
     assert!(r.json()["error"].as_str().unwrap().contains("expired"));
     // Only issued tokens by default; with "configured" the configured token too, except on /admin.
     assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 200);
     assert_eq!(
-        call(&server, "POST", "/admin/expire-tokens", Some(&conf), Some(r#"{"configured":true}"#)).status,
+        call(
+            &server,
+            "POST",
+            "/admin/expire-tokens",
+            Some(&conf),
+            Some(r#"{"configured":true}"#)
+        )
+        .status,
         204
     );
     assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 401);
-    assert_eq!(call(&server, "GET", "/admin/faults", Some(&conf), None).status, 200);
-    assert_eq!(call(&server, "DELETE", "/admin/expire-tokens", Some(&conf), None).status, 204);
+    assert_eq!(
+        call(&server, "GET", "/admin/faults", Some(&conf), None).status,
+        200
+    );
+    assert_eq!(
+        call(&server, "DELETE", "/admin/expire-tokens", Some(&conf), None).status,
+        204
+    );
     assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 200);
     // The same through the in-process API.
     server.expire_management_tokens(true);
@@ -144,13 +300,36 @@ fn short_jwt_lifetime_expires_by_itself() {
     let server = MockServer::start(config).unwrap();
     let jwt = call(&server, "POST", LOGIN, Some(&basic("a@b.c", "p")), None).text();
     let bearer = format!("Bearer {jwt}");
-    assert_eq!(call(&server, "GET", DEVICES, Some(&bearer), None).status, 200);
+    assert_eq!(
+        call(&server, "GET", DEVICES, Some(&bearer), None).status,
+        200
+    );
     std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(call(&server, "GET", DEVICES, Some(&bearer), None).status, 401);
+    assert_eq!(
+        call(&server, "GET", DEVICES, Some(&bearer), None).status,
+        401
+    );
     // no_expiry gives a token without an expiry.
-    let jwt = call(&server, "POST", LOGIN, Some(&basic("a@b.c", "p")), Some(r#"{"no_expiry":true}"#)).text();
+    let jwt = call(
+        &server,
+        "POST",
+        LOGIN,
+        Some(&basic("a@b.c", "p")),
+        Some(r#"{"no_expiry":true}"#),
+    )
+    .text();
     std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(call(&server, "GET", DEVICES, Some(&format!("Bearer {jwt}")), None).status, 200);
+    assert_eq!(
+        call(
+            &server,
+            "GET",
+            DEVICES,
+            Some(&format!("Bearer {jwt}")),
+            None
+        )
+        .status,
+        200
+    );
 }
 
 #[test]

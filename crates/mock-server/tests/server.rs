@@ -155,7 +155,11 @@ fn cli_prints_url_and_stops_on_sigterm() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "cli-token\n").unwrap();
     let users_file = dir.path().join("users");
-    std::fs::write(&users_file, "# login users\nOps@Example.com:s3cret:with-colon\n").unwrap();
+    std::fs::write(
+        &users_file,
+        "# login users\nOps@Example.com:s3cret:with-colon\n",
+    )
+    .unwrap();
     let mut child = binary()
         .env_remove("MOCK_MENDER_MANAGEMENT_TOKEN")
         .args(["--listen", "127.0.0.1:0", "--tls", "--name", "cli"])

@@ -12,9 +12,8 @@ use serde_json::Value;
 
 use super::parse_json;
 use crate::error::{ApiError, ApiResult};
-use crate::shared::Shared;
 use crate::faults::FaultRule;
-
+use crate::shared::Shared;
 
 pub(super) async fn faults_get(State(shared): State<Arc<Shared>>) -> ApiResult {
     Ok(Json(shared.faults.list()).into_response())
@@ -76,7 +75,6 @@ pub(super) async fn admin_down(State(shared): State<Arc<Shared>>, body: Bytes) -
 pub(super) async fn admin_requests(State(shared): State<Arc<Shared>>) -> ApiResult {
     Ok(Json(shared.reqlog.snapshot()).into_response())
 }
-
 
 #[derive(Deserialize, Default)]
 pub(super) struct ExpireBody {

@@ -40,7 +40,10 @@ pub(super) async fn artifacts_list(State(shared): State<Arc<Shared>>) -> ApiResu
     Ok(Json(list).into_response())
 }
 
-pub(super) async fn artifact_get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn artifact_get(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
     shared
         .read(|s| s.artifacts.get(&id).map(artifact_view))
         .map(|v| Json(v).into_response())
@@ -49,7 +52,10 @@ pub(super) async fn artifact_get(State(shared): State<Arc<Shared>>, Path(id): Pa
 
 /// Streams the `artifact` part to a temp file in the artifact dir, indexes it with the
 /// project's artifact reader, and keeps it under `<id>.mender`.
-pub(super) async fn artifact_upload(State(shared): State<Arc<Shared>>, mut multipart: Multipart) -> ApiResult {
+pub(super) async fn artifact_upload(
+    State(shared): State<Arc<Shared>>,
+    mut multipart: Multipart,
+) -> ApiResult {
     let mut description = String::new();
     let mut stored: Option<(tempfile::TempPath, u64, String)> = None;
     while let Some(mut field) = multipart
@@ -59,8 +65,8 @@ pub(super) async fn artifact_upload(State(shared): State<Arc<Shared>>, mut multi
     {
         match field.name().unwrap_or("") {
             "artifact" => {
-                let tmp =
-                    tempfile::NamedTempFile::new_in(&shared.artifacts_dir).map_err(ApiError::internal)?;
+                let tmp = tempfile::NamedTempFile::new_in(&shared.artifacts_dir)
+                    .map_err(ApiError::internal)?;
                 let (std_file, tmp_path) = tmp.into_parts();
                 let mut file = tokio::fs::File::from_std(std_file);
                 let mut hasher = sha2::Sha256::new();
@@ -221,7 +227,10 @@ pub(super) async fn deployments_list(State(shared): State<Arc<Shared>>) -> ApiRe
     Ok(Json(list).into_response())
 }
 
-pub(super) async fn deployment_get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn deployment_get(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
     shared
         .read(|s| s.deployments.get(&id).map(|d| deployment_view(s, d)))
         .map(|v| Json(v).into_response())
@@ -311,4 +320,3 @@ pub(super) async fn deployment_device_log(
     }
     Ok(([(header::CONTENT_TYPE, "text/plain")], text).into_response())
 }
-

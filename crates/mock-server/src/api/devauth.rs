@@ -17,7 +17,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::shared::Shared;
 use crate::state::{AuthStatus, Device};
 
-
 fn device_view(d: &Device) -> Value {
     json!({
         "id": d.id,
@@ -58,8 +57,8 @@ pub(super) async fn devices_list(
     let list: Vec<Value> = shared.read(|s| {
         s.devices
             .values()
-            .filter(|d| status.map_or(true, |st| d.status == st))
-            .filter(|d| q.id.as_deref().map_or(true, |id| d.id == id))
+            .filter(|d| status.is_none_or(|st| d.status == st))
+            .filter(|d| q.id.as_deref().is_none_or(|id| d.id == id))
             .skip((page - 1) * per_page)
             .take(per_page)
             .map(device_view)
@@ -76,13 +75,16 @@ pub(super) async fn devices_count(
     let count = shared.read(|s| {
         s.devices
             .values()
-            .filter(|d| status.map_or(true, |st| d.status == st))
+            .filter(|d| status.is_none_or(|st| d.status == st))
             .count()
     });
     Ok(Json(json!({ "count": count })).into_response())
 }
 
-pub(super) async fn device_get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn device_get(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
     shared
         .read(|s| s.devices.get(&id).map(device_view))
         .map(|v| Json(v).into_response())
@@ -147,7 +149,10 @@ pub(super) async fn auth_status_get(
         .ok_or_else(|| ApiError::not_found("auth set not found"))
 }
 
-pub(super) async fn decommission(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn decommission(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
     shared.write(|s| s.decommission(&id))??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -159,4 +164,3 @@ pub(super) async fn auth_set_delete(
     shared.write(|s| s.delete_auth_set(&id, &aid))??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
-

@@ -14,12 +14,11 @@ use serde_json::{json, Value};
 
 use super::{parse_json, DeviceAuth};
 use crate::error::{error_response, ApiError, ApiResult};
-use crate::shared::Shared;
 use crate::layers::DeviceIdExt;
-use tokio::io::AsyncSeekExt as _;
 use crate::routes::DOWNLOAD_PREFIX;
+use crate::shared::Shared;
 use crate::state::{now_rfc3339, AuthOutcome};
-
+use tokio::io::AsyncSeekExt as _;
 
 #[derive(Deserialize)]
 struct AuthRequestBody {
@@ -357,7 +356,6 @@ pub(super) async fn download(
     Ok(response)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::parse_range;
@@ -375,4 +373,3 @@ mod tests {
         assert_eq!(parse_range(Some("items=0-1"), 10), Ok(None));
     }
 }
-

@@ -35,10 +35,12 @@ pub(super) async fn inventory_list(State(shared): State<Arc<Shared>>) -> ApiResu
     Ok(Json(list).into_response())
 }
 
-pub(super) async fn inventory_get(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn inventory_get(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
     shared
         .read(|s| s.devices.get(&id).map(inventory_view))
         .map(|v| Json(v).into_response())
         .ok_or_else(|| ApiError::not_found("device not found"))
 }
-
