@@ -163,6 +163,13 @@ pub fn run(args: &Args) -> Result<()> {
                 "warnings",
             ]),
     )?;
+    // A representative fuzz run (30 s per target); long runs are `cargo xtask fuzz --runs N`.
+    step(
+        "fuzz: every target for 30 s (cargo xtask fuzz)",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["xtask", "fuzz", "--seconds", "30"]),
+    )?;
     step(
         "oelint-adv on meta-migration/ and recipes/",
         Command::new("bash")
