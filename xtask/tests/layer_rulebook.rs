@@ -179,6 +179,9 @@ fn repo_cases() -> Vec<Case> {
     cases
 }
 
+/// name, main file, fallback file.
+type ConfigCase = (&'static str, &'static [u8], Option<&'static [u8]>);
+
 fn inline_cases() -> Vec<Case> {
     let old_conf = br#"{"ServerURL": "https://old.example.com", "TenantToken": "t"}"#.to_vec();
     let mut cases = Vec::new();
@@ -218,7 +221,7 @@ fn inline_cases() -> Vec<Case> {
             new: "https://new.example.com".into(),
         });
     }
-    let configs: [(&str, &[u8], Option<&[u8]>); 5] = [
+    let configs: [ConfigCase; 5] = [
         (
             "upper-case host in the config",
             br#"{"ServerURL": "https://OLD.Example.com/"}"#,
