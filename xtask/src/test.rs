@@ -57,14 +57,17 @@ fn readme_main_command(root: &std::path::Path) -> Result<String> {
         .context("README.md has no `cargo xtask artifacts ...` main command")
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut qemu = true;
-    for arg in args {
-        match arg.as_str() {
-            "--no-qemu" => qemu = false,
-            other => bail!("unknown argument {other:?} (usage: cargo xtask test [--no-qemu])"),
-        }
-    }
+/// Run all tests: the README's main command, cargo fmt, cargo test (host and device
+/// workspaces, the device one also with its MSRV), oelint, then the QEMU scenarios.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Skip the QEMU end-to-end scenarios.
+    #[arg(long)]
+    no_qemu: bool,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let qemu = !args.no_qemu;
     let root = crate::project_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let missing = missing_tools();

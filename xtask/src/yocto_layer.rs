@@ -2,15 +2,13 @@
 //! stage configs, rendered from a captured mender.conf by `menderconf`, baked in.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use mender_migrate::MigrationInputs;
 use migration_generators::layer::{self, BakedLayer};
 use std::path::PathBuf;
 
 /// Write a meta-migration layer instance with the captured, transformed configs baked in.
-#[derive(Parser, Debug)]
-#[command(name = "cargo xtask yocto-layer")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     #[command(flatten)]
     inputs: MigrationInputs,
     /// Device type(s) of the fleet (repeat, or several values); other MENDER_DEVICE_TYPEs stop the build.
@@ -27,13 +25,7 @@ struct Args {
     force: bool,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let args = match Args::try_parse_from(
-        std::iter::once("yocto-layer".to_string()).chain(args.iter().cloned()),
-    ) {
-        Ok(args) => args,
-        Err(e) => return crate::args_error(e),
-    };
+pub fn run(args: &Args) -> Result<()> {
     if args.name.is_empty() || args.name.contains(['/', '\\']) || args.name.starts_with('.') {
         bail!("--name `{}` must be a plain directory name", args.name);
     }
