@@ -34,7 +34,11 @@ pub(crate) struct Gate<'a> {
 fn list(servers: &[ServerUrl]) -> String {
     format!(
         "[{}]",
-        servers.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        servers
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -161,12 +165,19 @@ impl Gate<'_> {
                         list(&servers),
                         self.new
                     ));
+                } else if !servers.contains(self.new) && servers.contains(self.old) {
+                    reasons.push(format!(
+                        "the release points devices back to the old server {}: {origin} names {} without the new server {}",
+                        self.old,
+                        list(&servers),
+                        self.new
+                    ));
                 } else if !servers.contains(self.new) {
                     reasons.push(format!(
-                        "the release drops the new server {}: {origin} names {} (devices would go back to {} or to no migration server)",
-                        self.new,
+                        "the release points devices away from the migration: {origin} names {}, neither {} nor {}",
                         list(&servers),
-                        if servers.contains(self.old) { self.old.as_str() } else { "another server" }
+                        self.old,
+                        self.new
                     ));
                 } else if self.stage == Stage::NewOnly {
                     reasons.push(format!(

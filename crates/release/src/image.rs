@@ -19,7 +19,10 @@ pub(crate) enum MainConfig {
     },
     /// The path (or `/etc/mender`) is a symlink: the real file is elsewhere, usually on the data
     /// partition, which a rootfs update does not replace.
-    Symlink { link: String, target: String },
+    Symlink {
+        link: String,
+        target: String,
+    },
     /// Something other than a regular file (a directory, a device...).
     NotAFile(String),
 }
@@ -91,7 +94,9 @@ pub(crate) fn write_main_config(
         .map_err(|e| format!("writing the new config to a temp file: {e}"))?;
     let src_path = src.path().to_str().ok_or("temp path is not UTF-8")?;
     if src_path.contains(char::is_whitespace) || src_path.contains('"') {
-        return Err(format!("temp path '{src_path}' cannot be passed to debugfs"));
+        return Err(format!(
+            "temp path '{src_path}' cannot be passed to debugfs"
+        ));
     }
     let existed = matches!(read_main_config(image)?, MainConfig::File { .. });
     let mut script = String::from("cd /etc/mender\n");
@@ -99,8 +104,13 @@ pub(crate) fn write_main_config(
         script.push_str("rm mender.conf\n");
     }
     script.push_str(&format!("write {src_path} mender.conf\n"));
-    script.push_str(&format!("sif mender.conf mode 0{:o}\n", 0o100000 | (mode & 0o7777)));
-    script.push_str(&format!("sif mender.conf uid {uid}\nsif mender.conf gid {gid}\n"));
+    script.push_str(&format!(
+        "sif mender.conf mode 0{:o}\n",
+        0o100000 | (mode & 0o7777)
+    ));
+    script.push_str(&format!(
+        "sif mender.conf uid {uid}\nsif mender.conf gid {gid}\n"
+    ));
     let mut script_file = tempfile::Builder::new()
         .prefix(".debugfs-")
         .tempfile_in(dir)

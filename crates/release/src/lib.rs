@@ -54,8 +54,12 @@ pub fn check_release<R: Read>(
     label: &str,
     opts: &GateOptions,
 ) -> Result<Verdict, ReleaseError> {
-    let (info, extracted) =
-        read::read_artifact(input, label, opts.verify_key.as_ref(), &std::env::temp_dir())?;
+    let (info, extracted) = read::read_artifact(
+        input,
+        label,
+        opts.verify_key.as_ref(),
+        &std::env::temp_dir(),
+    )?;
     if opts.verify_key.is_some() && info.signature != menderartifact::SignatureStatus::Valid {
         return Err(ReleaseError::Unsupported(format!(
             "{label}: signature {:?} with the given key: devices that verify signatures would refuse it",
@@ -125,7 +129,10 @@ fn judge_module(gate: &Gate, label: &str, payload_type: &str, extracted: &Extrac
             return (
                 false,
                 None,
-                vec![format!("{label}: a {payload_type} artifact without {}", menderconf::PLAN_FILE_NAME)],
+                vec![format!(
+                    "{label}: a {payload_type} artifact without {}",
+                    menderconf::PLAN_FILE_NAME
+                )],
                 Vec::new(),
             );
         };
@@ -157,7 +164,8 @@ fn judge_module(gate: &Gate, label: &str, payload_type: &str, extracted: &Extrac
         };
     }
     if payload_type == "single-file" {
-        let text = |n| memory_file(extracted, n).map(|b| String::from_utf8_lossy(b).trim().to_string());
+        let text =
+            |n| memory_file(extracted, n).map(|b| String::from_utf8_lossy(b).trim().to_string());
         if let (Some(dir), Some(name)) = (text("dest_dir"), text("filename")) {
             let dest = format!("{}/{}", dir.trim_end_matches('/'), name);
             if dest == MAIN_CONFIG_PATH || dest == menderconf::FALLBACK_CONFIG_PATH {

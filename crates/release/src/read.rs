@@ -10,7 +10,7 @@ use crate::ReleaseError;
 use menderartifact::{ArtifactInfo, VerifyKey};
 use serde_json::Value;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 /// Chunk size of the tee and of the spool writes.
@@ -87,7 +87,12 @@ pub(crate) struct Extracted {
 impl Extracted {
     /// The payload type as header-info states it (`""` legacy rootfs reads as rootfs-image).
     fn payload_type(&self) -> Option<String> {
-        let t = self.header_info.as_ref()?.get("payloads")?.get(0)?.get("type")?;
+        let t = self
+            .header_info
+            .as_ref()?
+            .get("payloads")?
+            .get(0)?
+            .get("type")?;
         Some(match t.as_str() {
             Some("") => "rootfs-image".into(),
             Some(s) => s.into(),
@@ -107,10 +112,16 @@ pub(crate) fn read_artifact<R: Read>(
     let (tx, rx) = sync_channel::<Vec<u8>>(16);
     let dir = spool_dir.to_path_buf();
     let worker = std::thread::spawn(move || extract(ChannelReader::new(rx), &dir));
-    let info = menderartifact::read_report(Tee { inner: input, tx: Some(tx) }, key);
-    let extracted = worker
-        .join()
-        .map_err(|_| ReleaseError::Unsupported(format!("{label}: the extraction thread panicked")))?;
+    let info = menderartifact::read_report(
+        Tee {
+            inner: input,
+            tx: Some(tx),
+        },
+        key,
+    );
+    let extracted = worker.join().map_err(|_| {
+        ReleaseError::Unsupported(format!("{label}: the extraction thread panicked"))
+    })?;
     let info = info.map_err(|source| ReleaseError::Artifact {
         path: label.to_string(),
         source,
@@ -200,7 +211,7 @@ fn fmt_err(what: &str) -> impl Fn(io::Error) -> ExtractError + '_ {
     move |e| ExtractError::Format(format!("{what}: {e}"))
 }
 
-fn extract<R: Read>(r: R, spool_dir: &PathBuf) -> Result<Extracted, ExtractError> {
+fn extract<R: Read>(r: R, spool_dir: &Path) -> Result<Extracted, ExtractError> {
     let mut out = Extracted::default();
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(fmt_err("outer tar"))? {
@@ -212,7 +223,9 @@ fn extract<R: Read>(r: R, spool_dir: &PathBuf) -> Result<Extracted, ExtractError
         } else if name.starts_with("data/") {
             let comp = MemberCompression::from_suffix(&name, "data/0000.tar")?;
             if out.data_compression.is_some() {
-                return Err(format!("second data member '{name}': only one payload is supported").into());
+                return Err(
+                    format!("second data member '{name}': only one payload is supported").into(),
+                );
             }
             out.data_compression = Some(comp);
             let rootfs = out.payload_type().as_deref() == Some("rootfs-image");
@@ -299,7 +312,11 @@ fn read_data<R: Read>(
 }
 
 /// Copies `size` bytes into `file`, leaving aligned all-zero runs as holes.
-fn spool_sparse<R: Read>(r: &mut R, file: &mut std::fs::File, size: u64) -> Result<(), ExtractError> {
+fn spool_sparse<R: Read>(
+    r: &mut R,
+    file: &mut std::fs::File,
+    size: u64,
+) -> Result<(), ExtractError> {
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     let mut w = io::BufWriter::with_capacity(CHUNK, file);
@@ -319,7 +336,8 @@ fn spool_sparse<R: Read>(r: &mut R, file: &mut std::fs::File, size: u64) -> Resu
         }
         for piece in buf[..filled].chunks(HOLE) {
             if piece.len() == HOLE && piece.iter().all(|&b| b == 0) {
-                w.seek(SeekFrom::Current(HOLE as i64)).map_err(ExtractError::Io)?;
+                w.seek(SeekFrom::Current(HOLE as i64))
+                    .map_err(ExtractError::Io)?;
             } else {
                 w.write_all(piece).map_err(ExtractError::Io)?;
             }
@@ -329,7 +347,9 @@ fn spool_sparse<R: Read>(r: &mut R, file: &mut std::fs::File, size: u64) -> Resu
     if done != size {
         return Err(format!("payload ended after {done} of {size} bytes").into());
     }
-    let file = w.into_inner().map_err(|e| ExtractError::Io(e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| ExtractError::Io(e.into_error()))?;
     file.set_len(size).map_err(ExtractError::Io)?;
     Ok(())
 }

@@ -9,8 +9,7 @@ use crate::read::{self, Content, MemberCompression};
 use crate::ReleaseError;
 use menderartifact::{ArtifactSpec, Compression, Payload, PayloadFile, SigningKey};
 use menderconf::{
-    plan_migration, ConfigFile, ConfigSet, ServerUrl, Stage, FALLBACK_CONFIG_PATH,
-    MAIN_CONFIG_PATH,
+    plan_migration, ConfigFile, ConfigSet, ServerUrl, Stage, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -95,7 +94,9 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
         }
     };
     let Content::Spooled(spool) = &file.content else {
-        return Err(ReleaseError::Unsupported(format!("{label}: the image was not extracted")));
+        return Err(ReleaseError::Unsupported(format!(
+            "{label}: the image was not extracted"
+        )));
     };
     let image_err = |detail| ReleaseError::Image {
         artifact: label.clone(),
@@ -121,7 +122,9 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
     };
     if let Ok(f) = &image_config {
         if !has_server_key(f) {
-            return Err(on_data(format!("{MAIN_CONFIG_PATH} in the image sets neither ServerURL nor Servers")));
+            return Err(on_data(format!(
+                "{MAIN_CONFIG_PATH} in the image sets neither ServerURL nor Servers"
+            )));
         }
     }
     let current = match (override_config, image_config) {
@@ -155,9 +158,13 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
         let plan = plan_migration(captured, &opts.new_server, Some(&opts.old_server))?;
         let set = plan.stage_files(opts.stage);
         if set.fallback.is_some() {
-            return Err(on_data("the stage would have to write the fallback file".into()));
+            return Err(on_data(
+                "the stage would have to write the fallback file".into(),
+            ));
         }
-        set.main.clone().expect("a stage of a main config keeps the main file")
+        set.main
+            .clone()
+            .expect("a stage of a main config keeps the main file")
     };
     let new_bytes = staged.to_bytes();
     image::write_main_config(spool.path(), &new_bytes, mode, uid, gid).map_err(image_err)?;
@@ -176,10 +183,20 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
     if out_path.exists() && !opts.force {
         return Err(ReleaseError::Exists(out_path));
     }
-    let spec = rewrite_spec(&label, &extracted, &name, &previous_name, file, spool.path(), opts)?;
-    menderartifact::write_artifact_to_path(spec, &out_path).map_err(|source| ReleaseError::Write {
-        path: out_path.clone(),
-        source,
+    let spec = rewrite_spec(
+        &label,
+        &extracted,
+        &name,
+        &previous_name,
+        file,
+        spool.path(),
+        opts,
+    )?;
+    menderartifact::write_artifact_to_path(spec, &out_path).map_err(|source| {
+        ReleaseError::Write {
+            path: out_path.clone(),
+            source,
+        }
     })?;
     Ok(StagedRootfs {
         path: out_path,
@@ -204,11 +221,17 @@ fn strings(v: Option<&Value>, what: &str, label: &str) -> Result<Vec<String>, Re
                 })
             })
             .collect(),
-        Some(_) => Err(ReleaseError::Unsupported(format!("{label}: {what} is not a list"))),
+        Some(_) => Err(ReleaseError::Unsupported(format!(
+            "{label}: {what} is not a list"
+        ))),
     }
 }
 
-fn string_map(v: Option<&Value>, what: &str, label: &str) -> Result<BTreeMap<String, String>, ReleaseError> {
+fn string_map(
+    v: Option<&Value>,
+    what: &str,
+    label: &str,
+) -> Result<BTreeMap<String, String>, ReleaseError> {
     match v {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(m)) => m
@@ -241,22 +264,34 @@ fn rewrite_spec(
     let ti = extracted.type_info.as_ref().unwrap_or(&empty);
     let provides_hi = hi.get("artifact_provides");
     let depends_hi = hi.get("artifact_depends");
-    let reader = std::fs::File::open(image)
-        .map_err(|e| ReleaseError::io(format!("reopening the edited image {}", image.display()), e))?;
-    let payload = PayloadFile::from_reader(file.name.clone(), Box::new(reader), file.size, file.mode);
+    let reader = std::fs::File::open(image).map_err(|e| {
+        ReleaseError::io(format!("reopening the edited image {}", image.display()), e)
+    })?;
+    let payload =
+        PayloadFile::from_reader(file.name.clone(), Box::new(reader), file.size, file.mode);
     let mut spec = ArtifactSpec::new(
         name,
-        strings(depends_hi.and_then(|d| d.get("device_type")), "artifact_depends.device_type", label)?,
+        strings(
+            depends_hi.and_then(|d| d.get("device_type")),
+            "artifact_depends.device_type",
+            label,
+        )?,
         Payload::RootfsImage { file: payload },
     );
     spec.group = provides_hi
         .and_then(|p| p.get("artifact_group"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    spec.depends_artifact_names =
-        strings(depends_hi.and_then(|d| d.get("artifact_name")), "artifact_depends.artifact_name", label)?;
-    spec.depends_groups =
-        strings(depends_hi.and_then(|d| d.get("artifact_group")), "artifact_depends.artifact_group", label)?;
+    spec.depends_artifact_names = strings(
+        depends_hi.and_then(|d| d.get("artifact_name")),
+        "artifact_depends.artifact_name",
+        label,
+    )?;
+    spec.depends_groups = strings(
+        depends_hi.and_then(|d| d.get("artifact_group")),
+        "artifact_depends.artifact_group",
+        label,
+    )?;
     let mut provides = string_map(ti.get("artifact_provides"), "type-info provides", label)?;
     let had_checksum = provides.remove("rootfs-image.checksum").is_some();
     if provides.contains_key("rootfs_image_checksum") {
@@ -271,7 +306,11 @@ fn rewrite_spec(
     }
     spec.provides = provides;
     spec.depends = string_map(ti.get("artifact_depends"), "type-info depends", label)?;
-    spec.clears_provides = strings(ti.get("clears_artifact_provides"), "clears_artifact_provides", label)?;
+    spec.clears_provides = strings(
+        ti.get("clears_artifact_provides"),
+        "clears_artifact_provides",
+        label,
+    )?;
     spec.no_default_software_version = true;
     spec.no_default_clears_provides = true;
     spec.no_checksum_provide = !had_checksum;
