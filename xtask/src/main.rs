@@ -4,6 +4,7 @@
 
 mod artifacts;
 mod debian_overlay;
+mod fuzz;
 mod qemu;
 mod recipes;
 mod test;
@@ -41,7 +42,9 @@ enum Task {
     QemuImage(PassThrough),
     /// Run the end-to-end migration scenarios in QEMU.
     QemuTest(PassThrough),
-    /// Run all tests: host tools, cargo test, linters, then qemu-test (--no-qemu to skip).
+    /// Run the cargo-fuzz targets (tests/fuzz) over the seed corpus, for a time or a count each.
+    Fuzz(fuzz::Args),
+    /// Run all tests: host tools, cargo test, clippy, linters, then qemu-test (--no-qemu to skip).
     Test(test::Args),
 }
 
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Task::DebianOverlay(args) => debian_overlay::run(&args).map(|()| ExitCode::SUCCESS),
         Task::QemuImage(a) => qemu::run_image(&a.args).map(|()| ExitCode::SUCCESS),
         Task::QemuTest(a) => qemu::run_test(&a.args).map(|()| ExitCode::SUCCESS),
+        Task::Fuzz(args) => fuzz::run(&args).map(|()| ExitCode::SUCCESS),
         Task::Test(args) => test::run(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {

@@ -600,8 +600,8 @@ async fn devices_list(
     let list: Vec<Value> = shared.read(|s| {
         s.devices
             .values()
-            .filter(|d| status.map_or(true, |st| d.status == st))
-            .filter(|d| q.id.as_deref().map_or(true, |id| d.id == id))
+            .filter(|d| status.is_none_or(|st| d.status == st))
+            .filter(|d| q.id.as_deref().is_none_or(|id| d.id == id))
             .skip((page - 1) * per_page)
             .take(per_page)
             .map(device_view)
@@ -618,7 +618,7 @@ async fn devices_count(
     let count = shared.read(|s| {
         s.devices
             .values()
-            .filter(|d| status.map_or(true, |st| d.status == st))
+            .filter(|d| status.is_none_or(|st| d.status == st))
             .count()
     });
     Ok(Json(json!({ "count": count })).into_response())

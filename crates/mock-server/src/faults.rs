@@ -137,7 +137,7 @@ impl Faults {
             (r.endpoint == Endpoint::Any || r.endpoint == endpoint)
                 && r.method
                     .as_deref()
-                    .map_or(true, |m| m.eq_ignore_ascii_case(method))
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
         })?;
         let action = rules[idx].action;
         if let Some(times) = rules[idx].times.as_mut() {
