@@ -8,11 +8,11 @@ inherit cargo
 # server-migration is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/server-migration/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "f72d58ce042a904c67660a8622fd34f0f1f8f41e"
+SRCREV = "06ffd28884e6bdc9247b80250f8ce205911f5c27"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p server-migration"
-PV:append = ".AUTOINC+f72d58ce04"
+PV:append = ".AUTOINC+06ffd28884"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
