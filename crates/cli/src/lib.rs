@@ -3,6 +3,7 @@
 
 mod artifacts;
 mod check_release;
+mod fleet;
 mod inputs;
 mod inspect;
 mod plan;
@@ -38,6 +39,8 @@ enum Command {
     CheckRelease(check_release::CheckReleaseArgs),
     /// Make a stage rootfs artifact from an existing release (only mender.conf changes).
     Rootfs(rootfs::RootfsArgs),
+    /// Migrate the fleet on both servers: plan, run (resumable), status, rollback.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Runs the CLI with the given arguments (first = program name) and returns the exit code:
@@ -66,6 +69,7 @@ where
         Command::Inspect(args) => inspect::run(&args),
         Command::CheckRelease(args) => check_release::run(&args),
         Command::Rootfs(args) => rootfs::run(&args),
+        Command::Fleet(args) => return fleet::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

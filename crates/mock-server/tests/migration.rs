@@ -70,6 +70,7 @@ fn two_stage_migration_between_two_servers() {
     // Server trouble that is not a 401 does not move the device.
     old.add_fault(FaultRule {
         endpoint: Endpoint::Inventory,
+        path: None,
         method: None,
         action: FaultAction::Status(503),
         times: Some(1),
