@@ -2,6 +2,7 @@
 //! Thin over `menderconf` (rules, stages) and `menderartifact` (the artifact format).
 
 mod artifacts;
+mod fleet;
 mod inputs;
 mod inspect;
 mod plan;
@@ -32,6 +33,8 @@ enum Command {
     Artifacts(ArtifactsArgs),
     /// Read an artifact, verify every checksum and (with --verify-key) its signature.
     Inspect(inspect::InspectArgs),
+    /// Migrate the fleet on both servers: plan, run (resumable), status, rollback.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Runs the CLI with the given arguments (first = program name) and returns the exit code:
@@ -58,6 +61,7 @@ where
             artifacts::run(&args).map(|report| print!("{}", report.summary))
         }
         Command::Inspect(args) => inspect::run(&args),
+        Command::Fleet(args) => return fleet::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
