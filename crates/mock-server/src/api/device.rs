@@ -52,7 +52,8 @@ pub(super) async fn auth_request(
         }
         other => ApiError::bad_request(other.to_string()),
     })?;
-    match shared.write(|s| s.authenticate(identity, &pubkey))? {
+    let max_devices = shared.settings().max_devices;
+    match shared.write(|s| s.authenticate(identity, &pubkey, max_devices))? {
         AuthOutcome::Token { device_id, token } => {
             let mut response = (
                 StatusCode::OK,

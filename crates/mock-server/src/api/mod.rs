@@ -8,6 +8,7 @@ mod deployments;
 mod devauth;
 mod device;
 mod inventory;
+mod paging;
 mod useradm;
 
 use std::sync::Arc;
@@ -68,7 +69,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             r::DEVAUTH_DEVICES,
             get(devauth::devices_list).post(devauth::preauthorize),
         )
+        .route(r::DEVAUTH_SEARCH, post(devauth::devices_search))
         .route(r::DEVAUTH_COUNT, get(devauth::devices_count))
+        .route(r::DEVAUTH_MAX_DEVICES, get(devauth::max_devices))
         .route(
             r::DEVAUTH_DEVICE,
             get(devauth::device_get).delete(devauth::decommission),
@@ -118,6 +121,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(r::ADMIN_DOWN, post(admin::admin_down))
         .route(r::ADMIN_REQUESTS, get(admin::admin_requests))
+        .route(
+            r::ADMIN_SETTINGS,
+            get(admin::settings_get).patch(admin::settings_patch),
+        )
         .route(
             r::ADMIN_EXPIRE_TOKENS,
             post(admin::expire_tokens).delete(admin::restore_token),
