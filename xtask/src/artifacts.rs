@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use mender_migrate::{DeviceTarget, Linker};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 /// Whether `program` is on PATH.
 fn on_path(program: &str) -> bool {
@@ -130,19 +130,16 @@ fn flag_value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     })
 }
 
-/// Runs the CLI as `cargo xtask SUBCOMMAND` and exits with its code (2 for usage errors).
-fn run_cli(subcommand: &str, args: &[String]) -> Result<()> {
+/// The CLI's exit code (it printed the reason): 0 ok, 1 refused/failed, 2 usage error. Its
+/// usage lines name `cargo xtask SUBCOMMAND`.
+fn run_cli(subcommand: &str, args: &[String]) -> Result<ExitCode> {
     let argv = ["cargo xtask".to_string(), subcommand.to_string()]
         .into_iter()
         .chain(args.iter().cloned());
-    match mender_migrate::run_with_args(argv) {
-        0 => Ok(()),
-        // The CLI already printed the reason.
-        code => std::process::exit(i32::from(code)),
-    }
+    Ok(mender_migrate::main_with_args(argv))
 }
 
-pub fn run_artifacts(args: &[String]) -> Result<()> {
+pub fn run_artifacts(args: &[String]) -> Result<ExitCode> {
     let mut args = args.to_vec();
     let wants_help = args.iter().any(|a| a == "-h" || a == "--help");
     let has_module = flag_value(&args, "--module-binary").is_some()
@@ -160,6 +157,6 @@ pub fn run_artifacts(args: &[String]) -> Result<()> {
     run_cli("artifacts", &args)
 }
 
-pub fn run_plan(args: &[String]) -> Result<()> {
+pub fn run_plan(args: &[String]) -> Result<ExitCode> {
     run_cli("plan", args)
 }

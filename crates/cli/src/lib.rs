@@ -2,10 +2,13 @@
 //! Thin over `menderconf` (rules, stages) and `menderartifact` (the artifact format).
 
 mod artifacts;
+mod check_release;
 mod elf;
+mod fleet;
 mod inputs;
 mod inspect;
 mod plan;
+mod rootfs;
 pub mod target;
 
 use clap::{Parser, Subcommand};
@@ -48,20 +51,17 @@ enum Command {
     Artifacts(ArtifactsArgs),
     /// Read an artifact, verify every checksum and (with --verify-key) its signature.
     Inspect(inspect::InspectArgs),
+    /// Release gate: refuse an OS release that would undo the migration stage (exit 1).
+    CheckRelease(check_release::CheckReleaseArgs),
+    /// Make a stage rootfs artifact from an existing release (only mender.conf changes).
+    Rootfs(rootfs::RootfsArgs),
+    /// Migrate the fleet on both servers: plan, run (resumable), status, rollback.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Runs the CLI with the given arguments (first = program name) and returns the exit code:
 /// 0 success, 1 refused input or failed operation (message on stderr), 2 usage error.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    ExitCode::from(run_with_args(args))
-}
-
-/// [`main_with_args`] with the exit code as a number (for `cargo xtask`, which exits with it).
-pub fn run_with_args<I, T>(args: I) -> u8
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -74,14 +74,14 @@ where
         Err(err) => {
             if !err.use_stderr() {
                 let _ = err.print();
-                return 0;
+                return ExitCode::SUCCESS;
             }
             if json {
                 print_json_error(&err.kind().to_string(), &err.render().to_string(), 2);
             } else {
                 let _ = err.print();
             }
-            return 2;
+            return ExitCode::from(2);
         }
     };
     let result = match cli.command {
@@ -97,9 +97,12 @@ where
             }
         }),
         Command::Inspect(args) => inspect::run(&args),
+        Command::CheckRelease(args) => check_release::run(&args),
+        Command::Rootfs(args) => rootfs::run(&args),
+        Command::Fleet(args) => return fleet::run(&args),
     };
     match result {
-        Ok(()) => 0,
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = if err.downcast_ref::<UsageError>().is_some() {
                 2
@@ -115,7 +118,7 @@ where
             } else {
                 eprintln!("error: {err:#}");
             }
-            code
+            ExitCode::from(code)
         }
     }
 }
