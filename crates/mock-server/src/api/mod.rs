@@ -130,7 +130,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         );
     let inventory = Router::new()
         .route(r::INVENTORY_DEVICES, get(inventory::inventory_list))
-        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get));
+        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get))
+        .route(r::INVENTORY_DEVICE_GROUP, put(inventory::device_group_put))
+        .route(
+            r::INVENTORY_DEVICE_GROUP_NAMED,
+            delete(inventory::device_group_delete),
+        )
+        .route(r::INVENTORY_GROUPS, get(inventory::groups_list))
+        .route(
+            r::INVENTORY_GROUP_DEVICES,
+            get(inventory::group_devices)
+                .patch(inventory::group_add)
+                .delete(inventory::group_remove),
+        )
+        .route(r::INVENTORY_SEARCH_V2, post(inventory::search));
     let admin = Router::new()
         .route(
             r::ADMIN_FAULTS,
