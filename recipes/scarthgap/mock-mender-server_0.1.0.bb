@@ -8,11 +8,11 @@ inherit cargo
 # mock-mender-server is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mock-mender-server/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "97ec29df3551f4f46a96ffbbe65d3fa705285491"
+SRCREV = "1397a8da14b30fc54544308e55124ebd2f19ee41"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mock-mender-server"
-PV:append = ".AUTOINC+97ec29df35"
+PV:append = ".AUTOINC+1397a8da14"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
