@@ -54,6 +54,8 @@ impl From<OpError> for ApiError {
             OpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             OpError::Conflict(_) => StatusCode::CONFLICT,
             OpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            OpError::DeviceExists(_) => StatusCode::CONFLICT,
+            OpError::TooManyDeployments(_) => StatusCode::FORBIDDEN,
         };
         Self::new(status, e.to_string())
     }

@@ -36,6 +36,7 @@ mod mgmt_auth;
 mod reqlog;
 pub mod routes;
 mod server;
+mod settings;
 mod shared;
 mod state;
 mod tls;
@@ -49,6 +50,7 @@ use anyhow::Context as _;
 pub use faults::{Endpoint, FaultAction, FaultRule};
 pub use mgmt_auth::User;
 pub use reqlog::RequestLogEntry;
+pub use settings::{Edition, RateLimit, RateLimitBody, RateLimitScope, Settings};
 pub use state::{AuthSet, AuthStatus, Deployment, Device, DeviceDeployment, StatusReport};
 
 /// How to start a server. Build with [`ServerConfig::new`] and adjust the fields.
@@ -84,6 +86,8 @@ pub struct ServerConfig {
     pub allow_non_loopback: bool,
     /// Tokio worker threads; `None` = number of CPUs.
     pub worker_threads: Option<usize>,
+    /// Behaviour knobs (device limit, edition, rate limit, …); changeable at run time.
+    pub settings: Settings,
 }
 
 impl ServerConfig {
@@ -102,6 +106,7 @@ impl ServerConfig {
             request_log_file: None,
             allow_non_loopback: false,
             worker_threads: None,
+            settings: Settings::default(),
         }
     }
 }
@@ -221,9 +226,14 @@ impl MockServer {
             config.users.clone(),
             config.jwt_lifetime,
         );
+        config
+            .settings
+            .validate()
+            .map_err(|e| anyhow::anyhow!("settings: {e}"))?;
         let shared = Arc::new(shared::Shared::new(
             config.name.clone(),
             auth,
+            config.settings.clone(),
             public_url,
             artifacts_dir,
             reqlog,
@@ -290,6 +300,19 @@ impl MockServer {
     /// management call gets 401. [`MockServer::restore_management_token`] undoes the latter.
     pub fn expire_management_tokens(&self, configured: bool) {
         self.shared.auth.expire_all(configured);
+    }
+
+    /// The current behaviour knobs.
+    pub fn settings(&self) -> Settings {
+        self.shared.settings()
+    }
+
+    /// Changes behaviour knobs at run time, e.g.
+    /// `server.update_settings(|s| s.max_devices = 10)`.
+    pub fn update_settings(&self, change: impl FnOnce(&mut Settings)) {
+        let mut settings = self.shared.settings();
+        change(&mut settings);
+        self.shared.set_settings(settings);
     }
 
     /// Makes the configured token valid again after [`MockServer::expire_management_tokens`].

@@ -13,12 +13,14 @@ use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::mgmt_auth::MgmtAuth;
 use crate::reqlog::RequestLog;
+use crate::settings::Settings;
 use crate::state::{now_rfc3339, Persistence, State};
 
 /// Everything the request handlers share.
 pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) auth: MgmtAuth,
+    pub(crate) settings: Mutex<Settings>,
     /// Base of artifact `source.uri` links, without a trailing slash.
     pub(crate) public_url: String,
     pub(crate) artifacts_dir: PathBuf,
@@ -31,9 +33,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    #[allow(clippy::too_many_arguments)] // one call site, every part named
     pub(crate) fn new(
         name: String,
         auth: MgmtAuth,
+        settings: Settings,
         public_url: String,
         artifacts_dir: PathBuf,
         reqlog: RequestLog,
@@ -43,6 +47,7 @@ impl Shared {
         Self {
             name,
             auth,
+            settings: Mutex::new(settings),
             public_url,
             artifacts_dir,
             faults: Faults::default(),
@@ -111,6 +116,18 @@ impl Shared {
                 .or_else(|| s.revoked_tokens.get(token))
                 .cloned()
         })
+    }
+
+    /// A copy of the current settings.
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_settings(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
     pub(crate) fn set_up(&self, up: bool) {

@@ -100,3 +100,19 @@ pub(super) async fn restore_token(State(shared): State<Arc<Shared>>) -> ApiResul
     shared.auth.set_configured_expired(false);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+pub(super) async fn settings_get(State(shared): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(shared.settings()).into_response())
+}
+
+/// Merges a JSON object into the settings (`{"max_devices": 5, "rate_limit": null}`) and
+/// answers the result.
+pub(super) async fn settings_patch(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let patch: Value = parse_json(&body)?;
+    let next = shared
+        .settings()
+        .patched(&patch)
+        .map_err(ApiError::bad_request)?;
+    shared.set_settings(next.clone());
+    Ok(Json(next).into_response())
+}

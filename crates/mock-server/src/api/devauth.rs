@@ -5,19 +5,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::paging::QueryPairs;
 use super::parse_json;
 use crate::error::{ApiError, ApiResult};
+use crate::routes;
 use crate::shared::Shared;
+use crate::state::OpError;
 use crate::state::{AuthStatus, Device};
 
-fn device_view(d: &Device) -> Value {
+pub(super) fn device_view(d: &Device) -> Value {
     json!({
         "id": d.id,
         "identity_data": d.identity_data,
@@ -30,55 +33,135 @@ fn device_view(d: &Device) -> Value {
     })
 }
 
-#[derive(Deserialize)]
-pub(super) struct DevicesQuery {
-    status: Option<String>,
-    id: Option<String>,
-    page: Option<usize>,
-    per_page: Option<usize>,
+/// A status filter: `noauth` is valid and matches devices without auth sets.
+fn parse_status(s: &str) -> ApiResult<Option<AuthStatus>> {
+    if s == "noauth" {
+        return Ok(None);
+    }
+    AuthStatus::parse(s)
+        .map(Some)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid status {s:?}")))
 }
 
-fn parse_status_filter(status: Option<&str>) -> ApiResult<Option<AuthStatus>> {
-    match status {
-        None => Ok(None),
-        Some(s) => AuthStatus::parse(s)
-            .map(Some)
-            .ok_or_else(|| ApiError::bad_request(format!("invalid status {s:?}"))),
+/// Devices matching any of `statuses` (all when empty) and any of `ids` (all when empty),
+/// sorted by (status, id) as deviceauth's store does.
+fn matching_devices(shared: &Shared, statuses: &[String], ids: &[String]) -> ApiResult<Vec<Value>> {
+    let statuses: Vec<Option<AuthStatus>> = statuses
+        .iter()
+        .map(|s| parse_status(s))
+        .collect::<ApiResult<_>>()?;
+    Ok(shared.read(|s| {
+        let mut list: Vec<&Device> = s
+            .devices
+            .values()
+            .filter(|d| {
+                statuses.is_empty()
+                    || statuses.iter().any(|st| match st {
+                        Some(st) => d.status == *st,
+                        None => d.auth_sets.is_empty(),
+                    })
+            })
+            .filter(|d| ids.is_empty() || ids.contains(&d.id))
+            .collect();
+        list.sort_by(|a, b| {
+            status_name(a.status)
+                .cmp(status_name(b.status))
+                .then(a.id.cmp(&b.id))
+        });
+        list.into_iter().map(device_view).collect()
+    }))
+}
+
+fn status_name(s: AuthStatus) -> &'static str {
+    match s {
+        AuthStatus::Pending => "pending",
+        AuthStatus::Accepted => "accepted",
+        AuthStatus::Rejected => "rejected",
+        AuthStatus::Preauthorized => "preauthorized",
     }
 }
 
+/// `GET …/devauth/devices?status=&id=&id=&page=&per_page=`: `Link`, no `X-Total-Count`.
 pub(super) async fn devices_list(
     State(shared): State<Arc<Shared>>,
-    Query(q): Query<DevicesQuery>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let status = parse_status_filter(q.status.as_deref())?;
-    let per_page = q.per_page.unwrap_or(20).clamp(1, 500);
-    let page = q.page.unwrap_or(1).max(1);
-    let list: Vec<Value> = shared.read(|s| {
-        s.devices
-            .values()
-            .filter(|d| status.is_none_or(|st| d.status == st))
-            .filter(|d| q.id.as_deref().is_none_or(|id| d.id == id))
-            .skip((page - 1) * per_page)
-            .take(per_page)
-            .map(device_view)
-            .collect()
-    });
-    Ok(Json(list).into_response())
+    let q = QueryPairs::parse(query.as_deref());
+    let paging = q.paging(20)?;
+    let all = matching_devices(&shared, &q.all("status"), &q.all("id"))?;
+    Ok(paging.respond(routes::DEVAUTH_DEVICES, &q, all, false))
+}
+
+#[derive(Deserialize, Default)]
+struct SearchBody {
+    #[serde(default)]
+    status: OneOrMany,
+    #[serde(default)]
+    id: OneOrMany,
+}
+
+/// A JSON field that may be one string or an array of strings.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::None => Vec::new(),
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `POST …/devauth/devices/search` with `{"status": …, "id": …}` (string or array) and
+/// `page`/`per_page` in the query: batch status checks by id without long URLs.
+pub(super) async fn devices_search(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    let q = QueryPairs::parse(query.as_deref());
+    let paging = q.paging(20)?;
+    let req: SearchBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SearchBody::default()
+    } else {
+        parse_json(&body)?
+    };
+    let all = matching_devices(&shared, &req.status.into_vec(), &req.id.into_vec())?;
+    Ok(paging.respond(routes::DEVAUTH_SEARCH, &q, all, false))
 }
 
 pub(super) async fn devices_count(
     State(shared): State<Arc<Shared>>,
-    Query(q): Query<DevicesQuery>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let status = parse_status_filter(q.status.as_deref())?;
-    let count = shared.read(|s| {
-        s.devices
-            .values()
-            .filter(|d| status.is_none_or(|st| d.status == st))
-            .count()
-    });
+    let q = QueryPairs::parse(query.as_deref());
+    let statuses: Vec<String> = q.get("status").map(str::to_string).into_iter().collect();
+    let count = matching_devices(&shared, &statuses, &[])?.len();
     Ok(Json(json!({ "count": count })).into_response())
+}
+
+/// `GET …/devauth/limits/max_devices` → `{"limit": N}` (0 = unlimited).
+pub(super) async fn max_devices(State(shared): State<Arc<Shared>>) -> ApiResult {
+    Ok(Json(json!({ "limit": shared.settings().max_devices })).into_response())
 }
 
 pub(super) async fn device_get(
@@ -106,10 +189,22 @@ pub(super) async fn preauthorize(State(shared): State<Arc<Shared>>, body: Bytes)
     }
     let (_, pubkey) = crate::crypto::parse_public_key(&req.pubkey)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let id = shared.write(|s| s.preauthorize(req.identity_data, &pubkey, req.force))??;
+    let (id, forced) =
+        match shared.write(|s| s.preauthorize(req.identity_data, &pubkey, req.force))? {
+            Ok(done) => done,
+            // 409 carries the existing device, not an error object.
+            Err(OpError::DeviceExists(existing)) => {
+                let device = shared.read(|s| s.devices.get(&existing).map(device_view));
+                return Ok((StatusCode::CONFLICT, Json(device)).into_response());
+            }
+            Err(e) => return Err(e.into()),
+        };
+    // With `force` on an existing device the real handler still answers a freshly
+    // generated id (ref §0.4): clients must look the device up again.
+    let location = if forced { crate::state::new_id() } else { id };
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, format!("devices/{id}"))],
+        [(header::LOCATION, format!("devices/{location}"))],
     )
         .into_response())
 }
@@ -130,7 +225,13 @@ pub(super) async fn auth_status_put(
         .ok_or_else(|| {
             ApiError::bad_request("status must be one of accepted, rejected, pending")
         })?;
-    shared.write(|s| s.set_auth_status(&id, &aid, status))??;
+    let max_devices = shared.settings().max_devices;
+    shared.write_if_changed(
+        |s| match s.set_auth_status(&id, &aid, status, max_devices) {
+            Ok(changed) => (Ok(()), changed),
+            Err(e) => (Err(e), false),
+        },
+    )??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -153,7 +254,13 @@ pub(super) async fn decommission(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared.write(|s| s.decommission(&id))??;
+    shared.write(|s| s.start_decommission(&id))??;
+    let delay = std::time::Duration::from_millis(shared.settings().decommission_delay_ms);
+    let finisher = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = finisher.write(|s| s.finish_decommission(&id));
+    });
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -8,6 +8,7 @@ mod deployments;
 mod devauth;
 mod device;
 mod inventory;
+mod paging;
 mod useradm;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             put(device::inventory_put).patch(device::inventory_patch),
         )
         .route(r::NEXT_V1, get(device::next_get).post(device::next_post))
+        .route(r::NEXT_V2, post(device::next_v2))
         .route(r::DEVICE_DEPLOYMENT_STATUS, put(device::status_put))
         .route(r::DEVICE_DEPLOYMENT_LOG, put(device::log_put))
         .route(r::DOWNLOAD, get(device::download));
@@ -68,7 +70,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             r::DEVAUTH_DEVICES,
             get(devauth::devices_list).post(devauth::preauthorize),
         )
+        .route(r::DEVAUTH_SEARCH, post(devauth::devices_search))
         .route(r::DEVAUTH_COUNT, get(devauth::devices_count))
+        .route(r::DEVAUTH_MAX_DEVICES, get(devauth::max_devices))
         .route(
             r::DEVAUTH_DEVICE,
             get(devauth::device_get).delete(devauth::decommission),
@@ -87,6 +91,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(r::ARTIFACT, get(deployments::artifact_get))
         .route(
+            r::ARTIFACT_DOWNLOAD,
+            get(deployments::artifact_download_link),
+        )
+        .route(r::ARTIFACTS_V2, get(deployments::artifacts_list_v2))
+        .route(r::DEPLOYMENTS_V2, get(deployments::deployments_list_v2))
+        .route(
+            r::DEPLOYMENT_GROUP,
+            post(deployments::deployment_create_for_group),
+        )
+        .route(
+            r::DEPLOYMENTS_STATISTICS_LIST,
+            post(deployments::statistics_list),
+        )
+        .route(r::DEPLOYMENTS_FOR_DEVICE, delete(deployments::abort_device))
+        .route(
+            r::DEPLOYMENT_DEVICE_LIST,
+            get(deployments::deployment_device_list),
+        )
+        .route(
             r::DEPLOYMENTS,
             get(deployments::deployments_list).post(deployments::deployment_create),
         )
@@ -99,7 +122,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(r::DEPLOYMENT_DEVICES, get(deployments::deployment_devices))
         .route(
             r::DEPLOYMENT_DEVICES_LIST,
-            get(deployments::deployment_devices),
+            get(deployments::deployment_devices_list),
         )
         .route(
             r::DEPLOYMENT_DEVICE_LOG,
@@ -107,7 +130,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         );
     let inventory = Router::new()
         .route(r::INVENTORY_DEVICES, get(inventory::inventory_list))
-        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get));
+        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get))
+        .route(r::INVENTORY_DEVICE_GROUP, put(inventory::device_group_put))
+        .route(
+            r::INVENTORY_DEVICE_GROUP_NAMED,
+            delete(inventory::device_group_delete),
+        )
+        .route(r::INVENTORY_GROUPS, get(inventory::groups_list))
+        .route(
+            r::INVENTORY_GROUP_DEVICES,
+            get(inventory::group_devices)
+                .patch(inventory::group_add)
+                .delete(inventory::group_remove),
+        )
+        .route(r::INVENTORY_SEARCH_V2, post(inventory::search));
     let admin = Router::new()
         .route(
             r::ADMIN_FAULTS,
@@ -118,6 +154,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(r::ADMIN_DOWN, post(admin::admin_down))
         .route(r::ADMIN_REQUESTS, get(admin::admin_requests))
+        .route(
+            r::ADMIN_SETTINGS,
+            get(admin::settings_get).patch(admin::settings_patch),
+        )
         .route(
             r::ADMIN_EXPIRE_TOKENS,
             post(admin::expire_tokens).delete(admin::restore_token),
