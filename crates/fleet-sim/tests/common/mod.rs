@@ -28,19 +28,30 @@ impl Mgmt {
         }
     }
 
+    /// One call; transport errors (a server coming back up) are retried for a few seconds.
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-        let req = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.token));
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match result {
-            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-            Err(e) => panic!("{method} {path}: {e}"),
+        let mut attempt = 0;
+        loop {
+            let req = self
+                .agent
+                .request(method, &format!("{}{path}", self.base))
+                .set("Authorization", &format!("Bearer {}", self.token));
+            let result = match &body {
+                Some(b) => req.send_json(b.clone()),
+                None => req.call(),
+            };
+            match result {
+                Ok(r) => return (r.status(), r.into_string().unwrap_or_default()),
+                Err(ureq::Error::Status(code, r)) => {
+                    return (code, r.into_string().unwrap_or_default())
+                }
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => panic!("{method} {path}: {e}"),
+            }
         }
     }
 
