@@ -35,18 +35,15 @@ pub fn build_module() -> Result<PathBuf> {
     Ok(target.join("device").join("server-migration"))
 }
 
-fn run_cli(subcommand: &str, args: &[String]) -> Result<()> {
+/// The CLI's exit code (it printed the reason): 0 ok, 1 refused/failed, 2 usage error.
+fn run_cli(subcommand: &str, args: &[String]) -> Result<ExitCode> {
     let argv = ["mender-migrate".to_string(), subcommand.to_string()]
         .into_iter()
         .chain(args.iter().cloned());
-    if mender_migrate::main_with_args(argv) != ExitCode::SUCCESS {
-        // The CLI already printed the reason.
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(mender_migrate::main_with_args(argv))
 }
 
-pub fn run_artifacts(args: &[String]) -> Result<()> {
+pub fn run_artifacts(args: &[String]) -> Result<ExitCode> {
     let mut args = args.to_vec();
     let wants_help = args.iter().any(|a| a == "-h" || a == "--help");
     if !wants_help
@@ -61,6 +58,6 @@ pub fn run_artifacts(args: &[String]) -> Result<()> {
     run_cli("artifacts", &args)
 }
 
-pub fn run_plan(args: &[String]) -> Result<()> {
+pub fn run_plan(args: &[String]) -> Result<ExitCode> {
     run_cli("plan", args)
 }

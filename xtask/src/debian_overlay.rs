@@ -3,15 +3,13 @@
 //! captured config; with `--config` it writes a conversion-ready tree for a real fleet.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use menderconf::Stage;
 use migration_generators::overlay;
 use std::path::{Path, PathBuf};
 
 /// Write mender-convert rootfs overlays (stage1-dual/, stage2-new-only/).
-#[derive(Parser, Debug)]
-#[command(name = "cargo xtask debian-overlay")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Verify that debian-overlay/ is fresh instead of writing it (only without --config).
     #[arg(long, conflicts_with = "config")]
     check: bool,
@@ -41,17 +39,11 @@ struct Args {
     force: bool,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let args = match Args::try_parse_from(
-        std::iter::once("debian-overlay".to_string()).chain(args.iter().cloned()),
-    ) {
-        Ok(args) => args,
-        Err(e) => return crate::args_error(e),
-    };
+pub fn run(args: &Args) -> Result<()> {
     let root = crate::project_root();
     match &args.config {
         None => reference(&root, args.check),
-        Some(config) => custom(&args, config, &read(&root.join(overlay::INVENTORY_SCRIPT))?),
+        Some(config) => custom(args, config, &read(&root.join(overlay::INVENTORY_SCRIPT))?),
     }
 }
 

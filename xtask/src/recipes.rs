@@ -2,16 +2,14 @@
 //! layer's Update Module recipe, or `--check` that the checked-in ones are fresh.
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use migration_generators::project::{self, git, RecipeInputs};
 use migration_generators::tree;
 
 /// Generate BitBake recipes (cargo-bitbake layout) for the workspace's binary crates, offline,
 /// from Cargo.lock. SRCREV pins a commit that must hold the same Cargo.lock and license files
 /// as the working tree (see recipes/README.md).
-#[derive(Parser, Debug)]
-#[command(name = "cargo xtask recipes")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct Args {
     /// Verify instead of writing: exit non-zero naming each stale or missing file.
     #[arg(long)]
     check: bool,
@@ -20,13 +18,7 @@ struct Args {
     srcrev: Option<String>,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let args = match Args::try_parse_from(
-        std::iter::once("recipes".to_string()).chain(args.iter().cloned()),
-    ) {
-        Ok(args) => args,
-        Err(e) => return crate::args_error(e),
-    };
+pub fn run(args: &Args) -> Result<()> {
     let root = crate::project_root();
     let inputs = RecipeInputs::load(&root)?;
     if args.check {
@@ -65,20 +57,14 @@ fn write(inputs: &RecipeInputs, rev: &str) -> Result<()> {
             println!("wrote {dir}/{name}");
         }
     }
-    println!(
-        "SRCREV = {commit} ({} crates from Cargo.lock)",
-        inputs.crates.len()
-    );
+    println!("SRCREV = {commit} ({})", crate_counts(inputs));
     Ok(())
 }
 
 fn check(inputs: &RecipeInputs) -> Result<()> {
     let problems = project::check_recipes(inputs)?;
     if problems.is_empty() {
-        println!(
-            "recipes are fresh ({} crates from Cargo.lock)",
-            inputs.crates.len()
-        );
+        println!("recipes are fresh ({})", crate_counts(inputs));
         return Ok(());
     }
     for p in &problems {
@@ -88,4 +74,14 @@ fn check(inputs: &RecipeInputs) -> Result<()> {
         "{} recipe problem(s); regenerate with `cargo xtask recipes`",
         problems.len()
     )
+}
+
+/// `N crates from Cargo.lock, M crates from crates/device/Cargo.lock`.
+fn crate_counts(inputs: &RecipeInputs) -> String {
+    inputs
+        .workspaces
+        .iter()
+        .map(|w| format!("{} crates from {}", w.crates.len(), w.lock_path()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

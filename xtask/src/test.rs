@@ -1,4 +1,5 @@
-//! `test`: the README's "run all tests" command: host tools, fast suites, linters, then QEMU.
+//! `test`: the README's "run all tests" command: host tools, fast suites, clippy and the other
+//! linters, then QEMU.
 
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -57,14 +58,18 @@ fn readme_main_command(root: &std::path::Path) -> Result<String> {
         .context("README.md has no `cargo xtask artifacts ...` main command")
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut qemu = true;
-    for arg in args {
-        match arg.as_str() {
-            "--no-qemu" => qemu = false,
-            other => bail!("unknown argument {other:?} (usage: cargo xtask test [--no-qemu])"),
-        }
-    }
+/// Run all tests: the README's main command, cargo fmt, cargo test (host and device
+/// workspaces, the device one also with its MSRV), clippy with `-D warnings` (both workspaces),
+/// oelint, then the QEMU scenarios.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Skip the QEMU end-to-end scenarios.
+    #[arg(long)]
+    no_qemu: bool,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let qemu = !args.no_qemu;
     let root = crate::project_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let missing = missing_tools();
@@ -128,6 +133,42 @@ pub fn run(args: &[String]) -> Result<()> {
             .args(["--workspace", "--locked", "--no-fail-fast"])
             .arg("--target-dir")
             .arg(root.join("target/msrv")),
+    )?;
+    // Lints after the tests, so a lint finding never hides a test failure.
+    step(
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        Command::new(&cargo).current_dir(&root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "cargo clippy (device workspace) -- -D warnings",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .arg("clippy")
+            .arg("--manifest-path")
+            .arg(&device_manifest)
+            .args([
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+    )?;
+    // A representative fuzz run (30 s per target); long runs are `cargo xtask fuzz --runs N`.
+    step(
+        "fuzz: every target for 30 s (cargo xtask fuzz)",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["xtask", "fuzz", "--seconds", "30"]),
     )?;
     step(
         "oelint-adv on meta-migration/ and recipes/",

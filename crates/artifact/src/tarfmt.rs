@@ -1,8 +1,8 @@
-//! USTAR header construction and block padding shared by the writer (mirrors Go `archive/tar`).
+//! The tar dialect of the format, as Go's `archive/tar` writes it: USTAR headers (mode, owner
+//! and mtime per member kind), appended through `tar::Builder`, which also pads members and
+//! writes the end marker (two zero blocks, no record padding).
 
-use std::io::{self, Write};
-
-pub(crate) const BLOCK: u64 = 512;
+use std::io::{self, Read, Write};
 
 /// Owner names written on members whose header Go builds from a file's stat.
 #[derive(Clone, Copy)]
@@ -37,21 +37,18 @@ pub(crate) fn file_header(
         h.set_groupname("root")?;
     }
     h.set_cksum();
+    // Go writes the checksum as six octal digits, NUL, space; tar-rs as seven digits and
+    // NUL. The value is the same (the field counts as spaces either way).
+    let sum = h.cksum()?;
+    h.as_old_mut()
+        .cksum
+        .copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     Ok(h)
 }
 
-/// Zero bytes needed after `size` bytes of content to reach a block boundary.
-pub(crate) fn padding(size: u64) -> usize {
-    ((BLOCK - size % BLOCK) % BLOCK) as usize
-}
-
-pub(crate) fn write_padding<W: Write + ?Sized>(w: &mut W, size: u64) -> io::Result<()> {
-    w.write_all(&[0u8; BLOCK as usize][..padding(size)])
-}
-
-/// Writes a whole in-memory member.
-pub(crate) fn write_member<W: Write + ?Sized>(
-    w: &mut W,
+/// Appends a whole in-memory member.
+pub(crate) fn append_bytes<W: Write>(
+    b: &mut tar::Builder<W>,
     name: &str,
     data: &[u8],
     mode: u32,
@@ -59,12 +56,20 @@ pub(crate) fn write_member<W: Write + ?Sized>(
     owner: Owner,
 ) -> io::Result<()> {
     let h = file_header(name, data.len() as u64, mode, mtime, owner)?;
-    w.write_all(h.as_bytes())?;
-    w.write_all(data)?;
-    write_padding(w, data.len() as u64)
+    b.append(&h, data)
 }
 
-/// The end-of-archive marker: two zero blocks, no record padding (as Go writes it).
-pub(crate) fn write_end<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
-    w.write_all(&[0u8; 2 * BLOCK as usize])
+/// Appends a member of `size` bytes streamed from `data`; the caller makes sure `data`
+/// yields exactly `size` bytes.
+pub(crate) fn append_stream<W: Write, R: Read>(
+    b: &mut tar::Builder<W>,
+    name: &str,
+    size: u64,
+    mode: u32,
+    mtime: u64,
+    owner: Owner,
+    data: R,
+) -> io::Result<()> {
+    let h = file_header(name, size, mode, mtime, owner)?;
+    b.append(&h, data)
 }

@@ -103,10 +103,10 @@ fn load_v3(main: Option<&[u8]>, fallback: Option<&[u8]>) -> Result<LoadedConfig,
                 },
                 "updatepollintervalseconds"
                 | "inventorypollintervalseconds"
-                | "retrypollintervalseconds" => {
-                    if !(value.is_i64() || value.is_null()) {
-                        return Err(type_error());
-                    }
+                | "retrypollintervalseconds"
+                    if !(value.is_i64() || value.is_null()) =>
+                {
+                    return Err(type_error());
                 }
                 _ => {}
             }

@@ -5,8 +5,8 @@
 //! behaviour is not what the migration depends on, and 10,000 private connections would cost
 //! the memory budget.
 
-use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::depgraph;
 use crate::license::{self, RecipeLicense};
 use crate::lockfile::{self, LockedCrate};
 use crate::recipe::{self, PackageInfo, ProjectSource, Variant};
@@ -19,90 +20,197 @@ use crate::GenError;
 
 /// Directory (relative to the project root) of the Update Module recipe in the layer.
 pub const LAYER_RECIPE_DIR: &str = "meta-migration/recipes-mender/server-migration";
-/// The crate whose recipe also goes into the layer.
+/// The Update Module's crate.
 pub const MODULE_CRATE: &str = "server-migration";
+/// The native tool the layer's mender bbappend runs to make the image's configs a stage.
+pub const STAGE_TOOL_CRATE: &str = "migration-stage-config";
+/// The crates whose recipes also go into the layer (its `LAYER_RECIPE_DIR`).
+pub const LAYER_CRATES: [&str; 2] = [MODULE_CRATE, STAGE_TOOL_CRATE];
+/// The project's Cargo workspaces, relative to the project root: the host tools (`""`) and the
+/// device side (`crates/device`, its own `Cargo.lock`). A recipe lists its own workspace's lock.
+pub const WORKSPACES: [&str; 2] = ["", "crates/device"];
 
-/// Everything the recipes are rendered from, read from the working tree.
-pub struct RecipeInputs {
-    pub root: PathBuf,
+/// One Cargo workspace's recipe inputs.
+pub struct WorkspaceRecipes {
+    /// Relative to the project root (`""` = the root); the recipes' `CARGO_SRC_DIR`.
+    pub dir: String,
+    /// Members under `crates/` with a binary target, sorted by name.
     pub packages: Vec<PackageInfo>,
+    /// One per package, same order.
     pub licenses: Vec<RecipeLicense>,
+    /// Every crates.io package of this workspace's `Cargo.lock`.
     pub crates: Vec<LockedCrate>,
-    pub git_url: String,
 }
 
-impl RecipeInputs {
-    /// Reads the workspace at `root` (runs `cargo metadata --offline --no-deps`).
-    pub fn load(root: &Path) -> Result<RecipeInputs, GenError> {
+impl WorkspaceRecipes {
+    /// `Cargo.lock`, relative to the project root.
+    pub fn lock_path(&self) -> String {
+        if self.dir.is_empty() {
+            "Cargo.lock".to_string()
+        } else {
+            format!("{}/Cargo.lock", self.dir)
+        }
+    }
+
+    fn load(root: &Path, dir: &str) -> Result<WorkspaceRecipes, GenError> {
+        let ws_root = root.join(dir);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // The full resolve (every platform's packages, so cargo downloads any it lacks): the
+        // license files of every crate a binary is built from are read from the unpacked crates.
         let out = Command::new(&cargo)
-            .current_dir(root)
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--no-deps",
-                "--offline",
-            ])
+            .current_dir(&ws_root)
+            .args(["metadata", "--format-version", "1", "--locked"])
             .output()
             .map_err(|e| GenError::io(&cargo, e))?;
         if !out.status.success() {
             return Err(GenError::Invalid(format!(
-                "`cargo metadata` failed in {}: {}",
-                root.display(),
+                "`cargo metadata --locked` failed in {} (it needs every locked crate unpacked: run `cargo fetch --locked` there with network access): {}",
+                ws_root.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let all = recipe::packages_from_metadata(&out.stdout)?;
+        let all = recipe::packages_from_metadata(&out.stdout, root)?;
         let packages: Vec<PackageInfo> =
             recipe::recipe_packages(&all).into_iter().cloned().collect();
-        if packages.is_empty() {
-            return Err(GenError::Invalid(
-                "no workspace member under crates/ has a binary target".into(),
-            ));
-        }
-        let lock_path = root.join("Cargo.lock");
+        let lock_path = ws_root.join("Cargo.lock");
         let lock_text =
             std::fs::read_to_string(&lock_path).map_err(|e| GenError::io(&lock_path, e))?;
         let crates = lockfile::registry_crates(&lock_path, &lock_text)?;
         let mut licenses = Vec::new();
         for p in &packages {
-            let spdx = p.license.as_deref().ok_or_else(|| {
-                GenError::Invalid(format!(
-                    "{}/Cargo.toml: no `license` (a recipe needs one)",
-                    p.rel_dir
-                ))
-            })?;
-            licenses.push(license::resolve(spdx, root)?);
+            let closure = depgraph::shipped_closure(&out.stdout, &p.name)?;
+            licenses.push(graph_license(root, &closure)?);
         }
-        let repository = packages[0]
-            .repository
-            .as_deref()
-            .or(packages[0].homepage.as_deref())
-            .ok_or_else(|| {
-                GenError::Invalid(format!(
-                    "{}/Cargo.toml: no `repository` to fetch the sources from",
-                    packages[0].rel_dir
-                ))
-            })?;
-        Ok(RecipeInputs {
-            root: root.to_path_buf(),
-            git_url: recipe::bitbake_git_url(repository)?,
+        Ok(WorkspaceRecipes {
+            dir: dir.to_string(),
             packages,
             licenses,
             crates,
         })
     }
+}
 
-    /// Files that must be identical at SRCREV for the recipe to build what it lists: the lock
-    /// (crate lines and checksums; cargo builds `--frozen` against it) and the license files
-    /// (md5s). Manifest metadata (SUMMARY, LICENSE, version) is compared through the rendered
-    /// text instead, so a manifest edit that changes neither the lock nor the recipe text does
-    /// not force a new SRCREV.
+/// Where BitBake's crate fetcher unpacks `name-version` (cargo_common.bbclass points cargo's
+/// vendored source at this directory, so it is right on every release, whatever the release
+/// calls its unpack directory).
+pub const VENDORED_CRATES: &str = "${CARGO_VENDORING_DIRECTORY}";
+
+/// A binary's license from everything it is built from: all of the packages' licenses apply
+/// (each one's choices kept), and every license text is checksummed, the project's own files
+/// relative to `S`, each crate's in its vendored directory.
+pub fn graph_license(
+    root: &Path,
+    closure: &[depgraph::GraphPackage],
+) -> Result<RecipeLicense, GenError> {
+    let mut parts = Vec::new();
+    let mut files: Vec<license::LicenseFile> = Vec::new();
+    for p in closure {
+        let spdx = p.license.as_deref().ok_or_else(|| {
+            GenError::Invalid(format!(
+                "{} {} ({}): no SPDX `license` in its Cargo.toml; a recipe needs one",
+                p.name,
+                p.version,
+                p.dir.display()
+            ))
+        })?;
+        parts.push(license::License::parse(spdx)?);
+        let found = if p.registry {
+            license::crate_license_files(
+                &p.dir,
+                &format!("{VENDORED_CRATES}/{}-{}", p.name, p.version),
+            )?
+        } else {
+            license::resolve(spdx, root)?.files
+        };
+        for f in found {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
+    Ok(RecipeLicense {
+        expression: license::License::all_of(parts).to_string(),
+        files,
+    })
+}
+
+/// Everything the recipes are rendered from, read from the working tree.
+pub struct RecipeInputs {
+    pub root: PathBuf,
+    /// One per entry of [`WORKSPACES`], same order.
+    pub workspaces: Vec<WorkspaceRecipes>,
+    pub git_url: String,
+}
+
+impl RecipeInputs {
+    /// Reads both workspaces under `root` (runs `cargo metadata --locked` in each).
+    pub fn load(root: &Path) -> Result<RecipeInputs, GenError> {
+        let workspaces = WORKSPACES
+            .iter()
+            .map(|dir| WorkspaceRecipes::load(root, dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = workspaces
+            .iter()
+            .flat_map(|w| &w.packages)
+            .next()
+            .ok_or_else(|| {
+                GenError::Invalid("no workspace member under crates/ has a binary target".into())
+            })?;
+        let repository = first
+            .repository
+            .as_deref()
+            .or(first.homepage.as_deref())
+            .ok_or_else(|| {
+                GenError::Invalid(format!(
+                    "{}/Cargo.toml: no `repository` to fetch the sources from",
+                    first.rel_dir
+                ))
+            })?;
+        Ok(RecipeInputs {
+            root: root.to_path_buf(),
+            git_url: recipe::bitbake_git_url(repository)?,
+            workspaces,
+        })
+    }
+
+    /// Every package that gets a recipe, with its license and its workspace's crates.
+    pub fn recipes(&self) -> impl Iterator<Item = (&PackageInfo, &RecipeLicense, &[LockedCrate])> {
+        self.workspaces.iter().flat_map(|w| {
+            w.packages
+                .iter()
+                .zip(&w.licenses)
+                .map(move |(p, l)| (p, l, w.crates.as_slice()))
+        })
+    }
+
+    /// The workspace that holds the Update Module.
+    pub fn module_workspace(&self) -> Result<&WorkspaceRecipes, GenError> {
+        self.workspaces
+            .iter()
+            .find(|w| w.packages.iter().any(|p| p.name == MODULE_CRATE))
+            .ok_or_else(|| {
+                GenError::Invalid(format!("no workspace has a `{MODULE_CRATE}` binary crate"))
+            })
+    }
+
+    /// Files that must be identical at SRCREV for the recipe to build what it lists: the locks
+    /// (crate lines and checksums; cargo builds `--frozen` against them) and the project's
+    /// license files (md5s). Manifest metadata (SUMMARY, LICENSE, version) is compared through
+    /// the rendered text instead, so a manifest edit that changes neither a lock nor the recipe
+    /// text does not force a new SRCREV.
     pub fn input_paths(&self) -> Vec<String> {
-        let mut paths = vec!["Cargo.lock".to_string()];
-        for l in &self.licenses {
-            paths.extend(l.files.iter().map(|f| f.path.clone()));
+        let mut paths = Vec::new();
+        for w in &self.workspaces {
+            paths.push(w.lock_path());
+            for l in &w.licenses {
+                // The project's own files; crates' files are pinned by the lock's checksums.
+                paths.extend(
+                    l.files
+                        .iter()
+                        .filter(|f| !f.path.starts_with("${"))
+                        .map(|f| f.path.clone()),
+                );
+            }
         }
         paths.sort();
         paths.dedup();
@@ -114,35 +222,29 @@ impl RecipeInputs {
         let mut dirs = Vec::new();
         for variant in [Variant::Classic, Variant::Unpackdir] {
             let mut tree = FileTree::new();
-            for (p, l) in self.packages.iter().zip(&self.licenses) {
+            for (p, l, crates) in self.recipes() {
                 tree.add(
                     recipe::recipe_file_name(p),
-                    recipe::render(p, source, &self.crates, l, variant)?,
+                    recipe::render(p, source, crates, l, variant)?,
                     0o644,
                 );
             }
             dirs.push((format!("recipes/{}", variant.dir_name()), tree));
         }
-        let (module, module_license) = self
-            .packages
-            .iter()
-            .zip(&self.licenses)
-            .find(|(p, _)| p.name == MODULE_CRATE)
-            .ok_or_else(|| {
-                GenError::Invalid(format!("workspace has no `{MODULE_CRATE}` binary crate"))
-            })?;
         let mut layer = FileTree::new();
-        layer.add(
-            recipe::recipe_file_name(module),
-            recipe::render(
-                module,
-                source,
-                &self.crates,
-                module_license,
-                Variant::Unpackdir,
-            )?,
-            0o644,
-        );
+        for name in LAYER_CRATES {
+            let (p, license, crates) =
+                self.recipes()
+                    .find(|(p, _, _)| p.name == name)
+                    .ok_or_else(|| {
+                        GenError::Invalid(format!("no workspace has a `{name}` binary crate"))
+                    })?;
+            layer.add(
+                recipe::recipe_file_name(p),
+                recipe::render(p, source, crates, license, Variant::Unpackdir)?,
+                0o644,
+            );
+        }
         dirs.push((LAYER_RECIPE_DIR.to_string(), layer));
         Ok(dirs)
     }
@@ -218,7 +320,11 @@ pub mod git {
         inputs: &RecipeInputs,
         commit: &str,
     ) -> Result<ProjectSource, GenError> {
-        let version = &inputs.packages[0].version;
+        let version = inputs
+            .recipes()
+            .next()
+            .map(|(p, _, _)| p.version.as_str())
+            .unwrap_or_default();
         Ok(ProjectSource {
             git_url: inputs.git_url.clone(),
             srcrev: commit.to_string(),

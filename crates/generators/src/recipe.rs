@@ -42,8 +42,22 @@ pub struct PackageInfo {
     pub license: Option<String>,
     /// Has at least one `bin` target (only those get recipes: they ship something installable).
     pub has_bin: bool,
-    /// Manifest directory relative to the workspace root, `/`-separated.
+    /// Manifest directory relative to the project root, `/`-separated.
     pub rel_dir: String,
+    /// The package's workspace root relative to the project root (`""` = the project root):
+    /// the recipe's `CARGO_SRC_DIR`, where cargo finds the workspace's `Cargo.lock`.
+    pub workspace_dir: String,
+}
+
+/// `path` relative to `root`, `/`-separated.
+fn relative(path: &Path, root: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    Some(
+        rel.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
 }
 
 #[derive(Deserialize)]
@@ -71,31 +85,39 @@ struct MetaTarget {
     kind: Vec<String>,
 }
 
-/// Workspace members from `cargo metadata --format-version 1 --no-deps` output (workspace
-/// inheritance already resolved by cargo), sorted by name.
-pub fn packages_from_metadata(json: &[u8]) -> Result<Vec<PackageInfo>, GenError> {
+/// Workspace members from `cargo metadata --format-version 1` output (workspace inheritance
+/// already resolved by cargo), sorted by name; `project_root` is what `rel_dir` is relative to
+/// (the workspace root or a directory above it).
+pub fn packages_from_metadata(
+    json: &[u8],
+    project_root: &Path,
+) -> Result<Vec<PackageInfo>, GenError> {
     let meta: Metadata = serde_json::from_slice(json)
         .map_err(|e| GenError::Invalid(format!("cannot read `cargo metadata` output: {e}")))?;
-    let root = Path::new(&meta.workspace_root);
+    let root = project_root;
+    let workspace_dir = relative(Path::new(&meta.workspace_root), root).ok_or_else(|| {
+        GenError::Invalid(format!(
+            "workspace {} is outside the project root {}",
+            meta.workspace_root,
+            root.display()
+        ))
+    })?;
     let mut out = Vec::new();
     for pkg in meta.packages {
         if !meta.workspace_members.contains(&pkg.id) {
             continue;
         }
-        let dir = Path::new(&pkg.manifest_path)
+        let rel_dir = Path::new(&pkg.manifest_path)
             .parent()
-            .and_then(|d| d.strip_prefix(root).ok())
+            .and_then(|d| relative(d, root))
             .ok_or_else(|| {
                 GenError::Invalid(format!(
-                    "{}: manifest is outside the workspace root {}",
-                    pkg.manifest_path, meta.workspace_root
+                    "{}: manifest is outside the project root {} (workspace {})",
+                    pkg.manifest_path,
+                    root.display(),
+                    meta.workspace_root
                 ))
             })?;
-        let rel_dir = dir
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join("/");
         out.push(PackageInfo {
             has_bin: pkg
                 .targets
@@ -108,6 +130,7 @@ pub fn packages_from_metadata(json: &[u8]) -> Result<Vec<PackageInfo>, GenError>
             repository: pkg.repository,
             license: pkg.license,
             rel_dir,
+            workspace_dir: workspace_dir.clone(),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -239,7 +262,7 @@ pub fn render(
     if variant == Variant::Classic {
         r.push_str("S = \"${WORKDIR}/git\"\n");
     }
-    let _ = writeln!(r, "CARGO_SRC_DIR = \"\"");
+    let _ = writeln!(r, "CARGO_SRC_DIR = \"{}\"", pkg.workspace_dir);
     let _ = writeln!(r, "CARGO_BUILD_FLAGS += \"-p {}\"", pkg.name);
     if !source.tagged {
         let _ = writeln!(r, "PV:append = \".AUTOINC+{}\"", &source.srcrev[..10]);
@@ -264,10 +287,12 @@ pub fn render(
         );
     }
     r.push('\n');
+    r.push_str("# The license texts of everything the binary is built from (dev-dependencies\n");
+    r.push_str("# excluded): the project's relative to S, each crate's where the crate fetcher\n");
+    r.push_str("# unpacks it; a crate without a license file by its Cargo.toml `license` line.\n");
     r.push_str("LIC_FILES_CHKSUM = \" \\\n");
     for f in &license.files {
-        // Relative to the root checkout: recipes build from the workspace root.
-        let _ = writeln!(r, "    file://{};md5={} \\", f.path, f.md5);
+        let _ = writeln!(r, "    {} \\", f.entry());
     }
     r.push_str("\"\n\n");
     let _ = writeln!(r, "SUMMARY = \"{summary}\"");
@@ -294,7 +319,8 @@ mod tests {
             repository: Some("https://github.com/o/r".into()),
             license: Some("MIT".into()),
             has_bin: true,
-            rel_dir: "crates/server-migration".into(),
+            rel_dir: "crates/device/server-migration".into(),
+            workspace_dir: "crates/device".into(),
         }
     }
 
@@ -311,6 +337,7 @@ mod tests {
             expression: "MIT".into(),
             files: vec![LicenseFile {
                 path: "LICENSE-MIT".into(),
+                lines: None,
                 md5: "d41d8cd98f00b204e9800998ecf8427e".into(),
             }],
         }

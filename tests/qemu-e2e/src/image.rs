@@ -50,8 +50,12 @@ const PRUNED_MODULE_TREES: &[&str] = &[
 ];
 /// Modules the initramfs needs to mount a virtio root; with `MODULES=list` each
 /// update-initramfs takes ~2 s instead of ~40 s and the initrd is ~6 MB instead of ~36 MB.
+/// `virtio_rng` (the runner's `virtio-rng-pci`) seeds the kernel's random pool before systemd
+/// starts: without an entropy source a loaded TCG guest can stall in early boot inside
+/// `getrandom` (seen as an RCU stall during a stage reboot).
 const INITRD_MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_rng",
     "virtio_blk",
     "virtio_net",
     "ext4",

@@ -8,6 +8,7 @@ pub mod image;
 pub mod progress;
 pub mod scenario;
 pub mod servers;
+pub mod speed;
 pub mod vm;
 
 use anyhow::{bail, Result};
@@ -72,8 +73,17 @@ against two mock-mender-server processes on 127.0.0.1 and runs the migration sce
   --scenario NAME  run only this scenario (repeatable; comma-separated lists work too)
   --keep-logs      keep target/qemu-e2e/<scenario>/ (serial console, request logs, journal) on success
   --list           list the scenarios
-Environment: QEMU_E2E_TIMEOUT_SCALE (default 3: every wait is 3x its quiet-machine figure),
+Every wait is its quiet-machine figure x the speed factor (the slowest boot so far / a quiet boot,
+measured from the first boot on) x a margin; a boot that hangs is cut and started once more.
+Environment: QEMU_E2E_TIMEOUT_SCALE (the margin, default 3),
 QEMU_E2E_SMP (guest CPUs, default 2), QEMU_E2E_ACCEL=tcg, QEMU_E2E_CACHE (image cache dir).";
+
+/// The host's 1/5/15-minute load averages, for the summary (how busy the run's machine was).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
 
 /// `cargo xtask qemu-test`.
 pub fn run_qemu_test(args: &[String]) -> Result<()> {
@@ -120,6 +130,7 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
         "journalctl",
     ])?;
     let started = std::time::Instant::now();
+    let load_at_start = load_average();
     let image = scenario::scenario_image()?;
     let mock = scenario::build_mock_server()?;
     let out_dir = host::target_dir().join("qemu-e2e");
@@ -153,6 +164,14 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
         }
     }
     eprintln!("total {}", progress::secs(started.elapsed()));
+    eprintln!(
+        "speed factor {:.1} (slowest boot / {} s quiet boot; waits are quiet figure x factor x {}); \
+         load average at start {load_at_start}, at end {}",
+        speed::factor(),
+        speed::QUIET_BOOT_SECS,
+        speed::margin(),
+        load_average()
+    );
     // The plain closing line CI readers count.
     println!(
         "qemu-test: {} passed, {} failed",

@@ -8,7 +8,8 @@ use crate::host;
 use crate::image::{self, GuestImage, MODULE_GUEST_PATH};
 use crate::progress::{note, secs};
 use crate::servers::{now_epoch, parse_rfc3339, MockOptions, MockServer};
-use crate::vm::{tail_file, Disk, Forward, Vm, VmConfig};
+use crate::speed::{self, budget};
+use crate::vm::{tail_file, BootState, Disk, Forward, Vm, VmConfig};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -37,16 +38,6 @@ const FINAL: &[&str] = &[
     "aborted",
     "decommissioned",
 ];
-
-/// Emulation speed swings 2-3x with host load; every wait is this many times its quiet budget
-/// (`QEMU_E2E_TIMEOUT_SCALE`, default 3).
-fn budget(quiet_secs: u64) -> Duration {
-    let scale: f64 = std::env::var("QEMU_E2E_TIMEOUT_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3.0);
-    Duration::from_secs_f64(quiet_secs as f64 * scale)
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Mode {
@@ -402,6 +393,8 @@ pub struct Run<'a> {
     timings: Timings,
     uploaded: Vec<(Which, String)>,
     started: Instant,
+    /// The current boot was already restarted once after it hung.
+    boot_retried: bool,
 }
 
 impl<'a> Run<'a> {
@@ -426,6 +419,7 @@ impl<'a> Run<'a> {
             timings: Timings::default(),
             uploaded: Vec::new(),
             started: Instant::now(),
+            boot_retried: false,
         })
     }
 
@@ -563,8 +557,56 @@ impl<'a> Run<'a> {
         let disk = self.disk.as_ref().context("no disk")?;
         let config = self.vm_config.as_ref().context("no VM config")?;
         self.vm = Some(Vm::start(&self.env.image, disk, config, &self.dir)?);
-        self.log(&format!("QEMU started ({})", host::accel_args().join(" ")));
+        self.boot_retried = false;
+        self.log(&format!(
+            "QEMU started ({}; speed factor {:.1}{})",
+            host::accel_args().join(" "),
+            speed::factor(),
+            if speed::measured() {
+                ""
+            } else {
+                ", not measured yet"
+            }
+        ));
         Ok(())
+    }
+
+    /// The boot watchdog, run on every poll: a boot (first start or a reboot inside the guest)
+    /// that has not started the client within its budget is cut and started once more; a second
+    /// hang fails with the console's last lines.
+    /// Returns whether it restarted the guest.
+    fn watch_boot(&mut self) -> Result<bool> {
+        let limit = budget(speed::QUIET_KERNEL_TO_CLIENT_SECS);
+        let Some(vm) = self.vm.as_mut() else {
+            return Ok(false);
+        };
+        match vm.boot_state() {
+            BootState::Booted => {
+                self.boot_retried = false;
+                Ok(false)
+            }
+            BootState::Booting(for_how_long) if for_how_long > limit => {
+                let tail = vm.serial_tail(25);
+                if self.boot_retried {
+                    bail!(
+                        "the guest's boot hung again after a restart: no client start within {} \
+                         (speed factor {:.1}); serial console's last lines:\n{tail}",
+                        secs(limit),
+                        speed::factor()
+                    );
+                }
+                self.log(&format!(
+                    "boot hung: the client did not start within {}; cutting power and booting \
+                     once more. Serial console's last lines:\n{tail}",
+                    secs(limit)
+                ));
+                self.vm.take().context("no VM")?.power_cut();
+                self.boot()?;
+                self.boot_retried = true;
+                Ok(true)
+            }
+            BootState::Booting(_) => Ok(false),
+        }
     }
 
     /// Polls `check` every second until it yields a value; bounded, and fails at once if QEMU died.
@@ -575,7 +617,7 @@ impl<'a> Run<'a> {
         mut check: impl FnMut(&mut Self) -> Result<Option<T>>,
     ) -> Result<T> {
         let started = Instant::now();
-        let deadline = started + timeout;
+        let mut deadline = started + timeout;
         loop {
             if let Some(v) = check(self)? {
                 self.timings.waited += started.elapsed();
@@ -583,6 +625,10 @@ impl<'a> Run<'a> {
             }
             if let Some(vm) = self.vm.as_mut() {
                 vm.check_alive()?;
+            }
+            if self.watch_boot()? {
+                // The restarted guest gets the whole budget again.
+                deadline = Instant::now() + timeout;
             }
             if Instant::now() > deadline {
                 self.timings.waited += started.elapsed();
@@ -613,7 +659,9 @@ impl<'a> Run<'a> {
             .find(|r| r.is_auth())
             .map(|r| r.epoch())
             .unwrap_or_else(now_epoch);
-        self.timings.booting += Duration::from_secs_f64((first_auth - vm_started).max(0.0));
+        let boot_took = Duration::from_secs_f64((first_auth - vm_started).max(0.0));
+        self.timings.booting += boot_took;
+        let factor = speed::observe_boot(boot_took);
         let id = device["id"]
             .as_str()
             .context("device without id")?
@@ -628,7 +676,7 @@ impl<'a> Run<'a> {
             device["status"]
         );
         self.log(&format!(
-            "device {id} pending on old after {:.1} s of boot; accepting",
+            "device {id} pending on old after {:.1} s of boot (speed factor now {factor:.1}); accepting",
             first_auth - vm_started
         ));
         self.server(Which::Old)?

@@ -1,6 +1,7 @@
 //! Booting the guest under `qemu-system-x86_64`: a private copy of the image per VM, user-mode
-//! networking that can reach only the forwarded mock servers, the serial console in a log file,
-//! clean shutdown over QMP (bounded, then kill), power cuts, and reading files after shutdown.
+//! networking that can reach only the forwarded mock servers, an entropy device, the serial
+//! console in a log file, a watchdog for boots that hang, clean shutdown over QMP (bounded, then
+//! kill), power cuts, and reading files after shutdown.
 
 use crate::ext4::{self, Edits};
 use crate::host::{self, run};
@@ -93,6 +94,12 @@ impl VmConfig {
     }
 }
 
+/// What the console shows once a kernel has started (one per boot, reboots included).
+const KERNEL_BANNER: &str = "Linux version ";
+/// What the console shows once a boot got as far as the client: systemd's `Started` status line
+/// for it (the unit name is shortened and wrapped in colour escapes, the description is not).
+const CLIENT_STARTED: &str = "Mender OTA update service";
+
 /// A running QEMU. Dropping it kills QEMU (tests never leave VMs behind).
 pub struct Vm {
     child: Option<Child>,
@@ -100,6 +107,20 @@ pub struct Vm {
     qmp_socket: PathBuf,
     pub started: Instant,
     name: String,
+    /// Console bytes written by earlier QEMU runs on the same disk (the log is appended).
+    log_offset: usize,
+    /// Kernel starts seen on this QEMU's console so far, and when the newest one was first seen.
+    kernels: usize,
+    kernel_seen: Instant,
+}
+
+/// Where the newest boot of a VM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootState {
+    /// The client's unit has started on the newest boot.
+    Booted,
+    /// Booting (no kernel yet, or the kernel runs but the client has not started) for this long.
+    Booting(Duration),
 }
 
 impl Vm {
@@ -125,6 +146,7 @@ impl Vm {
             .create(true)
             .append(true)
             .open(&serial_log)?;
+        let log_offset = serial_file.metadata()?.len() as usize;
         drop(serial_file);
         let qemu_log = std::fs::OpenOptions::new()
             .create(true)
@@ -164,6 +186,9 @@ impl Vm {
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.path.display()))
             .args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=n0"])
+            // Entropy for the guest's kernel (the initrd loads virtio_rng): without it a loaded
+            // TCG guest can stall in early boot waiting in getrandom.
+            .args(["-device", "virtio-rng-pci"])
             .arg("-smbios")
             .arg(format!("type=1,serial={}", config.serial_number))
             .arg("-qmp")
@@ -178,7 +203,39 @@ impl Vm {
             qmp_socket,
             started: Instant::now(),
             name: config.name.clone(),
+            log_offset,
+            kernels: 0,
+            kernel_seen: Instant::now(),
         })
+    }
+
+    /// Where this QEMU's newest boot is: a reboot inside the guest starts a new boot.
+    pub fn boot_state(&mut self) -> BootState {
+        let ours = self.console();
+        let kernels = ours.matches(KERNEL_BANNER).count();
+        if kernels != self.kernels {
+            self.kernels = kernels;
+            self.kernel_seen = Instant::now();
+        }
+        let newest = ours.rfind(KERNEL_BANNER).map(|i| &ours[i..]);
+        match newest {
+            Some(boot)
+                if boot
+                    .lines()
+                    .any(|l| l.contains("Started") && l.contains(CLIENT_STARTED)) =>
+            {
+                BootState::Booted
+            }
+            Some(_) => BootState::Booting(self.kernel_seen.elapsed()),
+            None => BootState::Booting(self.started.elapsed()),
+        }
+    }
+
+    /// The last `lines` lines of this QEMU's console.
+    pub fn serial_tail(&self, lines: usize) -> String {
+        let ours = self.console();
+        let all: Vec<&str> = ours.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// True while QEMU runs (it keeps running across guest reboots).
@@ -199,6 +256,12 @@ impl Vm {
             );
         }
         Ok(())
+    }
+
+    /// This QEMU's part of the serial console (earlier runs on the same disk left out).
+    pub fn console(&self) -> String {
+        let bytes = std::fs::read(&self.serial_log).unwrap_or_default();
+        String::from_utf8_lossy(bytes.get(self.log_offset..).unwrap_or_default()).into_owned()
     }
 
     /// The serial console so far.

@@ -177,23 +177,22 @@ impl Journal {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(atomic::annotate(e, "open", &path)),
         };
-        let j: Journal = ciborium::from_reader(BufReader::new(f)).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("journal {} is corrupt: {e}", path.display()),
-            )
-        })?;
+        Self::decode(BufReader::new(f))
+            .map(Some)
+            .map_err(|e| io::Error::new(e.kind(), format!("journal {}: {e}", path.display())))
+    }
+
+    /// Decodes a journal from its CBOR bytes; refuses a corrupt one or another format.
+    pub fn decode(r: impl io::Read) -> io::Result<Journal> {
+        let j: Journal = ciborium::from_reader(r)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt: {e}")))?;
         if j.format != FORMAT {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "journal {} has format {}, this module understands {FORMAT}",
-                    path.display(),
-                    j.format
-                ),
+                format!("format {}, this module understands {FORMAT}", j.format),
             ));
         }
-        Ok(Some(j))
+        Ok(j)
     }
 }
 
