@@ -16,7 +16,7 @@
 //!     // preauthorize device.id_data / device.pubkey on the server ...
 //! #   let _ = device;
 //! }
-//! let report = fleet.wait_until(Duration::from_secs(30), |r| r.counts.stranded == 0);
+//! let report = fleet.wait_until(Duration::from_secs(30), |c| c.stranded == 0);
 //! println!("{}", serde_json::to_string_pretty(&report.counts).unwrap());
 //! let _final_report = fleet.stop();
 //! ```
