@@ -537,6 +537,10 @@ fn summary(
     for step in crate::plan::procedure(plan, &args.name, Some(arch.name)) {
         let _ = writeln!(out, "  {step}");
     }
+    out.push_str(&crate::check_release::release_gate_text(
+        &plan.old_server,
+        &plan.new_server,
+    ));
     Ok(out)
 }
 

@@ -240,6 +240,10 @@ fn plan_text(
     for step in procedure(plan, name, arch) {
         let _ = writeln!(out, "  {step}");
     }
+    out.push_str(&crate::check_release::release_gate_text(
+        &plan.old_server,
+        &plan.new_server,
+    ));
     out
 }
 
