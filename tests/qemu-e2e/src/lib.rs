@@ -2,11 +2,14 @@
 //! runs the two-stage server migration scenarios against mock servers on the host's loopback.
 //! Entry points are `run_qemu_image` and `run_qemu_test` (`cargo xtask qemu-image|qemu-test`).
 
+pub mod artifacts;
 pub mod ext4;
+pub mod guest;
+pub mod harness;
 pub mod host;
 pub mod image;
 pub mod progress;
-pub mod scenario;
+pub mod scenarios;
 pub mod servers;
 pub mod speed;
 pub mod vm;
@@ -98,7 +101,7 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
                 None => bail!("--scenario needs a name\n\n{TEST_USAGE}"),
             },
             "--list" => {
-                for s in scenario::all() {
+                for s in scenarios::all() {
                     eprintln!("{:<26} {}", s.name, s.about);
                 }
                 return Ok(());
@@ -110,14 +113,14 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
             other => bail!("unknown argument `{other}`\n\n{TEST_USAGE}"),
         }
     }
-    let all = scenario::all();
+    let all = scenarios::all();
     for name in &wanted {
         if !all.iter().any(|s| s.name == name) {
             let names: Vec<&str> = all.iter().map(|s| s.name).collect();
             bail!("unknown scenario `{name}` (known: {})", names.join(", "));
         }
     }
-    let selected: Vec<&scenario::Scenario> = all
+    let selected: Vec<&scenarios::Scenario> = all
         .iter()
         .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s.name))
         .collect();
@@ -131,15 +134,15 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
     ])?;
     let started = std::time::Instant::now();
     let load_at_start = load_average();
-    let image = scenario::scenario_image()?;
-    let mock = scenario::build_mock_server()?;
+    let image = harness::scenario_image()?;
+    let mock = harness::build_mock_server()?;
     let out_dir = host::target_dir().join("qemu-e2e");
-    let mut env = scenario::Env::new(image, mock, out_dir, keep_logs);
+    let mut env = harness::Env::new(image, mock, out_dir, keep_logs);
     let mut rows = Vec::new();
     let mut failed = Vec::new();
     for s in selected {
         progress::note("qemu-test", &format!("scenario {}: {}", s.name, s.about));
-        match scenario::run_one(s, &mut env) {
+        match harness::run_one(s, &mut env) {
             Ok(t) => rows.push((s.name, "ok".to_string(), Some(t))),
             Err(err) => {
                 eprintln!("error: {err:#}");
