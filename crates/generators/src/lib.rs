@@ -5,6 +5,7 @@
 //! The crate renders file trees in memory ([`tree::FileTree`]) and writes or compares them; it
 //! never prints. Config contents always come from `menderconf`, never from local rules.
 
+pub mod depgraph;
 pub mod error;
 pub mod layer;
 pub mod license;

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::depgraph;
 use crate::license::{self, RecipeLicense};
 use crate::lockfile::{self, LockedCrate};
 use crate::recipe::{self, PackageInfo, ProjectSource, Variant};
@@ -50,20 +51,16 @@ impl WorkspaceRecipes {
     fn load(root: &Path, dir: &str) -> Result<WorkspaceRecipes, GenError> {
         let ws_root = root.join(dir);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // The full resolve (every platform's packages, so cargo downloads any it lacks): the
+        // license files of every crate a binary is built from are read from the unpacked crates.
         let out = Command::new(&cargo)
             .current_dir(&ws_root)
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--no-deps",
-                "--offline",
-            ])
+            .args(["metadata", "--format-version", "1", "--locked"])
             .output()
             .map_err(|e| GenError::io(&cargo, e))?;
         if !out.status.success() {
             return Err(GenError::Invalid(format!(
-                "`cargo metadata` failed in {}: {}",
+                "`cargo metadata --locked` failed in {} (it needs every locked crate unpacked: run `cargo fetch --locked` there with network access): {}",
                 ws_root.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
@@ -77,13 +74,8 @@ impl WorkspaceRecipes {
         let crates = lockfile::registry_crates(&lock_path, &lock_text)?;
         let mut licenses = Vec::new();
         for p in &packages {
-            let spdx = p.license.as_deref().ok_or_else(|| {
-                GenError::Invalid(format!(
-                    "{}/Cargo.toml: no `license` (a recipe needs one)",
-                    p.rel_dir
-                ))
-            })?;
-            licenses.push(license::resolve(spdx, root)?);
+            let closure = depgraph::shipped_closure(&out.stdout, &p.name)?;
+            licenses.push(graph_license(root, &closure)?);
         }
         Ok(WorkspaceRecipes {
             dir: dir.to_string(),
@@ -92,6 +84,50 @@ impl WorkspaceRecipes {
             crates,
         })
     }
+}
+
+/// Where BitBake's crate fetcher unpacks `name-version` (cargo_common.bbclass points cargo's
+/// vendored source at this directory, so it is right on every release, whatever the release
+/// calls its unpack directory).
+pub const VENDORED_CRATES: &str = "${CARGO_VENDORING_DIRECTORY}";
+
+/// A binary's license from everything it is built from: all of the packages' licenses apply
+/// (each one's choices kept), and every license text is checksummed, the project's own files
+/// relative to `S`, each crate's in its vendored directory.
+pub fn graph_license(
+    root: &Path,
+    closure: &[depgraph::GraphPackage],
+) -> Result<RecipeLicense, GenError> {
+    let mut parts = Vec::new();
+    let mut files: Vec<license::LicenseFile> = Vec::new();
+    for p in closure {
+        let spdx = p.license.as_deref().ok_or_else(|| {
+            GenError::Invalid(format!(
+                "{} {} ({}): no SPDX `license` in its Cargo.toml; a recipe needs one",
+                p.name,
+                p.version,
+                p.dir.display()
+            ))
+        })?;
+        parts.push(license::License::parse(spdx)?);
+        let found = if p.registry {
+            license::crate_license_files(
+                &p.dir,
+                &format!("{VENDORED_CRATES}/{}-{}", p.name, p.version),
+            )?
+        } else {
+            license::resolve(spdx, root)?.files
+        };
+        for f in found {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
+    Ok(RecipeLicense {
+        expression: license::License::all_of(parts).to_string(),
+        files,
+    })
 }
 
 /// Everything the recipes are rendered from, read from the working tree.
@@ -103,7 +139,7 @@ pub struct RecipeInputs {
 }
 
 impl RecipeInputs {
-    /// Reads both workspaces under `root` (runs `cargo metadata --offline --no-deps` in each).
+    /// Reads both workspaces under `root` (runs `cargo metadata --locked` in each).
     pub fn load(root: &Path) -> Result<RecipeInputs, GenError> {
         let workspaces = WORKSPACES
             .iter()
@@ -163,7 +199,13 @@ impl RecipeInputs {
         for w in &self.workspaces {
             paths.push(w.lock_path());
             for l in &w.licenses {
-                paths.extend(l.files.iter().map(|f| f.path.clone()));
+                // The project's own files; crates' files are pinned by the lock's checksums.
+                paths.extend(
+                    l.files
+                        .iter()
+                        .filter(|f| !f.path.starts_with("${"))
+                        .map(|f| f.path.clone()),
+                );
             }
         }
         paths.sort();

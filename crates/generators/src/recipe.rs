@@ -287,10 +287,12 @@ pub fn render(
         );
     }
     r.push('\n');
+    r.push_str("# The license texts of everything the binary is built from (dev-dependencies\n");
+    r.push_str("# excluded): the project's relative to S, each crate's where the crate fetcher\n");
+    r.push_str("# unpacks it; a crate without a license file by its Cargo.toml `license` line.\n");
     r.push_str("LIC_FILES_CHKSUM = \" \\\n");
     for f in &license.files {
-        // Relative to the root checkout: recipes build from the workspace root.
-        let _ = writeln!(r, "    file://{};md5={} \\", f.path, f.md5);
+        let _ = writeln!(r, "    {} \\", f.entry());
     }
     r.push_str("\"\n\n");
     let _ = writeln!(r, "SUMMARY = \"{summary}\"");
@@ -335,6 +337,7 @@ mod tests {
             expression: "MIT".into(),
             files: vec![LicenseFile {
                 path: "LICENSE-MIT".into(),
+                lines: None,
                 md5: "d41d8cd98f00b204e9800998ecf8427e".into(),
             }],
         }

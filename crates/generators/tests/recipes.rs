@@ -2,8 +2,9 @@
 //! sources: freshness, and an independent re-check of crate lines, checksums, license md5s and
 //! metadata straight from Cargo.lock, the license files and `cargo metadata`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use md5::{Digest, Md5};
 use migration_generators::overlay;
@@ -70,6 +71,105 @@ fn value_of<'a>(text: &'a str, var: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(&format!("{var} = \""))?.strip_suffix('"'))
 }
 
+/// `cargo metadata` of a workspace, run once per test binary.
+fn metadata(workspace_dir: &str) -> serde_json::Value {
+    static CACHE: Mutex<BTreeMap<String, serde_json::Value>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap();
+    cache
+        .entry(workspace_dir.to_string())
+        .or_insert_with(|| run_metadata(workspace_dir))
+        .clone()
+}
+
+fn run_metadata(workspace_dir: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(root().join(workspace_dir))
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `name-version` -> unpacked source directory, for every registry crate of the workspace.
+fn unpacked_crates(workspace_dir: &str) -> BTreeMap<String, PathBuf> {
+    metadata(workspace_dir)["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["source"].is_null())
+        .map(|p| {
+            (
+                format!(
+                    "{}-{}",
+                    p["name"].as_str().unwrap(),
+                    p["version"].as_str().unwrap()
+                ),
+                Path::new(p["manifest_path"].as_str().unwrap())
+                    .parent()
+                    .unwrap()
+                    .to_path_buf(),
+            )
+        })
+        .collect()
+}
+
+/// `name-version` -> SPDX license of every registry crate `package` is built from (normal and
+/// build edges of the resolve, followed here independently of the generator).
+fn shipped_crates(workspace_dir: &str, package: &str) -> BTreeMap<String, String> {
+    let meta = metadata(workspace_dir);
+    let packages: BTreeMap<&str, &serde_json::Value> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p))
+        .collect();
+    let nodes: BTreeMap<&str, &serde_json::Value> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    let start = packages
+        .iter()
+        .find(|(_, p)| p["name"] == package && p["source"].is_null())
+        .map(|(id, _)| *id)
+        .unwrap();
+    let mut seen = BTreeSet::from([start]);
+    let mut todo = vec![start];
+    while let Some(id) = todo.pop() {
+        for dep in nodes[id]["deps"].as_array().unwrap() {
+            let built = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"] != "dev");
+            let dep_id = dep["pkg"].as_str().unwrap();
+            if built && seen.insert(dep_id) {
+                todo.push(dep_id);
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|id| packages[id])
+        .filter(|p| !p["source"].is_null())
+        .map(|p| {
+            (
+                format!(
+                    "{}-{}",
+                    p["name"].as_str().unwrap(),
+                    p["version"].as_str().unwrap()
+                ),
+                p["license"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The value of `CARGO_SRC_DIR`: the workspace whose lock the recipe must list.
 fn cargo_src_dir(text: &str) -> String {
     value_of(text, "CARGO_SRC_DIR")
@@ -131,25 +231,75 @@ fn license_md5s_match_the_files_and_metadata_matches_cargo() {
             .map(|(p, _, _)| p)
             .find(|p| file_name == format!("{}_{}.bb", p.name, p.version))
             .unwrap_or_else(|| panic!("{}: no such binary crate/version", path.display()));
+        let crate_dirs = unpacked_crates(&pkg.workspace_dir);
         let lic_lines: Vec<&str> = text
             .lines()
             .filter_map(|l| l.trim().strip_prefix("file://"))
             .collect();
-        assert_eq!(
-            lic_lines.len(),
-            2,
-            "{}: MIT and Apache-2.0 files",
-            path.display()
-        );
-        for line in lic_lines {
-            let (file, md5) = line.trim_end_matches(" \\").split_once(";md5=").unwrap();
-            let actual = format!(
-                "{:x}",
-                Md5::digest(std::fs::read(root().join(file)).unwrap())
-            );
+        let mut covered = BTreeSet::new();
+        for line in &lic_lines {
+            let (file, md5) = line.trim_end_matches(" \\").rsplit_once(";md5=").unwrap();
+            let (file, lines) = match file.split_once(";beginline=") {
+                Some((f, range)) => {
+                    let (b, e) = range.split_once(";endline=").unwrap();
+                    (
+                        f,
+                        Some((b.parse::<usize>().unwrap(), e.parse::<usize>().unwrap())),
+                    )
+                }
+                None => (file, None),
+            };
+            let on_disk = match file.strip_prefix("${CARGO_VENDORING_DIRECTORY}/") {
+                Some(rest) => {
+                    let (krate, name) = rest.split_once('/').unwrap();
+                    covered.insert(krate.to_string());
+                    crate_dirs
+                        .get(krate)
+                        .unwrap_or_else(|| panic!("{}: {krate} is not in the lock", path.display()))
+                        .join(name)
+                }
+                None => root().join(file),
+            };
+            let bytes = std::fs::read(&on_disk).unwrap();
+            let checked: Vec<u8> = match lines {
+                None => bytes,
+                Some((b, e)) => bytes
+                    .split_inclusive(|&c| c == b'\n')
+                    .skip(b - 1)
+                    .take(e + 1 - b)
+                    .flatten()
+                    .copied()
+                    .collect(),
+            };
+            let actual = format!("{:x}", Md5::digest(&checked));
             assert_eq!(md5, actual, "{}: md5 of {file}", path.display());
         }
-        assert_eq!(value_of(&text, "LICENSE"), Some("MIT | Apache-2.0"));
+        // Every crate the binary is built from has its license text checksummed, and its
+        // license ids appear in LICENSE.
+        let license = value_of(&text, "LICENSE").unwrap();
+        for (krate, spdx) in shipped_crates(&pkg.workspace_dir, &pkg.name) {
+            assert!(
+                covered.contains(&krate),
+                "{}: no license file of {krate}",
+                path.display()
+            );
+            for id in spdx
+                .replace(['(', ')', '/'], " ")
+                .split_whitespace()
+                .filter(|t| !matches!(*t, "AND" | "OR" | "WITH" | "LLVM-exception"))
+            {
+                assert!(
+                    license.split([' ', '(', ')', '&', '|']).any(|l| l == id),
+                    "{}: LICENSE lacks {id} ({krate}: {spdx})",
+                    path.display()
+                );
+            }
+        }
+        assert!(
+            license.contains("Apache-2.0") && license.contains("MIT"),
+            "{}: {license}",
+            path.display()
+        );
         assert_eq!(value_of(&text, "SUMMARY"), pkg.description.as_deref());
         assert_eq!(value_of(&text, "HOMEPAGE"), pkg.homepage.as_deref());
         assert_eq!(

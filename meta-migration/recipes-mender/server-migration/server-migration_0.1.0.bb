@@ -8,10 +8,10 @@ inherit cargo
 # server-migration is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/server-migration/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "f72d58ce042a904c67660a8622fd34f0f1f8f41e"
+SRCREV = "89c6f8c1556adb3d7490e76ba0921869d6d459f5"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p server-migration"
-PV:append = ".AUTOINC+f72d58ce04"
+PV:append = ".AUTOINC+89c6f8c155"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
@@ -109,14 +109,76 @@ SRC_URI[windows-sys-0.61.2.sha256sum] = "ae137229bcbd6cdf0f7b80a31df61766145077d
 SRC_URI[wit-bindgen-0.57.1.sha256sum] = "1ebf944e87a7c253233ad6766e082e3cd714b5d03812acc24c318f549614536e"
 SRC_URI[zmij-1.0.23.sha256sum] = "29666d0abbfad1e3dc4dcf6144730dd3a3ab225bbbdac83319345b1b44ccfc1b"
 
+# The license texts of everything the binary is built from (dev-dependencies
+# excluded): the project's relative to S, each crate's where the crate fetcher
+# unpacks it; a crate without a license file by its Cargo.toml `license` line.
 LIC_FILES_CHKSUM = " \
-    file://LICENSE-MIT;md5=8dbe2cddb089c11936d73568d3a027db \
     file://LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
+    file://LICENSE-MIT;md5=8dbe2cddb089c11936d73568d3a027db \
+    file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.10.4/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.10.4/LICENSE-MIT;md5=db8988fb55e64671a78e93339449dc49 \
+    file://${CARGO_VENDORING_DIRECTORY}/cfg-if-1.0.5/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/cfg-if-1.0.5/LICENSE-MIT;md5=26f9f7326664c18be40341d92728adf3 \
+    file://${CARGO_VENDORING_DIRECTORY}/ciborium-0.2.2/LICENSE;md5=86d3f3a95c324c9479bd8986968f4327 \
+    file://${CARGO_VENDORING_DIRECTORY}/ciborium-io-0.2.2/LICENSE;md5=86d3f3a95c324c9479bd8986968f4327 \
+    file://${CARGO_VENDORING_DIRECTORY}/ciborium-ll-0.2.2/LICENSE;md5=86d3f3a95c324c9479bd8986968f4327 \
+    file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.2.17/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.2.17/LICENSE-MIT;md5=157ef71d81b8995297d83b365dc58e48 \
+    file://${CARGO_VENDORING_DIRECTORY}/crunchy-0.2.4/LICENSE;md5=10248d91a08ba39e57ca13994e81676c \
+    file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.1.7/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.1.7/LICENSE-MIT;md5=da9cd5f61e7b1cfde94ccb40aa076f82 \
+    file://${CARGO_VENDORING_DIRECTORY}/digest-0.10.7/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/digest-0.10.7/LICENSE-MIT;md5=7232afe8a77d9cd4478063ecb985e886 \
+    file://${CARGO_VENDORING_DIRECTORY}/equivalent-1.0.3/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/equivalent-1.0.3/LICENSE-MIT;md5=d1df36c838661c3eddbe915e0d2e17b6 \
+    file://${CARGO_VENDORING_DIRECTORY}/foldhash-0.2.0/LICENSE;md5=20ff5307d48c7c74b29bfe1add54da14 \
+    file://${CARGO_VENDORING_DIRECTORY}/generic-array-0.14.7/LICENSE;md5=4f5440fc36880eddb488ce08b1542a0a \
+    file://${CARGO_VENDORING_DIRECTORY}/half-2.4.1/LICENSE;md5=a3b8ab478695fad2203131b757b9fe04 \
+    file://${CARGO_VENDORING_DIRECTORY}/hashbrown-0.16.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/hashbrown-0.16.1/LICENSE-MIT;md5=a8df55ddc4d271b16545ca6e12c0dc4b \
+    file://${CARGO_VENDORING_DIRECTORY}/indexmap-2.11.4/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/indexmap-2.11.4/LICENSE-MIT;md5=df6e97e0d031ba78e58f93492b417a65 \
+    file://${CARGO_VENDORING_DIRECTORY}/itoa-1.0.19/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/itoa-1.0.19/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/libc-0.2.191/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/libc-0.2.191/LICENSE-MIT;md5=cb547762cbca37ef4a8344581c4a4473 \
+    file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/COPYING;md5=034e2d49ef70c35b64be514bef39415a \
+    file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/LICENSE-MIT;md5=8d0d0aa488af0ab9aafa3b85a7fc8e12 \
+    file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/UNLICENSE;md5=7246f848faa4e9c9fc0ea91122d6e680 \
+    file://${CARGO_VENDORING_DIRECTORY}/proc-macro2-1.0.107/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/proc-macro2-1.0.107/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/quote-1.0.47/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/quote-1.0.47/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/serde-1.0.229/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/serde-1.0.229/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/serde_core-1.0.229/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/serde_core-1.0.229/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/serde_derive-1.0.229/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/serde_derive-1.0.229/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/serde_json-1.0.154/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/serde_json-1.0.154/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/sha2-0.10.9/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/sha2-0.10.9/LICENSE-MIT;md5=f4ccec4b9fbc0216b1de1d24a8fd91e0 \
+    file://${CARGO_VENDORING_DIRECTORY}/syn-3.0.10/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/syn-3.0.10/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/thiserror-2.0.20/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/thiserror-2.0.20/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/thiserror-impl-2.0.20/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/thiserror-impl-2.0.20/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE;md5=a4e6e71c16e39f6cda1ce9b00161ba00 \
+    file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE-APACHE;md5=882ec2688b2302e937049f57c749d64e \
+    file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE-MIT;md5=e8e31985f27f4c10157ceb3de0217ead \
+    file://${CARGO_VENDORING_DIRECTORY}/unicode-ident-1.0.27/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
+    file://${CARGO_VENDORING_DIRECTORY}/unicode-ident-1.0.27/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/unicode-ident-1.0.27/LICENSE-UNICODE;md5=548c7e11b6a9486e064814cf1c708e5b \
+    file://${CARGO_VENDORING_DIRECTORY}/version_check-0.9.5/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/version_check-0.9.5/LICENSE-MIT;md5=7f185439ef8c210f895ec32196f2ccc0 \
+    file://${CARGO_VENDORING_DIRECTORY}/zmij-1.0.23/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
 "
 
 SUMMARY = "Mender update module that switches a device's mender.conf between servers, crash-safe with rollback"
 HOMEPAGE = "https://github.com/mender-migration/mender-server-migration"
-LICENSE = "MIT | Apache-2.0"
+LICENSE = "Apache-2.0 & MIT & Unicode-3.0 & Zlib & (Apache-2.0 | MIT) & (MIT | Unlicense)"
 
 # Local additions, each included only if the file exists:
 include server-migration-${PV}.inc
