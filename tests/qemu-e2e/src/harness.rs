@@ -865,14 +865,26 @@ fn check_client_journal(journal: &str) -> Result<()> {
 
 /// Runs one scenario; returns its timings. Logs are kept on failure (and with `keep_logs`).
 pub fn run_one(scenario: &Scenario, env: &mut Env) -> Result<Timings> {
+    run_named(scenario.name, scenario.needs, env, scenario.run)
+}
+
+/// Runs `body` as the scenario `name` (after building the artifact sets it `needs`, which is
+/// not counted in its wall time); returns its timings. Logs are kept on failure (and with
+/// `keep_logs`).
+pub(crate) fn run_named(
+    name: &str,
+    needs: &[ArtifactKind],
+    env: &mut Env,
+    body: impl FnOnce(&mut Run) -> Result<()>,
+) -> Result<Timings> {
     let keep_logs = env.keep_logs;
-    for kind in scenario.needs {
+    for kind in needs {
         env.artifacts_of(*kind)?;
     }
     let build_before = env.artifact_build;
-    let mut run = Run::new(scenario.name, env)?;
+    let mut run = Run::new(name, env)?;
     let started = Instant::now();
-    let result = (scenario.run)(&mut run);
+    let result = body(&mut run);
     let mut timings = run.timings.clone();
     timings.wall = started
         .elapsed()
@@ -891,7 +903,7 @@ pub fn run_one(scenario: &Scenario, env: &mut Env) -> Result<Timings> {
         }
         Err(err) => {
             run.report_failure();
-            Err(err.context(format!("scenario `{}` failed", scenario.name)))
+            Err(err.context(format!("scenario `{name}` failed")))
         }
     }
 }

@@ -1,12 +1,15 @@
 //! The migration scenarios, one file per group: the real mender-client 3.4 in a QEMU guest moved
 //! from an old to a new mock server in two stages (the hosted-Mender tenant-migration procedure,
-//! automated), plus the refusals and the fault runs. Each scenario asserts from the servers'
-//! management API, their request logs and the guest's disk after shutdown.
+//! automated), plus the refusals and the fault runs (power cuts after the module wrote, and
+//! power losses at each durable step inside its write sequence: `power_loss`). Each scenario
+//! asserts from the servers' management API, their request logs and the guest's disk after
+//! shutdown.
 
 mod boot;
 mod migration;
 mod outage;
 mod power_cut;
+pub(crate) mod power_loss;
 mod refusals;
 
 use crate::artifacts::{ArtifactKind, Mode, Transport, Verify};
