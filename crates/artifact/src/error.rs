@@ -55,6 +55,24 @@ pub enum ArtifactError {
     #[error("manifest lists files that are not in the artifact: {}", .0.join(", "))]
     MissingFromArtifact(Vec<String>),
 
+    #[error("unsafe name '{name}' in {container}: absolute paths and '..' components are refused (path traversal)")]
+    UnsafePath { container: String, name: String },
+
+    #[error("member '{member}' is {size} bytes, over the {limit}-byte limit for {what}")]
+    TooLarge {
+        member: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+
+    #[error("'{member}' decompresses to more than {limit} bytes, the limit for {what}: refused as a possible decompression bomb")]
+    DecompressionBomb {
+        member: String,
+        what: &'static str,
+        limit: u64,
+    },
+
     #[error("unsupported compression for member '{0}': only gzip (.gz) and none are supported")]
     UnsupportedCompression(String),
 

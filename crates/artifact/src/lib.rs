@@ -30,5 +30,6 @@ pub use reader::{
     read_info, read_payloads, read_report, read_verified, ArtifactInfo, PayloadFileInfo,
     PayloadStream,
 };
+pub use reader::{MAX_HEADER_BYTES, MAX_JSON_BYTES};
 pub use spec::{module_image_single_file, ArtifactSpec, Payload, PayloadFile, PayloadSource};
 pub use writer::{write_artifact, write_artifact_to_path};

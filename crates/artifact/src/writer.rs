@@ -26,6 +26,9 @@ fn now() -> u64 {
 }
 
 const MAX_SCRIPT: u64 = 16 << 20;
+/// Maximum size of all state scripts together: the header (scripts, JSON and tar
+/// overhead) must stay within the reader's [`crate::MAX_HEADER_BYTES`].
+const MAX_SCRIPTS_TOTAL: u64 = crate::MAX_HEADER_BYTES - (2 << 20);
 
 /// Reads a state script into memory: (name, content, mode, mtime).
 fn load_script(
@@ -275,6 +278,13 @@ fn build_header(
     )
     .map_err(ioerr)?;
     if let Some(md) = handler.meta_data() {
+        if md.len() as u64 > crate::MAX_JSON_BYTES {
+            return Err(ArtifactError::InvalidSpec(format!(
+                "meta-data is {} bytes as JSON; the limit is {} (readers refuse larger)",
+                md.len(),
+                crate::MAX_JSON_BYTES
+            )));
+        }
         tarfmt::append_bytes(
             &mut tar,
             &schema::meta_data_entry(0),
@@ -306,6 +316,13 @@ pub fn write_artifact<W: Write>(mut spec: ArtifactSpec, out: W) -> Result<(), Ar
         .map(|f| load_script(f, mtime))
         .collect::<Result<Vec<_>, _>>()?;
     scripts.sort_by(|a, b| a.0.cmp(&b.0));
+    let script_bytes: u64 = scripts.iter().map(|s| s.1.len() as u64).sum();
+    if script_bytes > MAX_SCRIPTS_TOTAL {
+        return Err(ArtifactError::InvalidSpec(format!(
+            "state scripts total {script_bytes} bytes; the limit is {MAX_SCRIPTS_TOTAL} (readers refuse headers over {} bytes)",
+            crate::MAX_HEADER_BYTES
+        )));
+    }
     let mut data_tar = tar::Builder::new(
         spec.compression
             .encoder(BufWriter::with_capacity(CHUNK, tmp), Volume::Bulk),

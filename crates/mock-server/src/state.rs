@@ -277,6 +277,9 @@ pub(crate) enum OpError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// Preauthorization of an identity that exists (409 with that device as the body).
+    #[error("device with the same identity already exists: {0}")]
+    DeviceExists(String),
 }
 
 impl State {
@@ -285,6 +288,14 @@ impl State {
             .values()
             .find(|d| &d.identity_data == identity)
             .map(|d| d.id.as_str())
+    }
+
+    /// Devices counted against the device limit (accepted ones).
+    pub(crate) fn accepted_count(&self) -> u64 {
+        self.devices
+            .values()
+            .filter(|d| d.status == AuthStatus::Accepted)
+            .count() as u64
     }
 
     /// Removes every token that belongs to `device_id`.
@@ -303,11 +314,15 @@ impl State {
 
     /// Handles a verified auth request: registers unknown identities/keys as pending, turns a
     /// matching preauthorized set into accepted, and issues a token only for accepted sets.
+    /// `max_devices` (0 = unlimited) refuses the first auth of a preauthorized set with 401
+    /// when the limit is reached, as deviceauth does.
     pub(crate) fn authenticate(
         &mut self,
         identity: BTreeMap<String, Value>,
         pubkey: &str,
+        max_devices: u64,
     ) -> AuthOutcome {
+        let limit_reached = max_devices > 0 && self.accepted_count() >= max_devices;
         let now = now_rfc3339();
         let device_id = match self.device_by_identity(&identity) {
             Some(id) => id.to_string(),
@@ -359,6 +374,12 @@ impl State {
             };
         }
         match device.auth_sets[idx].status {
+            AuthStatus::Preauthorized if limit_reached && device.status != AuthStatus::Accepted => {
+                AuthOutcome::Refused {
+                    device_id,
+                    reason: "maximum number of accepted devices reached",
+                }
+            }
             AuthStatus::Preauthorized | AuthStatus::Accepted => {
                 if device.auth_sets[idx].status == AuthStatus::Preauthorized {
                     // Accepting one set rejects the device's other accepted sets.
@@ -387,19 +408,20 @@ impl State {
         }
     }
 
-    /// Creates a preauthorized device (management API). Conflicts when the identity exists.
+    /// Creates a preauthorized device (management API). An existing identity is
+    /// [`OpError::DeviceExists`] unless `force`: then the (identity, key) set is forced to
+    /// preauthorized, or a preauthorized set is added. Returns the device id and whether an
+    /// existing device was changed.
     pub(crate) fn preauthorize(
         &mut self,
         identity: BTreeMap<String, Value>,
         pubkey: &str,
         force: bool,
-    ) -> Result<String, OpError> {
+    ) -> Result<(String, bool), OpError> {
         let now = now_rfc3339();
         if let Some(existing) = self.device_by_identity(&identity).map(str::to_string) {
-            if !force {
-                return Err(OpError::Conflict(format!(
-                    "device with the same identity already exists: {existing}"
-                )));
+            if !force || self.devices[&existing].decommissioning {
+                return Err(OpError::DeviceExists(existing));
             }
             let device = self.devices.get_mut(&existing).expect("exists");
             match device.auth_sets.iter_mut().find(|a| a.pubkey == pubkey) {
@@ -419,7 +441,7 @@ impl State {
             if device.status != AuthStatus::Accepted {
                 self.revoke_tokens(&existing);
             }
-            return Ok(existing);
+            return Ok((existing, true));
         }
         let id = new_id();
         self.devices.insert(
@@ -443,16 +465,21 @@ impl State {
                 inventory_updated_ts: None,
             },
         );
-        Ok(id)
+        Ok((id, false))
     }
 
-    /// Sets an auth set's status; leaving `accepted` revokes the device's tokens.
+    /// Sets an auth set's status with deviceauth's transition rules: nothing leaves
+    /// `preauthorized` (400), the same status is a no-op, accepting beyond `max_devices`
+    /// (0 = unlimited) is 422, leaving `accepted` revokes the device's tokens, and accepting
+    /// one set rejects the device's other accepted sets. Returns whether anything changed.
     pub(crate) fn set_auth_status(
         &mut self,
         device_id: &str,
         auth_id: &str,
         status: AuthStatus,
-    ) -> Result<(), OpError> {
+        max_devices: u64,
+    ) -> Result<bool, OpError> {
+        let accepted = self.accepted_count();
         let device = self
             .devices
             .get_mut(device_id)
@@ -467,6 +494,28 @@ impl State {
                 "status must be one of accepted, rejected, pending".into(),
             ));
         }
+        let current = device.auth_sets[idx].status;
+        if current == status {
+            return Ok(false);
+        }
+        if current == AuthStatus::Preauthorized {
+            return Err(OpError::BadRequest(format!(
+                "invalid status transition from preauthorized to {}",
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        if status == AuthStatus::Accepted
+            && device.status != AuthStatus::Accepted
+            && max_devices > 0
+            && accepted >= max_devices
+        {
+            return Err(OpError::Unprocessable(
+                "maximum number of accepted devices reached".into(),
+            ));
+        }
         let mut revoke = false;
         if status == AuthStatus::Accepted {
             // Accepting one set rejects the others; tokens issued for them die with them.
@@ -477,14 +526,14 @@ impl State {
                 }
             }
         }
-        let was_accepted = device.auth_sets[idx].status == AuthStatus::Accepted;
+        let was_accepted = current == AuthStatus::Accepted;
         device.auth_sets[idx].status = status;
         device.auth_sets[idx].ts = now_rfc3339();
         device.recompute_status();
         if revoke || (was_accepted && status != AuthStatus::Accepted) {
             self.revoke_tokens(device_id);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes one auth set; the device goes away with its last set.
@@ -511,11 +560,29 @@ impl State {
         Ok(())
     }
 
-    /// Decommissions a device: removes it with its tokens and ends its open deployments.
-    pub(crate) fn decommission(&mut self, device_id: &str) -> Result<(), OpError> {
-        self.devices
-            .remove(device_id)
+    /// Starts a decommission: `decommissioning: true`, tokens revoked, auth refused until
+    /// [`State::finish_decommission`] removes the device (the real one runs a workflow).
+    pub(crate) fn start_decommission(&mut self, device_id: &str) -> Result<(), OpError> {
+        let device = self
+            .devices
+            .get_mut(device_id)
             .ok_or_else(|| OpError::NotFound(format!("device {device_id} not found")))?;
+        device.decommissioning = true;
+        device.updated_ts = now_rfc3339();
+        self.revoke_tokens(device_id);
+        Ok(())
+    }
+
+    /// Removes a decommissioned device and ends its open deployments (`decommissioned`).
+    pub(crate) fn finish_decommission(&mut self, device_id: &str) {
+        if !self
+            .devices
+            .get(device_id)
+            .is_some_and(|d| d.decommissioning)
+        {
+            return;
+        }
+        self.devices.remove(device_id);
         self.revoke_tokens(device_id);
         let now = now_rfc3339();
         for dep in self.deployments.values_mut() {
@@ -527,7 +594,6 @@ impl State {
             }
             dep.refresh_finished();
         }
-        Ok(())
     }
 
     /// Creates a deployment; the artifact name must exist, the device ids must be known.

@@ -1,6 +1,7 @@
 //! `data/NNNN.tar*`: every payload file is hashed as it streams (and handed to the caller's
 //! visitor, if any) and checked against the manifest.
 
+use super::limits::{check_entry_name, drain_trailer};
 use super::{tar_err, HashingReader, PayloadVisitor};
 use crate::schema::{self, manifest::Manifest};
 use crate::{ArtifactError, PayloadFileInfo, PayloadStream};
@@ -21,6 +22,7 @@ pub(super) fn read_data_tar<R: Read>(
     for entry in archive.entries().map_err(|e| tar_err(&ctx, e))? {
         let entry = entry.map_err(|e| tar_err(&ctx, e))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        check_entry_name(member, &name)?;
         if !entry.header().entry_type().is_file() {
             return Err(ArtifactError::Malformed(format!(
                 "{member}: entry '{name}' is not a regular file"
@@ -64,7 +66,6 @@ pub(super) fn read_data_tar<R: Read>(
             sha256: actual,
         });
     }
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| tar_err(member, e))?;
+    drain_trailer(archive.into_inner(), member)?;
     Ok(())
 }

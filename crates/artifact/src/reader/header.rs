@@ -1,12 +1,13 @@
 //! `header.tar*`: header-info first, then state scripts, then each payload's type-info and
 //! meta-data, parsed into [`HeaderData`].
 
+use super::limits::{check_entry_name, drain_trailer};
 use super::{drain_member, read_small, tar_err};
 use crate::schema::{self, parse_json, HeaderInfo, TypeInfo};
 use crate::ArtifactError;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::Read;
 
 /// Header contents collected while parsing `header.tar*`.
 #[derive(Default)]
@@ -67,6 +68,7 @@ pub(super) fn parse_header_tar<R: Read>(r: R, member: &str) -> Result<HeaderData
     for entry in archive.entries().map_err(|e| tar_err(&ctx, e))? {
         let entry = entry.map_err(|e| tar_err(&ctx, e))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        check_entry_name(member, &name)?;
         let size = entry.size();
         let kind = entry.header().entry_type();
         if first {
@@ -156,7 +158,6 @@ pub(super) fn parse_header_tar<R: Read>(r: R, member: &str) -> Result<HeaderData
         }
     }
     // Consume the rest of the (decompressed) stream so gzip trailers are checked.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| tar_err(member, e))?;
+    drain_trailer(archive.into_inner(), member)?;
     Ok(hd)
 }

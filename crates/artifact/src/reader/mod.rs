@@ -5,6 +5,7 @@
 
 mod data;
 mod header;
+mod limits;
 
 use crate::payload;
 use crate::schema::{self, manifest::Manifest, parse_json, Version};
@@ -103,12 +104,17 @@ where
     read_artifact(r, key, true, Some(&mut visit))
 }
 
+/// The reader's limit on the `header.tar*` member, stored and decompressed (state scripts
+/// included); the writer refuses state scripts that would not fit.
+pub const MAX_HEADER_BYTES: u64 = limits::MAX_HEADER;
+
+/// The reader's limit on each member it holds in memory: `version`, `manifest`,
+/// `manifest.sig` and the JSON entries of the header.
+pub const MAX_JSON_BYTES: u64 = limits::MAX_SMALL_MEMBER;
+
 /// The visitor of [`read_payloads`], type-erased.
 pub(crate) type PayloadVisitor<'v> =
     &'v mut dyn FnMut(&PayloadStream<'_>, &mut dyn Read) -> io::Result<()>;
-
-/// Largest `version`, `manifest`, `manifest.sig` and JSON header entry accepted.
-const MAX_SMALL_MEMBER: u64 = 1 << 20;
 
 /// Hashes and counts everything read through it; keeps the source's own error apart from
 /// errors of whoever reads through it.
@@ -167,13 +173,14 @@ fn tar_err(what: &str, e: io::Error) -> ArtifactError {
 
 /// Reads a small member fully, refusing oversized ones.
 fn read_small<R: Read>(r: R, name: &str, declared: u64) -> Result<Vec<u8>, ArtifactError> {
-    if declared > MAX_SMALL_MEMBER {
-        return Err(ArtifactError::Malformed(format!(
-            "member '{name}' is {declared} bytes, larger than the {MAX_SMALL_MEMBER}-byte limit"
-        )));
-    }
+    limits::check_size(
+        name,
+        "a member read into memory",
+        declared,
+        limits::MAX_SMALL_MEMBER,
+    )?;
     let mut out = Vec::with_capacity(declared as usize);
-    r.take(MAX_SMALL_MEMBER + 1)
+    r.take(limits::MAX_SMALL_MEMBER + 1)
         .read_to_end(&mut out)
         .map_err(|e| tar_err(&format!("member '{name}'"), e))?;
     if (out.len() as u64) < declared {
@@ -249,6 +256,7 @@ fn read_artifact<R: Read>(
     for entry in entries {
         let entry = entry.map_err(|e| tar_err("artifact tar", e))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        limits::check_entry_name("the artifact", &name)?;
         if !entry.header().entry_type().is_file() {
             return Err(ArtifactError::Malformed(format!(
                 "artifact member '{name}' is not a regular file"
@@ -341,13 +349,23 @@ impl ArtifactReader<'_, '_> {
             return Err(ArtifactError::SignatureMissing);
         }
         let comp = Compression::from_member_name(name, name, schema::HEADER_TAR)?;
+        limits::check_size(name, "the header", size, limits::MAX_HEADER)?;
         let m = self
             .manifest
             .as_mut()
             .expect("manifest parsed before header");
         m.require(name)?;
         let mut hr = HashingReader::new(entry);
-        let parsed = header::parse_header_tar(comp.decoder(&mut hr), name);
+        let mut unpacked = limits::Bounded::new(comp.decoder(&mut hr), limits::MAX_HEADER);
+        let parsed = header::parse_header_tar(&mut unpacked, name);
+        if unpacked.exceeded {
+            return Err(ArtifactError::DecompressionBomb {
+                member: name.to_string(),
+                what: "the decompressed header",
+                limit: limits::MAX_HEADER,
+            });
+        }
+        drop(unpacked);
         let already = hr.count;
         let drained = drain_member(&mut hr, name, size, already);
         let actual = hr.finish_hex();

@@ -34,6 +34,8 @@ pub struct Reply {
     pub content_length: Option<String>,
     pub content_range: Option<String>,
     pub transfer_encoding: Option<String>,
+    /// Every response header (lower-case names).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -43,6 +45,13 @@ impl Reply {
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// A response header by (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -61,6 +70,14 @@ fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Result<Reply, Stri
         content_length: header("content-length"),
         content_range: header("content-range"),
         transfer_encoding: header("transfer-encoding"),
+        headers: response
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| {
+                let v = response.header(&n)?.to_string();
+                Some((n.to_lowercase(), v))
+            })
+            .collect(),
     };
     response
         .into_reader()
@@ -488,6 +505,7 @@ impl SimDevice {
             content_length: None,
             content_range: None,
             transfer_encoding: None,
+            headers: Vec::new(),
         })
     }
 

@@ -1,0 +1,325 @@
+//! The reader refuses, with a specific error: absolute paths and `..` in member names (outer
+//! tar, header tar, data tar), members over the documented size limits, and compressed
+//! streams that expand past their limits (decompression bombs).
+
+use menderartifact::*;
+use std::io::{Read, Write};
+
+/// A valid artifact from our writer.
+fn valid_artifact(compression: Compression) -> Vec<u8> {
+    let spec = ArtifactSpec {
+        compression,
+        mtime: Some(1_700_000_000),
+        ..ArtifactSpec::new(
+            "rel-1",
+            vec!["dev1".into()],
+            Payload::Module {
+                type_name: "single-file".into(),
+                files: vec![PayloadFile::from_bytes("a.txt", b"alpha\n".to_vec(), 0o644)],
+                meta_data: None,
+            },
+        )
+    };
+    let mut out = Vec::new();
+    write_artifact(spec, &mut out).unwrap();
+    out
+}
+
+fn members(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(tar_bytes);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            (name, v)
+        })
+        .collect()
+}
+
+/// A tar header with `name` written raw (tar-rs's `set_path` refuses `..`) and `size`.
+fn raw_header(name: &str, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_size(size);
+    h.set_mode(0o600);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    h
+}
+
+/// A tar of `members`, names written raw.
+fn assemble(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        b.append(&raw_header(name, data.len() as u64), data.as_slice())
+            .unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn err_of(bytes: &[u8]) -> ArtifactError {
+    read_info(bytes).expect_err("artifact was accepted")
+}
+
+fn set_member(m: &mut [(String, Vec<u8>)], name: &str, content: Vec<u8>) {
+    m.iter_mut().find(|(n, _)| n == name).unwrap().1 = content;
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Replaces the header member and its manifest line (as whoever crafts an unsigned
+/// artifact can), so that only the header's content is at fault.
+fn set_header(m: &mut [(String, Vec<u8>)], name: &str, content: Vec<u8>) {
+    let line = format!("{}  {name}", sha_hex(&content));
+    set_member(m, name, content);
+    let man = m.iter_mut().find(|(n, _)| n == "manifest").unwrap();
+    let text = String::from_utf8(man.1.clone()).unwrap();
+    man.1 = text
+        .lines()
+        .map(|l| {
+            if l.ends_with(&format!("  {name}")) {
+                format!("{line}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect::<String>()
+        .into_bytes();
+}
+
+/// The raw bytes of complete members followed by one bare header (no content, no end).
+fn members_then_bare_header(m: &[(String, Vec<u8>)], bare: &str, size: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, data) in m {
+        out.extend_from_slice(raw_header(name, data.len() as u64).as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.extend_from_slice(raw_header(bare, size).as_bytes());
+    out
+}
+
+#[test]
+fn traversal_and_absolute_outer_names_are_refused() {
+    let art = valid_artifact(Compression::None);
+    for bad in ["../version", "/version", "data/../../etc/passwd"] {
+        let mut m = members(&art);
+        m[0].0 = bad.to_string();
+        let err = err_of(&assemble(&m));
+        assert!(
+            matches!(&err, ArtifactError::UnsafePath { container, name } if container == "the artifact" && name == bad),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains("path traversal"), "{err}");
+    }
+}
+
+#[test]
+fn traversal_in_header_tar_is_refused() {
+    let art = valid_artifact(Compression::None);
+    let mut m = members(&art);
+    let header = m.iter().find(|(n, _)| n == "header.tar").unwrap().1.clone();
+    let mut inner = members(&header);
+    inner.push(("headers/0000/../../../tmp/x".into(), b"{}".to_vec()));
+    set_header(&mut m, "header.tar", assemble(&inner));
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::UnsafePath { container, name } if container == "header.tar" && name == "headers/0000/../../../tmp/x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn traversal_and_absolute_names_in_data_tar_are_refused() {
+    for compression in [Compression::None, Compression::Gzip] {
+        let art = valid_artifact(compression);
+        let data_name = format!("data/0000.tar{}", compression.suffix());
+        for bad in ["../a.txt", "/a.txt", "sub/../../a.txt"] {
+            let mut m = members(&art);
+            let inner = assemble(&[(bad.to_string(), b"alpha\n".to_vec())]);
+            let inner = match compression {
+                Compression::Gzip => gzip(&inner),
+                Compression::None => inner,
+            };
+            set_member(&mut m, &data_name, inner);
+            let err = err_of(&assemble(&m));
+            assert!(
+                matches!(&err, ArtifactError::UnsafePath { container, name } if *container == data_name && name == bad),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn oversize_small_members_are_refused_before_reading() {
+    let art = valid_artifact(Compression::None);
+    let m = members(&art);
+    // A manifest that declares 2 MiB (over the 1 MiB limit); the content is not even there.
+    let out = members_then_bare_header(&m[..1], "manifest", 2 << 20);
+    let err = err_of(&out);
+    assert!(
+        matches!(&err, ArtifactError::TooLarge { member, size, limit, .. } if member == "manifest" && *size == 2 << 20 && *limit == MAX_JSON_BYTES),
+        "{err}"
+    );
+    // A header member over 32 MiB.
+    let out = members_then_bare_header(&m[..2], "header.tar", MAX_HEADER_BYTES + 1);
+    let err = err_of(&out);
+    assert!(
+        matches!(&err, ArtifactError::TooLarge { member, limit, .. } if member == "header.tar" && *limit == MAX_HEADER_BYTES),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversize_json_entry_in_header_is_refused() {
+    let art = valid_artifact(Compression::None);
+    let mut m = members(&art);
+    let header = m.iter().find(|(n, _)| n == "header.tar").unwrap().1.clone();
+    let mut inner = members(&header);
+    let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(1 << 20));
+    inner
+        .iter_mut()
+        .find(|(n, _)| n == "headers/0000/type-info")
+        .unwrap()
+        .1 = big.into_bytes();
+    set_header(&mut m, "header.tar", assemble(&inner));
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::TooLarge { member, .. } if member == "headers/0000/type-info"),
+        "{err}"
+    );
+}
+
+#[test]
+fn header_decompression_bomb_is_refused() {
+    // 40 MiB of zeros in a state script compress to ~40 KiB: over the 32 MiB limit for
+    // the decompressed header.
+    let art = valid_artifact(Compression::Gzip);
+    let mut m = members(&art);
+    let header = m
+        .iter()
+        .find(|(n, _)| n == "header.tar.gz")
+        .unwrap()
+        .1
+        .clone();
+    let mut inner_tar = Vec::new();
+    flate2::read::GzDecoder::new(header.as_slice())
+        .read_to_end(&mut inner_tar)
+        .unwrap();
+    // Multi-member gzip: the tar up to the script's content, then 40 members of 1 MiB
+    // of zeros each (cheap to build), then the rest of the tar.
+    let mut inner = members(&inner_tar);
+    let script_size: u64 = 40 << 20;
+    let mut prefix = Vec::new();
+    let (hi_name, hi) = &inner[0];
+    prefix.extend_from_slice(raw_header(hi_name, hi.len() as u64).as_bytes());
+    prefix.extend_from_slice(hi);
+    prefix.resize(prefix.len().div_ceil(512) * 512, 0);
+    prefix
+        .extend_from_slice(raw_header("scripts/ArtifactInstall_Enter_00", script_size).as_bytes());
+    let rest = assemble(&inner.split_off(1));
+    let mut bomb = gzip(&prefix);
+    let zeros = gzip(&vec![0u8; 1 << 20]);
+    for _ in 0..40 {
+        bomb.extend_from_slice(&zeros);
+    }
+    bomb.extend_from_slice(&gzip(&rest));
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    set_header(&mut m, "header.tar.gz", bomb);
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "header.tar.gz" && *limit == MAX_HEADER_BYTES),
+        "{err}"
+    );
+    assert!(err.to_string().contains("decompression bomb"), "{err}");
+}
+
+#[test]
+fn endless_data_after_an_inner_tar_is_refused() {
+    // A valid data tar followed by 4 MiB of zeros inside the same gzip stream.
+    let art = valid_artifact(Compression::Gzip);
+    let mut m = members(&art);
+    let data = m
+        .iter()
+        .find(|(n, _)| n == "data/0000.tar.gz")
+        .unwrap()
+        .1
+        .clone();
+    let mut inner_tar = Vec::new();
+    flate2::read::GzDecoder::new(data.as_slice())
+        .read_to_end(&mut inner_tar)
+        .unwrap();
+    inner_tar.extend(std::iter::repeat_n(0u8, 4 << 20));
+    set_member(&mut m, "data/0000.tar.gz", gzip(&inner_tar));
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "data/0000.tar.gz" && *limit == 1 << 20),
+        "{err}"
+    );
+    // GNU tar's record padding (to 10 KiB) is not a bomb.
+    let mut padded = Vec::new();
+    flate2::read::GzDecoder::new(data.as_slice())
+        .read_to_end(&mut padded)
+        .unwrap();
+    padded.resize(padded.len().div_ceil(10240) * 10240, 0);
+    let mut m = members(&art);
+    set_member(&mut m, "data/0000.tar.gz", gzip(&padded));
+    read_info(assemble(&m).as_slice()).expect("record padding is accepted");
+}
+
+#[test]
+fn writer_refuses_headers_the_reader_would_refuse() {
+    let spec = |scripts: Vec<PayloadFile>,
+                meta: Option<serde_json::Map<String, serde_json::Value>>| {
+        let mut s = ArtifactSpec::new(
+            "rel-1",
+            vec!["dev1".into()],
+            Payload::Module {
+                type_name: "single-file".into(),
+                files: vec![],
+                meta_data: meta,
+            },
+        );
+        s.scripts = scripts;
+        s
+    };
+    let script = |name: &str| PayloadFile::from_bytes(name, vec![b'#'; 16 << 20], 0o755);
+    let err = write_artifact(
+        spec(
+            vec![
+                script("ArtifactInstall_Enter_00"),
+                script("ArtifactInstall_Enter_01"),
+            ],
+            None,
+        ),
+        std::io::sink(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, ArtifactError::InvalidSpec(s) if s.contains("state scripts total")),
+        "{err}"
+    );
+    let mut meta = serde_json::Map::new();
+    meta.insert("k".into(), "x".repeat(MAX_JSON_BYTES as usize).into());
+    let err = write_artifact(spec(vec![], Some(meta)), std::io::sink()).unwrap_err();
+    assert!(
+        matches!(&err, ArtifactError::InvalidSpec(s) if s.contains("meta-data is")),
+        "{err}"
+    );
+}
