@@ -35,7 +35,7 @@ pub fn all() -> Vec<Scenario> {
             run: outage::new_down_stage1 },
         Scenario { name: "invalid-result", about: "replace-mode stage 1 whose result is invalid (fallback holds ServerURL): refused, rollback", needs: &[(Mode::Replace, Transport::Http, Verify::Off)],
             run: refusals::invalid_result },
-        Scenario { name: "stage2-first", about: "stage 2 before stage 1: refused by the depends check, config untouched", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
+        Scenario { name: "stage2-first", about: "stage 2 before stage 1: offered by the open-source server, refused by the client's depends check, config untouched", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: refusals::stage2_first },
         Scenario { name: "power-cut", about: "QEMU killed in ArtifactInstall: config exactly old or exactly new, deployment ends, client runs", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: power_cut::power_cut },
