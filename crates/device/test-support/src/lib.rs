@@ -1,5 +1,6 @@
-//! Test helpers shared by every suite (host and device workspaces): one definition of "running
-//! in CI" and one way to handle a test whose tool or privilege is missing. Locally such a test is
+//! Test helpers shared by every suite (device and host workspaces; it lives in the device one,
+//! which depends on no host crate): one definition of "running in CI" and one way to handle a
+//! test whose tool or privilege is missing. Locally such a test is
 //! skipped with a notice written straight to the terminal's stderr (the test harness captures
 //! `eprintln!` of passing tests, which would hide the skip); in CI it fails, naming what to
 //! install. No dependencies, Rust 1.75.
