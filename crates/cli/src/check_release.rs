@@ -121,3 +121,18 @@ fn verdict_text(v: &Verdict) -> String {
     }
     out
 }
+
+/// The release-gate rule for `plan` and `artifacts`: after stage N every OS release must carry
+/// stage N's config, how to build it in, and the CI check.
+pub fn release_gate_text(old: &ServerUrl, new: &ServerUrl) -> String {
+    format!(
+        "\nRelease gate (every OS release after a stage):\n\
+         \x20 After stage 1 every rootfs release must carry stage 1's /etc/mender/mender.conf (\"Servers\" [{old}, {new}], no \"ServerURL\");\n\
+         \x20 after stage 2, for good, stage 2's (\"ServerURL\" {new}, no \"Servers\"). A release built with the old config puts\n\
+         \x20 every device that installs it back on {old}, which rejects it.\n\
+         \x20 Yocto: MIGRATION_STAGE = \"dual\", later \"new-only\" (meta-migration). mender-convert: --overlay stage1-dual,\n\
+         \x20 later stage2-new-only (debian-overlay).\n\
+         \x20 CI gate:  mender-migrate check-release IMAGE.mender --stage dual|new-only --old-server {old} --new-server {new}\n\
+         \x20 Fix a built release:  mender-migrate rootfs --from IMAGE.mender --stage dual|new-only --old-server {old} --new-server {new} --out DIR\n"
+    )
+}

@@ -475,3 +475,17 @@ fn usage_errors_exit_2() {
         text(&o.stderr)
     );
 }
+
+#[test]
+fn plan_prints_the_release_gate() {
+    let out = cli(&["plan", "--config", EXAMPLE, "--new-server", EXAMPLE_NEW]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("Release gate"), "{s}");
+    assert!(s.contains("MIGRATION_STAGE = \"dual\""), "{s}");
+    assert!(s.contains("--overlay stage1-dual"), "{s}");
+    assert!(
+        s.contains("mender-migrate check-release IMAGE.mender"),
+        "{s}"
+    );
+}

@@ -55,6 +55,7 @@ impl From<OpError> for ApiError {
             OpError::Conflict(_) => StatusCode::CONFLICT,
             OpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             OpError::DeviceExists(_) => StatusCode::CONFLICT,
+            OpError::TooManyDeployments(_) => StatusCode::FORBIDDEN,
         };
         Self::new(status, e.to_string())
     }

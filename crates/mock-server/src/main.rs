@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mock_mender_server::{MockServer, ServerConfig, User};
+use mock_mender_server::{Edition, MockServer, ServerConfig, User};
 
 /// Environment variable holding the management token (when `--management-token-file` is absent).
 const TOKEN_ENV: &str = "MOCK_MENDER_MANAGEMENT_TOKEN";
@@ -59,6 +59,30 @@ struct Cli {
     /// Tokio worker threads (default: number of CPUs).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Device limit: accepting beyond it fails with 422, a preauthorized device's first auth
+    /// beyond it gets 401 (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_devices: u64,
+    /// How long a decommission takes before the device is gone, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    decommission_delay_ms: u64,
+    /// Behave like a server before 4.0: no 409 for an identical active deployment.
+    #[arg(long)]
+    no_duplicate_deployment_check: bool,
+    /// Active deployments allowed before creating one more is refused with 403 (0 = unlimited;
+    /// hosted Mender: 800).
+    #[arg(long, default_value_t = 0)]
+    max_active_deployments: u64,
+    /// Which server to imitate on the device side: open-source (v1 `next` by device type only,
+    /// v2 404) or enterprise (v2 `next` honouring artifact depends).
+    #[arg(long, value_enum, default_value = "open-source")]
+    edition: EditionArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EditionArg {
+    OpenSource,
+    Enterprise,
 }
 
 /// A usage problem (missing or unreadable secret): exit status 2.
@@ -154,6 +178,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Err(_)) => Vec::new(),
     };
     let mut config = ServerConfig::new(cli.name, token);
+    config.settings.max_devices = cli.max_devices;
+    config.settings.decommission_delay_ms = cli.decommission_delay_ms;
+    config.settings.duplicate_deployment_check = !cli.no_duplicate_deployment_check;
+    config.settings.max_active_deployments = cli.max_active_deployments;
+    config.settings.edition = match cli.edition {
+        EditionArg::OpenSource => Edition::OpenSource,
+        EditionArg::Enterprise => Edition::Enterprise,
+    };
     config.users = users;
     if let Some(lifetime) = cli.jwt_lifetime {
         config.jwt_lifetime = lifetime;

@@ -280,10 +280,22 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty-token"));
-    // From the environment.
+    // From the environment (with a few behaviour flags, visible in /admin/settings).
     let mut child = binary()
         .env("MOCK_MENDER_MANAGEMENT_TOKEN", "env-token")
-        .args(["--listen", "127.0.0.1:0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-devices",
+            "7",
+            "--edition",
+            "enterprise",
+        ])
+        .args([
+            "--no-duplicate-deployment-check",
+            "--max-active-deployments",
+            "800",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -305,6 +317,20 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
     };
     assert_eq!(get("Bearer env-token"), 200);
     assert_eq!(get("Bearer other"), 401);
+    let settings = send(
+        &agent(),
+        "GET",
+        &format!("{url}/admin/settings"),
+        &[("Authorization", "Bearer env-token")],
+        None,
+        false,
+    )
+    .unwrap()
+    .json();
+    assert_eq!(settings["max_devices"], 7);
+    assert_eq!(settings["edition"], "enterprise");
+    assert_eq!(settings["duplicate_deployment_check"], false);
+    assert_eq!(settings["max_active_deployments"], 800);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -4,21 +4,37 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Multipart, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::paging::QueryPairs;
 use super::parse_json;
 use crate::error::{ApiError, ApiResult};
+use crate::routes;
 use crate::shared::Shared;
-use crate::state::now_rfc3339;
+use crate::state::{now_rfc3339, DeploymentLimits, NewDeployment};
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 
 fn artifact_view(a: &crate::state::Artifact) -> Value {
+    let updates: Vec<Value> = a
+        .payload_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let files: Vec<Value> = a
+                .files
+                .iter()
+                .filter(|f| f.payload == i)
+                .map(|f| json!({"name": f.name, "checksum": f.checksum, "size": f.size}))
+                .collect();
+            json!({"type_info": {"type": t}, "files": files})
+        })
+        .collect();
     json!({
         "id": a.id,
         "name": a.name,
@@ -26,7 +42,7 @@ fn artifact_view(a: &crate::state::Artifact) -> Value {
         "device_types_compatible": a.device_types_compatible,
         "info": {"format": "mender", "version": 3},
         "signed": a.signed,
-        "updates": a.payload_types.iter().map(|t| json!({"type_info": {"type": t}})).collect::<Vec<_>>(),
+        "updates": updates,
         "artifact_provides": a.artifact_provides,
         "artifact_depends": a.artifact_depends,
         "clears_artifact_provides": a.clears_artifact_provides,
@@ -38,6 +54,58 @@ fn artifact_view(a: &crate::state::Artifact) -> Value {
 pub(super) async fn artifacts_list(State(shared): State<Arc<Shared>>) -> ApiResult {
     let list: Vec<Value> = shared.read(|s| s.artifacts.values().map(artifact_view).collect());
     Ok(Json(list).into_response())
+}
+
+/// `GET /api/management/v2/deployments/artifacts?name=X|prefix*&device_type=&page=&per_page=`
+/// (name exact, or a prefix with a trailing `*`): the idempotent-upload lookup.
+pub(super) async fn artifacts_list_v2(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let q = QueryPairs::parse(query.as_deref());
+    let paging = q.paging(20)?;
+    let names = q.all("name");
+    let device_type = q.get("device_type").map(str::to_string);
+    let all: Vec<Value> = shared.read(|s| {
+        let mut list: Vec<&crate::state::Artifact> = s
+            .artifacts
+            .values()
+            .filter(|a| {
+                names.is_empty()
+                    || names.iter().any(|n| match n.strip_suffix('*') {
+                        Some(prefix) => a.name.starts_with(prefix),
+                        None => &a.name == n,
+                    })
+            })
+            .filter(|a| {
+                device_type
+                    .as_ref()
+                    .is_none_or(|t| a.device_types_compatible.contains(t))
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name).then(a.modified.cmp(&b.modified)));
+        list.into_iter().map(artifact_view).collect()
+    });
+    Ok(paging.respond(routes::ARTIFACTS_V2, &q, all, true))
+}
+
+/// `GET …/artifacts/{id}/download` → `{uri, expire}` (a link that needs no auth).
+pub(super) async fn artifact_download_link(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if !shared.read(|s| s.artifacts.contains_key(&id)) {
+        return Err(ApiError::not_found("artifact not found"));
+    }
+    let expire = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(15 * 60),
+    )
+    .to_string();
+    Ok(Json(json!({
+        "uri": format!("{}{}{id}", shared.public_url, routes::DOWNLOAD_PREFIX),
+        "expire": expire,
+    }))
+    .into_response())
 }
 
 pub(super) async fn artifact_get(
@@ -134,25 +202,44 @@ pub(super) async fn artifact_upload(
         signed: artifact_is_signed(&info),
         size,
         sha256,
+        files: info
+            .payload_files
+            .iter()
+            .map(|f| crate::state::ArtifactFile {
+                payload: f.payload,
+                name: f.name.clone(),
+                size: f.size,
+                checksum: f.sha256.clone(),
+            })
+            .collect(),
         modified: now_rfc3339(),
         file_name: file_name.clone(),
     };
     let duplicate = shared.read(|s| {
-        s.artifacts.values().any(|a| {
-            a.name == artifact.name
-                && a.device_types_compatible
-                    .iter()
-                    .any(|t| artifact.device_types_compatible.contains(t))
-        })
+        s.artifacts
+            .values()
+            .find(|a| {
+                a.name == artifact.name
+                    && a.device_types_compatible
+                        .iter()
+                        .any(|t| artifact.device_types_compatible.contains(t))
+            })
+            .map(artifact_view)
     });
-    if duplicate {
-        return Err(ApiError::new(
+    if let Some(existing) = duplicate {
+        // ErrorExt: the error plus the conflicting artifact in `metadata.conflict`.
+        return Ok((
             StatusCode::CONFLICT,
-            format!(
-                "an artifact named {:?} for these device types already exists",
-                artifact.name
-            ),
-        ));
+            Json(json!({
+                "error": format!(
+                    "an artifact with the same name and depends already exists: {:?}",
+                    artifact.name
+                ),
+                "request_id": crate::error::request_id(),
+                "metadata": {"conflict": existing},
+            })),
+        )
+            .into_response());
     }
     tmp_path
         .persist(shared.artifacts_dir.join(&file_name))
@@ -180,21 +267,84 @@ struct DeploymentBody {
     devices: Vec<String>,
     #[serde(default)]
     all_devices: bool,
+    #[serde(default)]
+    force_installation: bool,
 }
 
-pub(super) async fn deployment_create(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let req: DeploymentBody = parse_json(&body)?;
-    let id = shared.write(|s| {
-        s.create_deployment(&req.name, &req.artifact_name, &req.devices, req.all_devices)
-    })??;
-    Ok((
+fn limits(shared: &Shared) -> DeploymentLimits {
+    let settings = shared.settings();
+    DeploymentLimits {
+        duplicate_check: settings.duplicate_deployment_check,
+        max_active: settings.max_active_deployments,
+    }
+}
+
+fn created(id: &str) -> Response {
+    (
         StatusCode::CREATED,
         [(
             header::LOCATION,
             format!("/api/management/v1/deployments/deployments/{id}"),
         )],
     )
-        .into_response())
+        .into_response()
+}
+
+pub(super) async fn deployment_create(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let req: DeploymentBody = parse_json(&body)?;
+    let new = NewDeployment {
+        name: req.name,
+        artifact_name: req.artifact_name,
+        devices: req.devices,
+        all_devices: req.all_devices,
+        force_installation: req.force_installation,
+        group: None,
+    };
+    let limits = limits(&shared);
+    let id = shared.write(|s| s.create_deployment(&new, limits))??;
+    Ok(created(&id))
+}
+
+#[derive(Deserialize)]
+struct GroupDeploymentBody {
+    name: String,
+    artifact_name: String,
+    #[serde(default)]
+    force_installation: bool,
+}
+
+/// `POST …/deployments/group/{name}`: the group's devices, fixed at creation.
+pub(super) async fn deployment_create_for_group(
+    State(shared): State<Arc<Shared>>,
+    Path(group): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let req: GroupDeploymentBody = parse_json(&body)?;
+    let limits = limits(&shared);
+    let id = shared.write(|s| {
+        let devices: Vec<String> = s
+            .devices
+            .values()
+            .filter(|d| d.group.as_deref() == Some(group.as_str()))
+            .filter(|d| d.status == crate::state::AuthStatus::Accepted)
+            .map(|d| d.id.clone())
+            .collect();
+        if devices.is_empty() {
+            return Err(crate::state::OpError::BadRequest(format!(
+                "group {group:?} has no accepted devices"
+            )));
+        }
+        let new = NewDeployment {
+            name: req.name.clone(),
+            artifact_name: req.artifact_name.clone(),
+            devices,
+            all_devices: false,
+            force_installation: req.force_installation,
+            group: Some(group.clone()),
+        };
+        s.create_deployment(&new, limits)
+    })??;
+    Ok(created(&id))
 }
 
 fn deployment_view(s: &crate::state::State, d: &crate::state::Deployment) -> Value {
@@ -214,8 +364,179 @@ fn deployment_view(s: &crate::state::State, d: &crate::state::Deployment) -> Val
         "device_count": d.devices.len(),
         "artifacts": artifacts,
         "type": "software",
+        "groups": d.group.iter().collect::<Vec<_>>(),
         "statistics": {"status": d.statistics()},
     })
+}
+
+/// `GET /api/management/v2/deployments/deployments?id=&name=&status=&page=&per_page=`
+/// (`id` and `name` repeatable, names exact), newest first, `X-Total-Count` and `Link`.
+pub(super) async fn deployments_list_v2(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let q = QueryPairs::parse(query.as_deref());
+    let paging = q.paging(20)?;
+    let (ids, names, statuses) = (q.all("id"), q.all("name"), q.all("status"));
+    for st in &statuses {
+        if !["pending", "inprogress", "finished"].contains(&st.as_str()) {
+            return Err(ApiError::bad_request(format!("invalid status {st:?}")));
+        }
+    }
+    let all: Vec<Value> = shared.read(|s| {
+        let mut deps: Vec<_> = s
+            .deployments
+            .values()
+            .filter(|d| ids.is_empty() || ids.contains(&d.id))
+            .filter(|d| names.is_empty() || names.contains(&d.name))
+            .filter(|d| statuses.is_empty() || statuses.iter().any(|st| st == d.status()))
+            .collect();
+        deps.sort_by_key(|d| std::cmp::Reverse(d.seq));
+        deps.into_iter().map(|d| deployment_view(s, d)).collect()
+    });
+    Ok(paging.respond(routes::DEPLOYMENTS_V2, &q, all, true))
+}
+
+#[derive(Deserialize)]
+struct StatisticsListBody {
+    deployment_ids: Vec<String>,
+}
+
+/// `POST …/deployments/statistics/list` `{"deployment_ids": […]}` → `[{id, stats}]` (unknown
+/// ids are left out).
+pub(super) async fn statistics_list(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
+    let req: StatisticsListBody = parse_json(&body)?;
+    if req.deployment_ids.is_empty() {
+        return Err(ApiError::bad_request("deployment_ids must not be empty"));
+    }
+    let list: Vec<Value> = shared.read(|s| {
+        req.deployment_ids
+            .iter()
+            .filter_map(|id| s.deployments.get(id))
+            .map(|d| json!({"id": d.id, "stats": d.statistics()}))
+            .collect()
+    });
+    Ok(Json(list).into_response())
+}
+
+/// `GET …/deployments/{id}/device_list` → the targeted device ids.
+pub(super) async fn deployment_device_list(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    shared
+        .read(|s| {
+            s.deployments
+                .get(&id)
+                .map(|d| d.devices.keys().cloned().collect::<Vec<_>>())
+        })
+        .map(|v| Json(v).into_response())
+        .ok_or_else(|| ApiError::not_found("deployment not found"))
+}
+
+/// `DELETE …/deployments/devices/{id}`: aborts the device's part of every unfinished
+/// deployment.
+pub(super) async fn abort_device(
+    State(shared): State<Arc<Shared>>,
+    Path(device_id): Path<String>,
+) -> ApiResult {
+    shared.write_if_changed(|s| ((), s.abort_device(&device_id)))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Whether a device-deployment status matches a `devices/list` status filter (a status or
+/// one of the aggregates `pause`, `active`, `finished`).
+fn status_matches(filter: &str, status: &str) -> bool {
+    match filter {
+        "pause" => status.starts_with("pause_"),
+        "active" => !crate::state::FINAL_STATUSES.contains(&status),
+        "finished" => crate::state::FINAL_STATUSES.contains(&status),
+        other => other == status,
+    }
+}
+
+const DEVICE_STATUSES: &[&str] = &[
+    "pending",
+    "downloading",
+    "installing",
+    "rebooting",
+    "pause_before_installing",
+    "pause_before_rebooting",
+    "pause_before_committing",
+    "success",
+    "failure",
+    "noartifact",
+    "already-installed",
+    "aborted",
+    "decommissioned",
+    "pause",
+    "active",
+    "finished",
+];
+
+fn device_deployment_view(
+    device_id: &str,
+    dd: &crate::state::DeviceDeployment,
+    image: &Option<Value>,
+    history: bool,
+) -> Value {
+    let mut v = json!({
+        "id": device_id,
+        "status": dd.status,
+        "created": dd.created,
+        "started": dd.started,
+        "finished": dd.finished,
+        "device_type": dd.device_type,
+        "substate": dd.substate,
+        "log": dd.log.is_some(),
+        "image": image,
+    });
+    if history {
+        v["history"] = json!(dd.history);
+    }
+    v
+}
+
+/// `GET …/deployments/{id}/devices/list?status=&page=&per_page=`: only devices that have
+/// asked for updates since the deployment was created (the real records are lazy), by
+/// device id, `X-Total-Count` and `Link`.
+pub(super) async fn deployment_devices_list(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
+    let q = QueryPairs::parse(query.as_deref());
+    let paging = q.paging(20)?;
+    let status = q.get("status").map(str::to_string);
+    if let Some(st) = &status {
+        if !DEVICE_STATUSES.contains(&st.as_str()) {
+            return Err(ApiError::bad_request(format!("invalid status {st:?}")));
+        }
+    }
+    let all = shared
+        .read(|s| {
+            let d = s.deployments.get(&id)?;
+            let image = s
+                .artifacts
+                .values()
+                .find(|a| a.name == d.artifact_name)
+                .map(artifact_view);
+            Some(
+                d.devices
+                    .iter()
+                    .filter(|(_, dd)| dd.polled)
+                    .filter(|(_, dd)| {
+                        status
+                            .as_deref()
+                            .is_none_or(|f| status_matches(f, &dd.status))
+                    })
+                    .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, false))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .ok_or_else(|| ApiError::not_found("deployment not found"))?;
+    let path = format!("/api/management/v1/deployments/deployments/{id}/devices/list");
+    Ok(paging.respond(&path, &q, all, true))
 }
 
 pub(super) async fn deployments_list(State(shared): State<Arc<Shared>>) -> ApiResult {
@@ -260,6 +581,8 @@ pub(super) async fn deployment_statistics(
         .ok_or_else(|| ApiError::not_found("deployment not found"))
 }
 
+/// Deprecated unpaged `GET …/deployments/{id}/devices`. Mock extension for tests: every
+/// targeted device (polled or not) with its `history` of reports.
 pub(super) async fn deployment_devices(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
@@ -275,20 +598,7 @@ pub(super) async fn deployment_devices(
             Some(
                 d.devices
                     .iter()
-                    .map(|(device_id, dd)| {
-                        json!({
-                            "id": device_id,
-                            "status": dd.status,
-                            "created": dd.created,
-                            "started": dd.started,
-                            "finished": dd.finished,
-                            "device_type": dd.device_type,
-                            "substate": dd.substate,
-                            "log": dd.log.is_some(),
-                            "image": image,
-                            "history": dd.history,
-                        })
-                    })
+                    .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, true))
                     .collect::<Vec<_>>(),
             )
         })

@@ -16,6 +16,7 @@ use super::{parse_json, DeviceAuth};
 use crate::error::{error_response, ApiError, ApiResult};
 use crate::layers::DeviceIdExt;
 use crate::routes::DOWNLOAD_PREFIX;
+use crate::settings::Edition;
 use crate::shared::Shared;
 use crate::state::{now_rfc3339, AuthOutcome};
 use tokio::io::AsyncSeekExt as _;
@@ -134,12 +135,19 @@ fn update_inventory(shared: &Shared, device_id: &str, body: &[u8], replace: bool
     Ok(StatusCode::OK.into_response())
 }
 
+/// v1 `POST next` with `{"artifact_name", "device_type", …provides}`: offered by device type
+/// only, whatever the artifact depends (the open-source server never compares them).
 pub(super) async fn next_post(
     State(shared): State<Arc<Shared>>,
     DeviceAuth(device_id): DeviceAuth,
     body: Bytes,
 ) -> ApiResult {
     let provides: serde_json::Map<String, Value> = parse_json(&body)?;
+    let (name, device_type) = name_and_type(&provides)?;
+    next_response(&shared, &device_id, &name, &device_type, None)
+}
+
+fn name_and_type(provides: &serde_json::Map<String, Value>) -> ApiResult<(String, String)> {
     let field = |k: &str| {
         provides
             .get(k)
@@ -147,8 +155,37 @@ pub(super) async fn next_post(
             .map(str::to_string)
             .ok_or_else(|| ApiError::bad_request(format!("missing string field {k:?}")))
     };
-    let (name, device_type) = (field("artifact_name")?, field("device_type")?);
-    next_response(&shared, &device_id, &name, &device_type, &provides)
+    Ok((field("artifact_name")?, field("device_type")?))
+}
+
+#[derive(Deserialize)]
+struct NextV2Body {
+    device_provides: serde_json::Map<String, Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    update_control_map: bool,
+}
+
+/// v2 `POST next` with `{"device_provides": {…}, "update_control_map": bool}`: 404 on the
+/// open-source edition (the 5.x client then falls back to v1 GET); the enterprise edition
+/// honours artifact depends against the posted provides (`noartifact` otherwise).
+pub(super) async fn next_v2(
+    State(shared): State<Arc<Shared>>,
+    DeviceAuth(device_id): DeviceAuth,
+    body: Bytes,
+) -> ApiResult {
+    if shared.settings().edition != Edition::Enterprise {
+        return Err(ApiError::not_found("no such endpoint"));
+    }
+    let req: NextV2Body = parse_json(&body)?;
+    let (name, device_type) = name_and_type(&req.device_provides)?;
+    next_response(
+        &shared,
+        &device_id,
+        &name,
+        &device_type,
+        Some(&req.device_provides),
+    )
 }
 
 #[derive(Deserialize)]
@@ -157,6 +194,7 @@ pub(super) struct NextQuery {
     device_type: Option<String>,
 }
 
+/// v1 `GET next?artifact_name=&device_type=` (the 3.4 client, and 5.x after a v2 404).
 pub(super) async fn next_get(
     State(shared): State<Arc<Shared>>,
     DeviceAuth(device_id): DeviceAuth,
@@ -167,14 +205,7 @@ pub(super) async fn next_get(
             "artifact_name and device_type query parameters are required",
         ));
     };
-    let provides = serde_json::Map::from_iter([
-        ("artifact_name".to_string(), Value::String(name.clone())),
-        (
-            "device_type".to_string(),
-            Value::String(device_type.clone()),
-        ),
-    ]);
-    next_response(&shared, &device_id, &name, &device_type, &provides)
+    next_response(&shared, &device_id, &name, &device_type, None)
 }
 
 fn next_response(
@@ -182,10 +213,11 @@ fn next_response(
     device_id: &str,
     artifact_name: &str,
     device_type: &str,
-    provides: &serde_json::Map<String, Value>,
+    depends_check: Option<&serde_json::Map<String, Value>>,
 ) -> ApiResult {
     let offer = shared.write_if_changed(|s| {
-        let (offer, changed) = s.next_deployment(device_id, artifact_name, device_type, provides);
+        let (offer, changed) =
+            s.next_deployment(device_id, artifact_name, device_type, depends_check);
         let offer = offer.and_then(|(dep, art)| s.artifacts.get(&art).cloned().map(|a| (dep, a)));
         (offer, changed)
     })?;

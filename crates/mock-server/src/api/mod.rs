@@ -55,6 +55,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             put(device::inventory_put).patch(device::inventory_patch),
         )
         .route(r::NEXT_V1, get(device::next_get).post(device::next_post))
+        .route(r::NEXT_V2, post(device::next_v2))
         .route(r::DEVICE_DEPLOYMENT_STATUS, put(device::status_put))
         .route(r::DEVICE_DEPLOYMENT_LOG, put(device::log_put))
         .route(r::DOWNLOAD, get(device::download));
@@ -90,6 +91,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route(r::ARTIFACT, get(deployments::artifact_get))
         .route(
+            r::ARTIFACT_DOWNLOAD,
+            get(deployments::artifact_download_link),
+        )
+        .route(r::ARTIFACTS_V2, get(deployments::artifacts_list_v2))
+        .route(r::DEPLOYMENTS_V2, get(deployments::deployments_list_v2))
+        .route(
+            r::DEPLOYMENT_GROUP,
+            post(deployments::deployment_create_for_group),
+        )
+        .route(
+            r::DEPLOYMENTS_STATISTICS_LIST,
+            post(deployments::statistics_list),
+        )
+        .route(r::DEPLOYMENTS_FOR_DEVICE, delete(deployments::abort_device))
+        .route(
+            r::DEPLOYMENT_DEVICE_LIST,
+            get(deployments::deployment_device_list),
+        )
+        .route(
             r::DEPLOYMENTS,
             get(deployments::deployments_list).post(deployments::deployment_create),
         )
@@ -102,7 +122,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(r::DEPLOYMENT_DEVICES, get(deployments::deployment_devices))
         .route(
             r::DEPLOYMENT_DEVICES_LIST,
-            get(deployments::deployment_devices),
+            get(deployments::deployment_devices_list),
         )
         .route(
             r::DEPLOYMENT_DEVICE_LOG,
@@ -110,7 +130,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         );
     let inventory = Router::new()
         .route(r::INVENTORY_DEVICES, get(inventory::inventory_list))
-        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get));
+        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get))
+        .route(r::INVENTORY_DEVICE_GROUP, put(inventory::device_group_put))
+        .route(
+            r::INVENTORY_DEVICE_GROUP_NAMED,
+            delete(inventory::device_group_delete),
+        )
+        .route(r::INVENTORY_GROUPS, get(inventory::groups_list))
+        .route(
+            r::INVENTORY_GROUP_DEVICES,
+            get(inventory::group_devices)
+                .patch(inventory::group_add)
+                .delete(inventory::group_remove),
+        )
+        .route(r::INVENTORY_SEARCH_V2, post(inventory::search));
     let admin = Router::new()
         .route(
             r::ADMIN_FAULTS,

@@ -269,6 +269,17 @@ impl Mgmt {
 /// Builds a module-image artifact with the project's writer; the payload carries a config
 /// file plus padding so the download is well above the client's 4096-byte minimum.
 pub fn build_artifact(name: &str, device_type: &str, config: &Value) -> Vec<u8> {
+    build_artifact_with(name, device_type, config, &[], &[])
+}
+
+/// Like [`build_artifact`], with artifact provides and depends.
+pub fn build_artifact_with(
+    name: &str,
+    device_type: &str,
+    config: &Value,
+    provides: &[(&str, &str)],
+    depends: &[(&str, &str)],
+) -> Vec<u8> {
     use menderartifact::{ArtifactSpec, Compression, Payload, PayloadFile};
     let files = vec![
         PayloadFile::from_bytes("mender.conf", config.to_string().into_bytes(), 0o600),
@@ -291,6 +302,12 @@ pub fn build_artifact(name: &str, device_type: &str, config: &Value) -> Vec<u8> 
     );
     spec.compression = Compression::None;
     spec.mtime = Some(1_700_000_000);
+    for (k, v) in provides {
+        spec.provides.insert(k.to_string(), v.to_string());
+    }
+    for (k, v) in depends {
+        spec.depends.insert(k.to_string(), v.to_string());
+    }
     let mut out = Vec::new();
     menderartifact::write_artifact(spec, &mut out).expect("artifact is written");
     out
