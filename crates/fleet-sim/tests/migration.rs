@@ -116,10 +116,10 @@ fn run_stage1(s: &Setup, dir: &std::path::Path, new_in_stage1: &str) -> common::
     s.mgmt_old.upload(&arts.stage1);
     let ids = old_ids(s);
     assert_eq!(ids.len(), s.n);
-    s.mgmt_old.deploy("module", "mig-module-install", &ids);
+    s.mgmt_old.deploy("module", "mig-module-install-x86_64", &ids);
     assert_all_succeeded(
-        &wait_outcomes(&s.fleet, "mig-module-install", s.n),
-        "mig-module-install",
+        &wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n),
+        "mig-module-install-x86_64",
     );
     s.mgmt_old.deploy("stage1", "mig-stage1-dual", &ids);
     let report = wait_outcomes(&s.fleet, "mig-stage1-dual", s.n);
@@ -231,8 +231,8 @@ fn stage2_first_is_refused_and_changes_nothing() {
     s.mgmt_old.upload(&arts.module_install);
     s.mgmt_old.upload(&arts.stage2);
     let ids = old_ids(&s);
-    s.mgmt_old.deploy("module", "mig-module-install", &ids);
-    wait_outcomes(&s.fleet, "mig-module-install", s.n);
+    s.mgmt_old.deploy("module", "mig-module-install-x86_64", &ids);
+    wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
     s.mgmt_old
         .deploy("stage2-first", "mig-stage2-new-only", &ids);
     // Bounded: until every device has an outcome, or 6 more update checks per device.
@@ -282,7 +282,7 @@ fn stage2_first_is_refused_and_changes_nothing() {
         );
         assert_eq!(
             d.provides.get("artifact_name").unwrap(),
-            "mig-module-install"
+            "mig-module-install-x86_64"
         );
     }
     assert_eq!(report.counts.on_old, s.n);
