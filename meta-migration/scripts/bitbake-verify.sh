@@ -11,6 +11,8 @@
 # CRATE_DIR holds NAME-VERSION.crate files (e.g. ~/.cargo/registry/cache/*/ after `cargo fetch`).
 # MIGRATION_INSTANCE=DIR: use a layer instance generated beforehand (`cargo xtask yocto-layer`
 # with the arguments below) when this user has no cargo.
+# MIGRATION_TOOL_DIR=DIR: a directory with a host build of migration-stage-config (the stage
+# postfunc runs it; default: built here with cargo from crates/device).
 set -euo pipefail
 release=$1 top=$(cd "$2" && pwd) crates=$(cd "$3" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +29,11 @@ else
     (cd "$repo" && cargo run -q -p xtask -- yocto-layer --config examples/captured/etc/mender/mender.conf \
         --new-server https://new.eu.mender.example.com --device-type qemux86-64 --out "$work" --name instance >/dev/null)
 fi
+if [ -z "${MIGRATION_TOOL_DIR:-}" ]; then
+    cargo build -q --manifest-path "$repo/crates/device/Cargo.toml" -p migration-stage-config --target-dir "$work/tool"
+    MIGRATION_TOOL_DIR=$work/tool/debug
+fi
+export MIGRATION_TOOL_DIR
 # Test copies of the generated recipes that fetch the project from a local clone.
 git -c safe.directory='*' clone -q --bare --upload-pack="git -c safe.directory='*' upload-pack" "$repo" "$work/src.git"
 mkdir -p "$work/meta-unpacktest/conf" "$work/meta-unpacktest/recipes-test/sm"
@@ -94,8 +101,12 @@ for v in $variants; do
     bitbake "sm-$v" -c unpack >/dev/null || fail "unpack sm-$v"
     s=$(bitbake -e "sm-$v" | sed -n 's/^S="\(.*\)"/\1/p')
     [ -f "$s/Cargo.lock" ] || fail "sm-$v: S=$s holds no checkout"
+    vendored=$(bitbake -e "sm-$v" | sed -n 's/^CARGO_VENDORING_DIRECTORY="\(.*\)"/\1/p')
+    # Whole-file entries: the project's (relative to S) and each crate's (vendored directory).
     for lic in $(sed -n 's|^ *file://\([^;]*\);md5=\([0-9a-f]*\).*|\1=\2|p' "$work/meta-unpacktest/recipes-test/sm/sm-${v}_0.1.0.bb"); do
-        [ "$(md5sum <"$s/${lic%%=*}" | cut -d' ' -f1)" = "${lic#*=}" ] || fail "sm-$v: md5 of ${lic%%=*}"
+        f=${lic%%=*} f=${f/\$\{CARGO_VENDORING_DIRECTORY\}/$vendored}
+        case $f in /*) ;; *) f=$s/$f ;; esac
+        [ "$(md5sum <"$f" | cut -d' ' -f1)" = "${lic#*=}" ] || fail "sm-$v: md5 of $f"
     done
     echo "ok: sm-$v fetched, unpacked at S, license md5s match"
 done

@@ -2,7 +2,9 @@
 """Run meta-mender's do_prepare_mender_conf for the `mender` recipe, plus the task's postfuncs
 (as BitBake's task runner does), with extra variables given as VAR=value arguments; print the
 resulting /etc (transient) and /data (persistent) mender.conf as JSON. Nothing is fetched or
-compiled. Run inside an initialised build directory; BBLIB = path of bitbake/lib.
+compiled. Run inside an initialised build directory; BBLIB = path of bitbake/lib;
+MIGRATION_TOOL_DIR = directory holding a host build of migration-stage-config (the postfunc runs
+it from STAGING_BINDIR_NATIVE, which a real build fills from migration-stage-config-native).
 
     prep-mender-conf.py MIGRATION_STAGE=dual MIGRATION_OLD_SERVER=https://o MIGRATION_NEW_SERVER=https://n
 """
@@ -22,12 +24,8 @@ with bb.tinfoil.Tinfoil() as tf:
     except Exception as e:
         print("PARSE-ERROR:", e)
         sys.exit(3)
-    # `def` helpers are registered in the process that parsed the recipe (the tinfoil server);
-    # register the layer's here too, as a bitbake worker would after its own parse.
-    import bb.methodpool
-    for name in ('migration_server_url',):
-        if d.getVar(name, False):
-            bb.methodpool.insert_method(name, d.getVar(name, False), fn, 0)
+    if os.environ.get('MIGRATION_TOOL_DIR'):
+        d.setVar('STAGING_BINDIR_NATIVE', os.environ['MIGRATION_TOOL_DIR'])
     tmp = tempfile.mkdtemp()
     for var in ('WORKDIR', 'T', 'B'):
         os.makedirs(os.path.join(tmp, var.lower()))

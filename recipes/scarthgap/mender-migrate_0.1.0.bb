@@ -8,11 +8,11 @@ inherit cargo
 # mender-migrate is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-migrate/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "89c6f8c1556adb3d7490e76ba0921869d6d459f5"
+SRCREV = "2209b396df7465c54bfb72b0d3187e419f7cbc95"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-migrate"
-PV:append = ".AUTOINC+89c6f8c155"
+PV:append = ".AUTOINC+2209b396df"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
@@ -47,6 +47,8 @@ SRC_URI += " \
     crate://crates.io/const-oid/0.9.6 \
     crate://crates.io/core_detect/1.0.0 \
     crate://crates.io/cpufeatures/0.2.17 \
+    crate://crates.io/crc/3.4.0 \
+    crate://crates.io/crc-catalog/2.5.0 \
     crate://crates.io/crypto-bigint/0.5.5 \
     crate://crates.io/crypto-common/0.1.6 \
     crate://crates.io/curve25519-dalek/4.1.3 \
@@ -64,6 +66,7 @@ SRC_URI += " \
     crate://crates.io/encoding_rs/0.8.44 \
     crate://crates.io/equivalent/1.0.3 \
     crate://crates.io/errno/0.3.14 \
+    crate://crates.io/ext4-view/1.0.0 \
     crate://crates.io/fastrand/2.5.0 \
     crate://crates.io/ff/0.13.1 \
     crate://crates.io/fiat-crypto/0.2.9 \
@@ -289,6 +292,8 @@ SRC_URI[colorchoice-1.0.5.sha256sum] = "1d07550c9036bf2ae0c684c4297d503f838287c8
 SRC_URI[const-oid-0.9.6.sha256sum] = "c2459377285ad874054d797f3ccebf984978aa39129f6eafde5cdc8315b612f8"
 SRC_URI[core_detect-1.0.0.sha256sum] = "7f8f80099a98041a3d1622845c271458a2d73e688351bf3cb999266764b81d48"
 SRC_URI[cpufeatures-0.2.17.sha256sum] = "59ed5838eebb26a2bb2e58f6d5b5316989ae9d08bab10e0e6d103e656d1b0280"
+SRC_URI[crc-3.4.0.sha256sum] = "5eb8a2a1cd12ab0d987a5d5e825195d372001a4094a0376319d5a0ad71c1ba0d"
+SRC_URI[crc-catalog-2.5.0.sha256sum] = "217698eaf96b4a3f0bc4f3662aaa55bdf913cd54d7204591faa790070c6d0853"
 SRC_URI[crypto-bigint-0.5.5.sha256sum] = "0dc92fb57ca44df6db8059111ab3af99a63d5d0f8375d9972e319a379c6bab76"
 SRC_URI[crypto-common-0.1.6.sha256sum] = "1bfb12502f3fc46cca1bb51ac28df9d618d813cdc3d2f25b9fe775a34af26bb3"
 SRC_URI[curve25519-dalek-4.1.3.sha256sum] = "97fb8b7c4503de7d6ae7b42ab72a5a59857b4c937ec27a3d4539dba95b5ab2be"
@@ -306,6 +311,7 @@ SRC_URI[elliptic-curve-0.13.8.sha256sum] = "b5e6043086bf7973472e0c7dff2142ea0b68
 SRC_URI[encoding_rs-0.8.44.sha256sum] = "89253175e704ab869b04f9db224d38630e0211a53841a79181deae0889e169f5"
 SRC_URI[equivalent-1.0.3.sha256sum] = "00d174d5400e5e8fd687ad1049e2f578285fa914201b1af7e8b112a4546bd826"
 SRC_URI[errno-0.3.14.sha256sum] = "39cab71617ae0d63f51a36d69f866391735b51691dbda63cf6f96d042b63efeb"
+SRC_URI[ext4-view-1.0.0.sha256sum] = "0ecf6379b7cfeace5e109ccc51955afc05f5f7f2466ae0cf2697bda46afd01e6"
 SRC_URI[fastrand-2.5.0.sha256sum] = "da7c62ceae207dd37ea5b845da6a0696c799f85e97da1ab5b7910be3c1c80223"
 SRC_URI[ff-0.13.1.sha256sum] = "c0b50bfb653653f9ca9095b427bed08ab8d75a137839d9ad64eb11810d5b6393"
 SRC_URI[fiat-crypto-0.2.9.sha256sum] = "28dea519a9695b9977216879a3ebfddf92f1c08c05d984f8996aecd6ecdc811d"
@@ -530,6 +536,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/bitflags-2.13.2/LICENSE-MIT;md5=362255802eb5aa87810d12ddf3cfedb4 \
     file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.10.4/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.10.4/LICENSE-MIT;md5=db8988fb55e64671a78e93339449dc49 \
+    file://${CARGO_VENDORING_DIRECTORY}/cc-1.11.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/cc-1.11.1/LICENSE-MIT;md5=26f9f7326664c18be40341d92728adf3 \
     file://${CARGO_VENDORING_DIRECTORY}/cfg-if-1.0.5/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/cfg-if-1.0.5/LICENSE-MIT;md5=26f9f7326664c18be40341d92728adf3 \
     file://${CARGO_VENDORING_DIRECTORY}/clap-4.6.7/LICENSE-APACHE;md5=288526dc6d1f1ba8ce2226ee433ca5c8 \
@@ -546,6 +554,9 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/const-oid-0.9.6/LICENSE-MIT;md5=5e35482afd7e851e1578b6e7ce9e212e \
     file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.2.17/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.2.17/LICENSE-MIT;md5=157ef71d81b8995297d83b365dc58e48 \
+    file://${CARGO_VENDORING_DIRECTORY}/crc-3.4.0/LICENSE-APACHE;md5=36ff4333114acb3f79944b305475f0d4 \
+    file://${CARGO_VENDORING_DIRECTORY}/crc-3.4.0/LICENSE-MIT;md5=60235e8b506d5ff4301df32d34bc2879 \
+    file://${CARGO_VENDORING_DIRECTORY}/crc-catalog-2.5.0/Cargo.toml;beginline=31;endline=31;md5=86b31c7756a1a7962f28b62856ed4f05 \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-bigint-0.5.5/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-bigint-0.5.5/LICENSE-MIT;md5=66089406d4d1efd8a063b66ca217462a \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.1.6/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
@@ -554,6 +565,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/der-0.7.10/LICENSE-MIT;md5=5c7ace85c6ffc4e47819d086c367b8c1 \
     file://${CARGO_VENDORING_DIRECTORY}/digest-0.10.7/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/digest-0.10.7/LICENSE-MIT;md5=7232afe8a77d9cd4478063ecb985e886 \
+    file://${CARGO_VENDORING_DIRECTORY}/displaydoc-0.2.7/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/displaydoc-0.2.7/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/ecdsa-0.16.9/LICENSE-APACHE;md5=55478cc90c792d2efebe6dd5e5b7db04 \
     file://${CARGO_VENDORING_DIRECTORY}/ecdsa-0.16.9/LICENSE-MIT;md5=10d594626fb0a33eca573518bcc1ef53 \
     file://${CARGO_VENDORING_DIRECTORY}/elliptic-curve-0.13.8/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
@@ -562,15 +575,21 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/equivalent-1.0.3/LICENSE-MIT;md5=d1df36c838661c3eddbe915e0d2e17b6 \
     file://${CARGO_VENDORING_DIRECTORY}/errno-0.3.14/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/errno-0.3.14/LICENSE-MIT;md5=1d3f369439ce6eae8cbc242b92de4b09 \
+    file://${CARGO_VENDORING_DIRECTORY}/ext4-view-1.0.0/LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
+    file://${CARGO_VENDORING_DIRECTORY}/ext4-view-1.0.0/LICENSE-MIT;md5=f15e5325b03562343ac31f18930c8926 \
     file://${CARGO_VENDORING_DIRECTORY}/fastrand-2.5.0/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/fastrand-2.5.0/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/ff-0.13.1/LICENSE-APACHE;md5=30cd52b8a59f890bbe8255cc9731fb3d \
     file://${CARGO_VENDORING_DIRECTORY}/ff-0.13.1/LICENSE-MIT;md5=6f4bc4fed4be100adb3313b1057d127d \
     file://${CARGO_VENDORING_DIRECTORY}/filetime-0.2.29/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/filetime-0.2.29/LICENSE-MIT;md5=26f9f7326664c18be40341d92728adf3 \
+    file://${CARGO_VENDORING_DIRECTORY}/find-msvc-tools-0.1.15/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/find-msvc-tools-0.1.15/LICENSE-MIT;md5=26f9f7326664c18be40341d92728adf3 \
     file://${CARGO_VENDORING_DIRECTORY}/flate2-1.1.11/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/flate2-1.1.11/LICENSE-MIT;md5=12603462ab3a2195f843f2432f94780c \
     file://${CARGO_VENDORING_DIRECTORY}/foldhash-0.2.0/LICENSE;md5=20ff5307d48c7c74b29bfe1add54da14 \
+    file://${CARGO_VENDORING_DIRECTORY}/form_urlencoded-1.2.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/form_urlencoded-1.2.2/LICENSE-MIT;md5=d188c55b194c6aaf8738d1b9a8934007 \
     file://${CARGO_VENDORING_DIRECTORY}/generic-array-0.14.9/LICENSE;md5=4f5440fc36880eddb488ce08b1542a0a \
     file://${CARGO_VENDORING_DIRECTORY}/getrandom-0.2.17/LICENSE-APACHE;md5=9ee8a33d3852b5a3d70f661d27bf3cc5 \
     file://${CARGO_VENDORING_DIRECTORY}/getrandom-0.2.17/LICENSE-MIT;md5=5d53e1112846a2e5e9feab6ac3110213 \
@@ -585,6 +604,17 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/heck-0.5.0/LICENSE-MIT;md5=615cc94ba6f721c4ed3d6988605e85ca \
     file://${CARGO_VENDORING_DIRECTORY}/hmac-0.12.1/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/hmac-0.12.1/LICENSE-MIT;md5=7232afe8a77d9cd4478063ecb985e886 \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_collections-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_locale_core-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_normalizer-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_normalizer_data-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_properties-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_properties_data-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/icu_provider-2.4.0/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/idna-1.1.0/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/idna-1.1.0/LICENSE-MIT;md5=1d8356586e446b0098888aa89f3a3b01 \
+    file://${CARGO_VENDORING_DIRECTORY}/idna_adapter-1.2.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/idna_adapter-1.2.2/LICENSE-MIT;md5=bbaf22da053e07d2ed498faec54eb571 \
     file://${CARGO_VENDORING_DIRECTORY}/indexmap-2.14.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/indexmap-2.14.2/LICENSE-MIT;md5=df6e97e0d031ba78e58f93492b417a65 \
     file://${CARGO_VENDORING_DIRECTORY}/is_terminal_polyfill-1.70.2/LICENSE-APACHE;md5=fa818a259cbed7ce8bc2a22d35a464fc \
@@ -600,6 +630,9 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/LICENSE-Apache-2.0_WITH_LLVM-exception;md5=a1ba2b4c4f909ac0b517d8a37d2ac70f \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/litemap-0.8.3/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/log-0.4.35/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/log-0.4.35/LICENSE-MIT;md5=362255802eb5aa87810d12ddf3cfedb4 \
     file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/COPYING;md5=034e2d49ef70c35b64be514bef39415a \
     file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/LICENSE-MIT;md5=8d0d0aa488af0ab9aafa3b85a7fc8e12 \
     file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/UNLICENSE;md5=7246f848faa4e9c9fc0ea91122d6e680 \
@@ -619,10 +652,13 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/p256-0.13.2/LICENSE-MIT;md5=d285948e7144098a264db00b76d0c6f0 \
     file://${CARGO_VENDORING_DIRECTORY}/pem-rfc7468-0.7.0/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/pem-rfc7468-0.7.0/LICENSE-MIT;md5=66089406d4d1efd8a063b66ca217462a \
+    file://${CARGO_VENDORING_DIRECTORY}/percent-encoding-2.3.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/percent-encoding-2.3.2/LICENSE-MIT;md5=1d8356586e446b0098888aa89f3a3b01 \
     file://${CARGO_VENDORING_DIRECTORY}/pkcs1-0.7.5/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/pkcs1-0.7.5/LICENSE-MIT;md5=37b7a1d340f383f093ce9f217ee00024 \
     file://${CARGO_VENDORING_DIRECTORY}/pkcs8-0.10.2/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/pkcs8-0.10.2/LICENSE-MIT;md5=5c7ace85c6ffc4e47819d086c367b8c1 \
+    file://${CARGO_VENDORING_DIRECTORY}/potential_utf-0.1.6/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
     file://${CARGO_VENDORING_DIRECTORY}/ppv-lite86-0.2.21/LICENSE-APACHE;md5=a0f1a51804617ebdf5b189ce33676cff \
     file://${CARGO_VENDORING_DIRECTORY}/ppv-lite86-0.2.21/LICENSE-MIT;md5=f506965760cf1b01ce337cc6b6540d40 \
     file://${CARGO_VENDORING_DIRECTORY}/primeorder-0.13.6/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
@@ -643,12 +679,25 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/rand_core-0.6.4/LICENSE-MIT;md5=08cf50287469d314ddbee33f572260a7 \
     file://${CARGO_VENDORING_DIRECTORY}/rfc6979-0.4.0/LICENSE-APACHE;md5=55478cc90c792d2efebe6dd5e5b7db04 \
     file://${CARGO_VENDORING_DIRECTORY}/rfc6979-0.4.0/LICENSE-MIT;md5=10d594626fb0a33eca573518bcc1ef53 \
+    file://${CARGO_VENDORING_DIRECTORY}/ring-0.17.14/LICENSE;md5=63da93c4c10a6b2ba3ffe61345c6c2d6 \
+    file://${CARGO_VENDORING_DIRECTORY}/ring-0.17.14/LICENSE-BoringSSL;md5=bfca80950e49496c340e3327990eb7e7 \
+    file://${CARGO_VENDORING_DIRECTORY}/ring-0.17.14/LICENSE-other-bits;md5=6c5d00879883ff640a11f53c7dd297fe \
     file://${CARGO_VENDORING_DIRECTORY}/rsa-0.9.10/LICENSE-APACHE;md5=57bbea5deedf2de7b498b3a6e4a3d311 \
     file://${CARGO_VENDORING_DIRECTORY}/rsa-0.9.10/LICENSE-MIT;md5=5040e467e8fd4daf9f11f923fb91a69f \
     file://${CARGO_VENDORING_DIRECTORY}/rustix-1.1.6/COPYRIGHT;md5=b801ac623f807696d346c4be741be11d \
     file://${CARGO_VENDORING_DIRECTORY}/rustix-1.1.6/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/rustix-1.1.6/LICENSE-Apache-2.0_WITH_LLVM-exception;md5=a1ba2b4c4f909ac0b517d8a37d2ac70f \
     file://${CARGO_VENDORING_DIRECTORY}/rustix-1.1.6/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-0.23.46/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-0.23.46/LICENSE-ISC;md5=015a420d687028ca99dc638686104712 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-0.23.46/LICENSE-MIT;md5=2e52215fa3aef2537b6a1a58c8bc1350 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-pemfile-2.2.0/LICENSE;md5=bcf3a5fc964681c0315c768d95579542 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-pemfile-2.2.0/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-pemfile-2.2.0/LICENSE-ISC;md5=015a420d687028ca99dc638686104712 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-pemfile-2.2.0/LICENSE-MIT;md5=2e52215fa3aef2537b6a1a58c8bc1350 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-pki-types-1.15.1/LICENSE-APACHE;md5=bc0cc3a889cff935cbc951f08e0be61b \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-pki-types-1.15.1/LICENSE-MIT;md5=daed998a0afccf465208e521e45b80e7 \
+    file://${CARGO_VENDORING_DIRECTORY}/rustls-webpki-0.103.16/LICENSE;md5=7fab7d7301efd548d76974e42a65f267 \
     file://${CARGO_VENDORING_DIRECTORY}/sec1-0.7.3/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/sec1-0.7.3/LICENSE-MIT;md5=ea1276dd9451d8a11b870fce51cc6d8a \
     file://${CARGO_VENDORING_DIRECTORY}/serde-1.0.229/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
@@ -661,6 +710,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/serde_json-1.0.154/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/sha2-0.10.9/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/sha2-0.10.9/LICENSE-MIT;md5=f4ccec4b9fbc0216b1de1d24a8fd91e0 \
+    file://${CARGO_VENDORING_DIRECTORY}/shlex-2.0.1/LICENSE-APACHE;md5=09833d0487ddca0ba1667b10066567de \
+    file://${CARGO_VENDORING_DIRECTORY}/shlex-2.0.1/LICENSE-MIT;md5=717e4c947a2d90add0a92bcd94c2ec58 \
     file://${CARGO_VENDORING_DIRECTORY}/signature-2.2.0/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/signature-2.2.0/LICENSE-MIT;md5=69f398ba29e2f6f07223d17f363140d2 \
     file://${CARGO_VENDORING_DIRECTORY}/similar-2.7.0/LICENSE;md5=1836efb2eb779966696f473ee8540542 \
@@ -669,12 +720,15 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/spin-0.9.9/LICENSE;md5=f4211eedb8320454de606a74ca9c1810 \
     file://${CARGO_VENDORING_DIRECTORY}/spki-0.7.3/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/spki-0.7.3/LICENSE-MIT;md5=37b7a1d340f383f093ce9f217ee00024 \
+    file://${CARGO_VENDORING_DIRECTORY}/stable_deref_trait-1.2.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/stable_deref_trait-1.2.1/LICENSE-MIT;md5=5434f8986388952c209d3be8db2ea2a1 \
     file://${CARGO_VENDORING_DIRECTORY}/strsim-0.11.1/LICENSE;md5=2f415adcc86d8f232afa655cff68e73a \
     file://${CARGO_VENDORING_DIRECTORY}/subtle-2.6.1/LICENSE;md5=cff47234d8cf608834b44ad9405e5493 \
     file://${CARGO_VENDORING_DIRECTORY}/syn-2.0.119/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/syn-2.0.119/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/syn-3.0.9/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/syn-3.0.9/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/synstructure-0.14.0/LICENSE;md5=cc272e9322fe8cb3e01e1e22bca8fef9 \
     file://${CARGO_VENDORING_DIRECTORY}/tar-0.4.46/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/tar-0.4.46/LICENSE-MIT;md5=f030c43b64a8b4fe9ae127aae32af61b \
     file://${CARGO_VENDORING_DIRECTORY}/tempfile-3.27.0/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
@@ -683,40 +737,82 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/thiserror-2.0.21/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/thiserror-impl-2.0.21/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/thiserror-impl-2.0.21/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/tinystr-0.8.5/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
     file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE;md5=a4e6e71c16e39f6cda1ce9b00161ba00 \
     file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE-APACHE;md5=882ec2688b2302e937049f57c749d64e \
     file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE-MIT;md5=e8e31985f27f4c10157ceb3de0217ead \
     file://${CARGO_VENDORING_DIRECTORY}/unicode-ident-1.0.27/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/unicode-ident-1.0.27/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/unicode-ident-1.0.27/LICENSE-UNICODE;md5=548c7e11b6a9486e064814cf1c708e5b \
+    file://${CARGO_VENDORING_DIRECTORY}/untrusted-0.9.0/LICENSE.txt;md5=79b08919d224b21c5a3de90b188adda4 \
+    file://${CARGO_VENDORING_DIRECTORY}/ureq-2.12.1/LICENSE-APACHE;md5=86d3f3a95c324c9479bd8986968f4327 \
+    file://${CARGO_VENDORING_DIRECTORY}/ureq-2.12.1/LICENSE-MIT;md5=0d74a5681e676251352c4c396fa40a51 \
+    file://${CARGO_VENDORING_DIRECTORY}/url-2.5.8/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/url-2.5.8/LICENSE-MIT;md5=1d8356586e446b0098888aa89f3a3b01 \
+    file://${CARGO_VENDORING_DIRECTORY}/utf8_iter-1.1.0/COPYRIGHT;md5=6d8414ae52169b94d8af410d148c967d \
+    file://${CARGO_VENDORING_DIRECTORY}/utf8_iter-1.1.0/LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
+    file://${CARGO_VENDORING_DIRECTORY}/utf8_iter-1.1.0/LICENSE-MIT;md5=c6dbcb3177852dda045cbf5454b0f2b8 \
     file://${CARGO_VENDORING_DIRECTORY}/utf8parse-0.2.2/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/utf8parse-0.2.2/LICENSE-MIT;md5=0117a6335f95e7aa7263c5c50776890b \
+    file://${CARGO_VENDORING_DIRECTORY}/utf_types-1.0.0/COPYRIGHT;md5=936f958a0aaaf816f1ba3eb739e15f4c \
+    file://${CARGO_VENDORING_DIRECTORY}/utf_types-1.0.0/LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
+    file://${CARGO_VENDORING_DIRECTORY}/utf_types-1.0.0/LICENSE-MIT;md5=c6dbcb3177852dda045cbf5454b0f2b8 \
     file://${CARGO_VENDORING_DIRECTORY}/version_check-0.9.5/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/version_check-0.9.5/LICENSE-MIT;md5=7f185439ef8c210f895ec32196f2ccc0 \
     file://${CARGO_VENDORING_DIRECTORY}/wasi-0.11.1+wasi-snapshot-preview1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/wasi-0.11.1+wasi-snapshot-preview1/LICENSE-Apache-2.0_WITH_LLVM-exception;md5=a1ba2b4c4f909ac0b517d8a37d2ac70f \
     file://${CARGO_VENDORING_DIRECTORY}/wasi-0.11.1+wasi-snapshot-preview1/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
+    file://${CARGO_VENDORING_DIRECTORY}/webpki-roots-0.26.11/LICENSE;md5=92acfc406747665905745d64afc7837c \
+    file://${CARGO_VENDORING_DIRECTORY}/webpki-roots-1.0.10/LICENSE;md5=92acfc406747665905745d64afc7837c \
     file://${CARGO_VENDORING_DIRECTORY}/windows-link-0.2.1/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
     file://${CARGO_VENDORING_DIRECTORY}/windows-link-0.2.1/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows-sys-0.52.0/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows-sys-0.52.0/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
     file://${CARGO_VENDORING_DIRECTORY}/windows-sys-0.61.2/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
     file://${CARGO_VENDORING_DIRECTORY}/windows-sys-0.61.2/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows-targets-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows-targets-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_aarch64_gnullvm-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_aarch64_gnullvm-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_aarch64_msvc-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_aarch64_msvc-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_i686_gnu-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_i686_gnu-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_i686_gnullvm-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_i686_gnullvm-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_i686_msvc-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_i686_msvc-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_x86_64_gnu-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_x86_64_gnu-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_x86_64_gnullvm-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_x86_64_gnullvm-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_x86_64_msvc-0.52.6/license-apache-2.0;md5=b62672354bd671e69cfb4245c8cd2c63 \
+    file://${CARGO_VENDORING_DIRECTORY}/windows_x86_64_msvc-0.52.6/license-mit;md5=d4a904ca135bb7bc912156fee12726f0 \
+    file://${CARGO_VENDORING_DIRECTORY}/writeable-0.6.4/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
     file://${CARGO_VENDORING_DIRECTORY}/xattr-1.7.0/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/xattr-1.7.0/LICENSE-MIT;md5=e0a3ed49769450f8d26c56bd4ef6ef71 \
+    file://${CARGO_VENDORING_DIRECTORY}/yoke-0.8.4/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/yoke-derive-0.8.4/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
     file://${CARGO_VENDORING_DIRECTORY}/zerocopy-0.8.63/LICENSE-APACHE;md5=e6e42f2a080bff7d4fa49dc236d7bd7f \
     file://${CARGO_VENDORING_DIRECTORY}/zerocopy-0.8.63/LICENSE-BSD;md5=b83784d525f2c17993712af8ce5a6708 \
     file://${CARGO_VENDORING_DIRECTORY}/zerocopy-0.8.63/LICENSE-MIT;md5=f5cf717da9e49861a991d3d876cdb32d \
     file://${CARGO_VENDORING_DIRECTORY}/zerocopy-derive-0.8.63/LICENSE-APACHE;md5=e6e42f2a080bff7d4fa49dc236d7bd7f \
     file://${CARGO_VENDORING_DIRECTORY}/zerocopy-derive-0.8.63/LICENSE-BSD;md5=b83784d525f2c17993712af8ce5a6708 \
     file://${CARGO_VENDORING_DIRECTORY}/zerocopy-derive-0.8.63/LICENSE-MIT;md5=f5cf717da9e49861a991d3d876cdb32d \
+    file://${CARGO_VENDORING_DIRECTORY}/zerofrom-0.1.8/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/zerofrom-derive-0.1.8/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
     file://${CARGO_VENDORING_DIRECTORY}/zeroize-1.9.1/LICENSE-APACHE;md5=3b83ef96387f14655fc854ddc3c6bd57 \
     file://${CARGO_VENDORING_DIRECTORY}/zeroize-1.9.1/LICENSE-MIT;md5=916acb93f7bacf01ffb7726ff83ccea1 \
+    file://${CARGO_VENDORING_DIRECTORY}/zerotrie-0.2.5/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/zerovec-0.11.9/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
+    file://${CARGO_VENDORING_DIRECTORY}/zerovec-derive-0.11.7/LICENSE;md5=9541a35d720222b4579e8c8fb11a95ef \
     file://${CARGO_VENDORING_DIRECTORY}/zlib-rs-0.6.8/LICENSE;md5=5c03f031f30670c60508c131309a4154 \
     file://${CARGO_VENDORING_DIRECTORY}/zmij-1.0.23/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
 "
 
 SUMMARY = "Command-line tool to migrate a Mender fleet between servers: plan, artifacts, layers, overlays"
 HOMEPAGE = "https://github.com/mender-migration/mender-server-migration"
-LICENSE = "Apache-2.0 & BSD-3-Clause & MIT & Unicode-3.0 & Zlib & (Apache-2.0 | Apache-2.0-with-LLVM-exception | MIT) & (Apache-2.0 | BSD-2-Clause | MIT) & (Apache-2.0 | LGPL-2.1-or-later | MIT) & (Apache-2.0 | MIT) & (MIT | Unlicense)"
+LICENSE = "Apache-2.0 & BSD-3-Clause & CDLA-Permissive-2.0 & ISC & MIT & Unicode-3.0 & Zlib & (Apache-2.0 | Apache-2.0-with-LLVM-exception | MIT) & (Apache-2.0 | BSD-2-Clause | MIT) & (Apache-2.0 | ISC | MIT) & (Apache-2.0 | LGPL-2.1-or-later | MIT) & (Apache-2.0 | MIT) & (MIT | Unlicense)"
 
 # Local additions, each included only if the file exists:
 include mender-migrate-${PV}.inc

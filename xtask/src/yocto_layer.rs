@@ -33,12 +33,12 @@ pub fn run(args: &Args) -> Result<()> {
     for warning in &plan.warnings {
         eprintln!("warning: {warning}");
     }
-    let (recipe_name, recipe_text) = module_recipe()?;
+    let recipes = layer_recipes()?;
     let tree = layer::baked_layer(&BakedLayer {
         plan: &plan,
         device_types: &args.device_types,
         captured_from: &args.inputs.config.display().to_string(),
-        module_recipe: (&recipe_name, &recipe_text),
+        recipes: &recipes,
     })?;
     let dest = args.out.join(&args.name);
     let source_layer = crate::project_root().join("meta-migration");
@@ -62,31 +62,33 @@ pub fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// The checked-in Update Module recipe (`cargo xtask recipes` keeps it fresh).
-fn module_recipe() -> Result<(String, String)> {
+/// The checked-in generated recipes of the layer (`cargo xtask recipes` keeps them fresh): the
+/// Update Module and the native stage tool.
+fn layer_recipes() -> Result<Vec<(String, String)>> {
     let dir = crate::project_root().join(migration_generators::project::LAYER_RECIPE_DIR);
     let mut found = Vec::new();
     for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if name.ends_with(".bb") {
-            found.push(name);
-        }
-    }
-    match found.as_slice() {
-        [one] => {
-            let path = dir.join(one);
+            let path = dir.join(&name);
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            Ok((one.clone(), text))
+            found.push((name, text));
         }
-        [] => bail!(
-            "{}: no server-migration recipe; run `cargo xtask recipes` first",
-            dir.display()
-        ),
-        many => bail!(
-            "{}: several recipes ({}); run `cargo xtask recipes`",
-            dir.display(),
-            many.join(", ")
-        ),
     }
+    found.sort();
+    let wanted = migration_generators::project::LAYER_CRATES;
+    let names: Vec<&str> = found
+        .iter()
+        .filter_map(|(n, _)| n.split_once('_').map(|(crate_name, _)| crate_name))
+        .collect();
+    if names.len() != wanted.len() || wanted.iter().any(|w| !names.contains(w)) {
+        bail!(
+            "{}: expected one recipe each of {} (found: {}); run `cargo xtask recipes`",
+            dir.display(),
+            wanted.join(", "),
+            names.join(", ")
+        );
+    }
+    Ok(found)
 }

@@ -22,6 +22,7 @@ fn help_exits_0_and_lists_every_task() {
         "debian-overlay",
         "qemu-image",
         "qemu-test",
+        "fuzz",
         "test",
     ] {
         assert!(

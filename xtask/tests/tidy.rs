@@ -1,4 +1,6 @@
-//! Tidy checks over the whole tree: module docs, dependency licenses, crate metadata.
+//! Tidy checks over the whole tree: module docs, ARCHITECTURE.md's crate list, manifests
+//! (dependencies declared once, shared lints), dependency licenses of both locks, crate
+//! metadata.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -53,11 +55,15 @@ fn every_module_starts_with_a_doc_line() {
     );
 }
 
-fn metadata() -> serde_json::Value {
+/// The product's workspaces (the fuzz workspace is checked for the crate list only).
+const WORKSPACES: [&str; 2] = ["", "crates/device"];
+
+fn metadata(workspace: &str, extra: &[&str]) -> serde_json::Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .current_dir(root())
+        .current_dir(root().join(workspace))
         .args(["metadata", "--format-version", "1"])
+        .args(extra)
         .output()
         .expect("running cargo metadata");
     assert!(
@@ -104,9 +110,9 @@ const ALLOWED_LICENSES: &[&str] = &[
 
 #[test]
 fn dependency_licenses_are_known() {
-    let meta = metadata();
     let mut unknown = BTreeSet::new();
-    for package in meta["packages"].as_array().unwrap() {
+    let metas: Vec<_> = WORKSPACES.iter().map(|w| metadata(w, &[])).collect();
+    for package in metas.iter().flat_map(|m| m["packages"].as_array().unwrap()) {
         let license = package["license"].as_str().unwrap_or("<none>");
         if !ALLOWED_LICENSES.contains(&license) {
             unknown.insert(format!(
@@ -122,7 +128,12 @@ fn dependency_licenses_are_known() {
 /// BitBake recipes are generated from these fields.
 #[test]
 fn workspace_crates_carry_recipe_metadata() {
-    let meta = metadata();
+    for workspace in WORKSPACES {
+        crates_carry_recipe_metadata(&metadata(workspace, &["--no-deps"]));
+    }
+}
+
+fn crates_carry_recipe_metadata(meta: &serde_json::Value) {
     let members: BTreeSet<&str> = meta["workspace_members"]
         .as_array()
         .unwrap()
@@ -142,4 +153,97 @@ fn workspace_crates_carry_recipe_metadata() {
         }
         assert_eq!(package["license"], "MIT OR Apache-2.0", "crate {name}");
     }
+}
+
+/// Workspace members as (manifest directory relative to the root, package name).
+fn members(workspace: &str) -> Vec<(String, String)> {
+    let meta = metadata(workspace, &["--no-deps"]);
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let dir = Path::new(p["manifest_path"].as_str().unwrap())
+                .parent()
+                .unwrap()
+                .strip_prefix(root().canonicalize().unwrap())
+                .or_else(|_| {
+                    Path::new(p["manifest_path"].as_str().unwrap())
+                        .parent()
+                        .unwrap()
+                        .strip_prefix(root())
+                })
+                .unwrap()
+                .display()
+                .to_string();
+            (dir, p["name"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// ARCHITECTURE.md is the code map: every crate of every workspace has its row, by path and
+/// package name.
+#[test]
+fn architecture_lists_every_crate() {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for workspace in WORKSPACES.iter().chain(&["tests/fuzz"]) {
+        for (dir, name) in members(workspace) {
+            if !text.contains(&format!("| `{dir}` | `{name}`")) {
+                missing.push(format!("`{dir}` (package `{name}`)"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "crates without a row `| `DIR` | `PACKAGE` (kind) | what it owns |` in ARCHITECTURE.md's crate table:\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+/// Dependencies are declared once per workspace (`[workspace.dependencies]`) and crates share
+/// the workspace's lints: every dependency line of a member is `NAME.workspace = true` or
+/// `NAME = { workspace = true, ... }`, and `[lints]` has `workspace = true`.
+#[test]
+fn manifests_inherit_dependencies_and_lints() {
+    let mut problems = Vec::new();
+    for workspace in WORKSPACES {
+        for (dir, name) in members(workspace) {
+            let path = root().join(&dir).join("Cargo.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut section = String::new();
+            let mut lints_inherited = false;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with('[') {
+                    section = line.trim_matches(['[', ']']).to_string();
+                    continue;
+                }
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                if section == "lints" && line.replace(' ', "") == "workspace=true" {
+                    lints_inherited = true;
+                }
+                let is_deps =
+                    section.ends_with("dependencies") && !section.starts_with("workspace");
+                let inherits = line.contains(".workspace = true")
+                    || line.replace(' ', "").contains("={workspace=true");
+                // A crate's dev-dependency on itself (to turn on a test-only feature).
+                let on_itself = line
+                    .replace(' ', "")
+                    .starts_with(&format!("{name}={{path=\".\""));
+                if is_deps && !inherits && !on_itself {
+                    problems.push(format!(
+                        "{dir}/Cargo.toml [{section}]: `{line}`: declare it in the workspace's [workspace.dependencies] and use `workspace = true`"
+                    ));
+                }
+            }
+            if !lints_inherited {
+                problems.push(format!(
+                    "{dir}/Cargo.toml: add `[lints]` with `workspace = true`"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -313,5 +313,9 @@ fn summary(
     for step in crate::plan::procedure(plan) {
         let _ = writeln!(out, "  {}", step.replace("NAME", &args.name));
     }
+    out.push_str(&crate::check_release::release_gate_text(
+        &plan.old_server,
+        &plan.new_server,
+    ));
     Ok(out)
 }

@@ -2,9 +2,12 @@
 //! Thin over `menderconf` (rules, stages) and `menderartifact` (the artifact format).
 
 mod artifacts;
+mod check_release;
+mod fleet;
 mod inputs;
 mod inspect;
 mod plan;
+mod rootfs;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -32,6 +35,12 @@ enum Command {
     Artifacts(ArtifactsArgs),
     /// Read an artifact, verify every checksum and (with --verify-key) its signature.
     Inspect(inspect::InspectArgs),
+    /// Release gate: refuse an OS release that would undo the migration stage (exit 1).
+    CheckRelease(check_release::CheckReleaseArgs),
+    /// Make a stage rootfs artifact from an existing release (only mender.conf changes).
+    Rootfs(rootfs::RootfsArgs),
+    /// Migrate the fleet on both servers: plan, run (resumable), status, rollback.
+    Fleet(fleet::FleetArgs),
 }
 
 /// Runs the CLI with the given arguments (first = program name) and returns the exit code:
@@ -58,6 +67,9 @@ where
             artifacts::run(&args).map(|report| print!("{}", report.summary))
         }
         Command::Inspect(args) => inspect::run(&args),
+        Command::CheckRelease(args) => check_release::run(&args),
+        Command::Rootfs(args) => rootfs::run(&args),
+        Command::Fleet(args) => return fleet::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -153,6 +153,10 @@ fn plan_text(plan: &MigrationPlan, inputs: &MigrationInputs, warnings: &[String]
     for step in procedure(plan) {
         let _ = writeln!(out, "  {step}");
     }
+    out.push_str(&crate::check_release::release_gate_text(
+        &plan.old_server,
+        &plan.new_server,
+    ));
     out
 }
 

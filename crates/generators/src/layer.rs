@@ -9,7 +9,8 @@ use crate::GenError;
 
 /// Directory of the bbappend and its includes inside the layer.
 pub const MENDER_CLIENT_DIR: &str = "recipes-mender/mender-client";
-/// Directory of the Update Module recipe inside the layer.
+/// Directory of the generated recipes (the Update Module and the native stage tool) inside the
+/// layer.
 pub const MODULE_RECIPE_DIR: &str = "recipes-mender/server-migration";
 /// The include a baked instance adds (the static layer `include`s it if present).
 pub const BAKED_INC: &str = "recipes-mender/mender-client/mender-migration-baked.inc";
@@ -44,6 +45,10 @@ pub const STATIC_FILES: &[(&str, &str)] = &[
         "recipes-mender/server-migration/server-migration.inc",
         include_str!("../../../meta-migration/recipes-mender/server-migration/server-migration.inc"),
     ),
+    (
+        "recipes-mender/server-migration/migration-stage-config.inc",
+        include_str!("../../../meta-migration/recipes-mender/server-migration/migration-stage-config.inc"),
+    ),
 ];
 
 /// mender.conf keys that meta-mender also sets from a MENDER_* variable (variables win). A baked
@@ -69,17 +74,15 @@ const VARIABLE_KEYS: &[(&str, &str)] = &[
 /// Keys an image builder always sets itself; image configs leave them out.
 pub const BUILD_OWNED_KEYS: &[&str] = &["RootfsPartA", "RootfsPartB"];
 
-/// The static layer plus the generated Update Module recipe.
-pub fn static_layer(module_recipe: (&str, &str)) -> FileTree {
+/// The static layer plus the generated recipes, `(file name, text)` each.
+pub fn static_layer(recipes: &[(String, String)]) -> FileTree {
     let mut tree = FileTree::new();
     for (path, text) in STATIC_FILES {
         tree.add(*path, *text, 0o644);
     }
-    tree.add(
-        format!("{MODULE_RECIPE_DIR}/{}", module_recipe.0),
-        module_recipe.1,
-        0o644,
-    );
+    for (name, text) in recipes {
+        tree.add(format!("{MODULE_RECIPE_DIR}/{name}"), text.as_str(), 0o644);
+    }
     tree
 }
 
@@ -90,8 +93,8 @@ pub struct BakedLayer<'a> {
     pub device_types: &'a [String],
     /// Where the captured config came from, for the generated comments.
     pub captured_from: &'a str,
-    /// `(file name, text)` of the Update Module recipe.
-    pub module_recipe: (&'a str, &'a str),
+    /// `(file name, text)` of the generated recipes (Update Module, native stage tool).
+    pub recipes: &'a [(String, String)],
 }
 
 /// The stage's `/etc/mender/mender.conf`. An image carries only that file: if the stage needs
@@ -170,7 +173,7 @@ fn check_device_types(types: &[String]) -> Result<(), GenError> {
 /// A complete layer instance: the static layer, both stage configs and the include that uses them.
 pub fn baked_layer(input: &BakedLayer<'_>) -> Result<FileTree, GenError> {
     check_device_types(input.device_types)?;
-    let mut tree = static_layer(input.module_recipe);
+    let mut tree = static_layer(input.recipes);
     let mut keys_in_configs: Vec<String> = Vec::new();
     for stage in [menderconf::Stage::Dual, menderconf::Stage::NewOnly] {
         let main = image_config(input.plan, stage)?;
@@ -198,6 +201,12 @@ fn baked_inc(input: &BakedLayer<'_>, keys: &[String]) -> String {
         input.plan.new_server.as_str()
     ));
     s.push_str("MIGRATION_BAKED_CONFIG = \"1\"\n");
+    // The postfunc re-checks the baked files after meta-mender's merge with these servers.
+    s.push_str(&format!(
+        "MIGRATION_OLD_SERVER = \"{}\"\nMIGRATION_NEW_SERVER = \"{}\"\n",
+        input.plan.old_server.as_str(),
+        input.plan.new_server.as_str()
+    ));
     s.push_str(&format!(
         "MIGRATION_DEVICE_TYPES = \"{}\"\n\n",
         input.device_types.join(" ")

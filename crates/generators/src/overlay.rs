@@ -119,5 +119,19 @@ fn readme(plan: &MigrationPlan) -> String {
         "them with the captured device's values. Server settings never belong in `/data`. If the config\n",
         "names a `ServerCertificate`, put that file into the overlay too (`--server-cert FILE`).\n",
     ));
+    s.push_str(concat!(
+        "\n## Release gate\n\n",
+        "After stage N every OS release must carry stage N's config: convert every later image with\n",
+        "`--overlay overlays/stage1-dual` after stage 1, and with `--overlay overlays/stage2-new-only`\n",
+        "after stage 2 (for good). An image converted without the overlay puts every device that\n",
+        "installs it back on the old server, which rejects it. Gate each release artifact in CI before\n",
+        "uploading it; it exits 1 with the reason when the release would undo the stage:\n\n",
+        "    mender-migrate check-release deploy/IMAGE.mender --stage dual \\\n",
+        "        --old-server https://old.example.com --new-server https://new.example.com\n\n",
+        "A release already converted without the overlay can be fixed without converting again\n",
+        "(only `/etc/mender/mender.conf`, the artifact name and its checksum provide change):\n\n",
+        "    mender-migrate rootfs --from deploy/IMAGE.mender --stage dual \\\n",
+        "        --old-server https://old.example.com --new-server https://new.example.com --out deploy\n",
+    ));
     s
 }

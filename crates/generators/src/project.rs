@@ -20,8 +20,12 @@ use crate::GenError;
 
 /// Directory (relative to the project root) of the Update Module recipe in the layer.
 pub const LAYER_RECIPE_DIR: &str = "meta-migration/recipes-mender/server-migration";
-/// The crate whose recipe also goes into the layer.
+/// The Update Module's crate.
 pub const MODULE_CRATE: &str = "server-migration";
+/// The native tool the layer's mender bbappend runs to make the image's configs a stage.
+pub const STAGE_TOOL_CRATE: &str = "migration-stage-config";
+/// The crates whose recipes also go into the layer (its `LAYER_RECIPE_DIR`).
+pub const LAYER_CRATES: [&str; 2] = [MODULE_CRATE, STAGE_TOOL_CRATE];
 /// The project's Cargo workspaces, relative to the project root: the host tools (`""`) and the
 /// device side (`crates/device`, its own `Cargo.lock`). A recipe lists its own workspace's lock.
 pub const WORKSPACES: [&str; 2] = ["", "crates/device"];
@@ -227,18 +231,20 @@ impl RecipeInputs {
             }
             dirs.push((format!("recipes/{}", variant.dir_name()), tree));
         }
-        let (module, module_license, crates) = self
-            .recipes()
-            .find(|(p, _, _)| p.name == MODULE_CRATE)
-            .ok_or_else(|| {
-                GenError::Invalid(format!("no workspace has a `{MODULE_CRATE}` binary crate"))
-            })?;
         let mut layer = FileTree::new();
-        layer.add(
-            recipe::recipe_file_name(module),
-            recipe::render(module, source, crates, module_license, Variant::Unpackdir)?,
-            0o644,
-        );
+        for name in LAYER_CRATES {
+            let (p, license, crates) =
+                self.recipes()
+                    .find(|(p, _, _)| p.name == name)
+                    .ok_or_else(|| {
+                        GenError::Invalid(format!("no workspace has a `{name}` binary crate"))
+                    })?;
+            layer.add(
+                recipe::recipe_file_name(p),
+                recipe::render(p, source, crates, license, Variant::Unpackdir)?,
+                0o644,
+            );
+        }
         dirs.push((LAYER_RECIPE_DIR.to_string(), layer));
         Ok(dirs)
     }

@@ -83,7 +83,10 @@ fn baked_instance() -> migration_generators::tree::FileTree {
         plan: &plan,
         device_types: &["qemux86-64".to_string(), "raspberrypi4".to_string()],
         captured_from: overlay::EXAMPLE_CONFIG,
-        module_recipe: ("server-migration_0.1.0.bb", "inherit cargo\n"),
+        recipes: &[(
+            "server-migration_0.1.0.bb".to_string(),
+            "inherit cargo\n".to_string(),
+        )],
     })
     .unwrap()
 }
@@ -240,7 +243,7 @@ fn bad_device_types_are_refused() {
             plan: &plan,
             device_types: &types,
             captured_from: "c",
-            module_recipe: ("m.bb", ""),
+            recipes: &[("m.bb".to_string(), String::new())],
         });
         assert!(result.is_err(), "{types:?}");
     }

@@ -48,14 +48,8 @@ impl Drop for Server {
 
 fn start_server() -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mock-mender-server"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--management-token",
-            TOKEN,
-            "--name",
-            "bench",
-        ])
+        .env("MOCK_MENDER_MANAGEMENT_TOKEN", TOKEN)
+        .args(["--listen", "127.0.0.1:0", "--name", "bench"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("server binary starts");

@@ -1,5 +1,6 @@
-//! Fault injection: per-server rules that make chosen endpoints answer an error status or
-//! drop the connection, optionally only for the next N matching requests.
+//! Fault injection: per-server rules that make chosen endpoints (an endpoint group, optionally
+//! narrowed by a path glob and a method) answer an error status or drop the connection,
+//! optionally only for the next N matching requests.
 
 use std::sync::Mutex;
 
@@ -23,7 +24,7 @@ pub enum Endpoint {
     Download,
     /// Any other `/api/devices/…` path.
     OtherDevice,
-    /// `/api/management/…`
+    /// `/api/management/…` (narrow it with a rule's `path`).
     Management,
     /// Every endpoint above (never the `/admin/…` endpoints).
     Any,
@@ -32,27 +33,22 @@ pub enum Endpoint {
 impl Endpoint {
     /// Classifies a request path. `/admin/…` and unknown paths give `None`.
     pub fn classify(path: &str) -> Option<Endpoint> {
-        if path == "/api/devices/v1/authentication/auth_requests" {
+        use crate::routes;
+        if path == routes::AUTH_REQUESTS {
             Some(Endpoint::Auth)
-        } else if path == "/api/devices/v1/inventory/device/attributes" {
+        } else if path == routes::DEVICE_INVENTORY {
             Some(Endpoint::Inventory)
-        } else if path.starts_with("/api/devices/")
-            && path.ends_with("/deployments/device/deployments/next")
-        {
+        } else if path == routes::NEXT_V1 || path == routes::NEXT_V2 {
             Some(Endpoint::DeploymentsNext)
-        } else if path.starts_with("/api/devices/v1/deployments/device/deployments/")
-            && path.ends_with("/status")
-        {
+        } else if path.starts_with(routes::DEVICE_DEPLOYMENTS_PREFIX) && path.ends_with("/status") {
             Some(Endpoint::DeploymentStatus)
-        } else if path.starts_with("/api/devices/v1/deployments/device/deployments/")
-            && path.ends_with("/log")
-        {
+        } else if path.starts_with(routes::DEVICE_DEPLOYMENTS_PREFIX) && path.ends_with("/log") {
             Some(Endpoint::DeploymentLog)
-        } else if path.starts_with(crate::api::DOWNLOAD_PREFIX) {
+        } else if path.starts_with(routes::DOWNLOAD_PREFIX) {
             Some(Endpoint::Download)
-        } else if path.starts_with("/api/devices/") {
+        } else if path.starts_with(routes::DEVICES_PREFIX) {
             Some(Endpoint::OtherDevice)
-        } else if path.starts_with("/api/management/") {
+        } else if path.starts_with(routes::MANAGEMENT_PREFIX) {
             Some(Endpoint::Management)
         } else {
             None
@@ -70,11 +66,17 @@ pub enum FaultAction {
     Drop,
 }
 
-/// One fault rule. JSON form: `{"endpoint":"auth","action":{"status":401},"times":2}` or
-/// `{"endpoint":"any","action":"drop"}`.
+/// One fault rule. JSON form: `{"endpoint":"auth","action":{"status":401},"times":2}`,
+/// `{"endpoint":"any","action":"drop"}` or, for one management route,
+/// `{"endpoint":"management","path":"/api/management/v2/devauth/devices/*/auth/*/status",
+/// "method":"PUT","action":{"status":503},"times":1}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultRule {
     pub endpoint: Endpoint,
+    /// Only paths matching this glob (`*` = one segment, a final `**` = the rest); all
+    /// paths of the endpoint group when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Only requests with this method (e.g. `"PUT"`); all methods when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
@@ -89,6 +91,7 @@ impl FaultRule {
     pub fn new(endpoint: Endpoint, action: FaultAction) -> Self {
         Self {
             endpoint,
+            path: None,
             method: None,
             action,
             times: None,
@@ -131,10 +134,18 @@ impl Faults {
     }
 
     /// Finds the action for a request, consuming one use of a counted rule.
-    pub(crate) fn check(&self, endpoint: Endpoint, method: &str) -> Option<FaultAction> {
+    pub(crate) fn check(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        method: &str,
+    ) -> Option<FaultAction> {
         let mut rules = self.rules.lock().unwrap_or_else(|e| e.into_inner());
         let idx = rules.iter().position(|r| {
             (r.endpoint == Endpoint::Any || r.endpoint == endpoint)
+                && r.path
+                    .as_deref()
+                    .is_none_or(|p| crate::routes::path_matches(p, path))
                 && r.method
                     .as_deref()
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
@@ -176,22 +187,26 @@ mod tests {
         let faults = Faults::default();
         faults.add(FaultRule {
             endpoint: Endpoint::Auth,
+            path: None,
             method: Some("POST".into()),
             action: FaultAction::Status(503),
             times: Some(2),
         });
         faults.add(FaultRule::new(Endpoint::Any, FaultAction::Drop));
         assert_eq!(
-            faults.check(Endpoint::Auth, "post"),
-            Some(FaultAction::Status(503))
-        );
-        assert_eq!(faults.check(Endpoint::Auth, "GET"), Some(FaultAction::Drop));
-        assert_eq!(
-            faults.check(Endpoint::Auth, "POST"),
+            faults.check(Endpoint::Auth, "/", "post"),
             Some(FaultAction::Status(503))
         );
         assert_eq!(
-            faults.check(Endpoint::Auth, "POST"),
+            faults.check(Endpoint::Auth, "/", "GET"),
+            Some(FaultAction::Drop)
+        );
+        assert_eq!(
+            faults.check(Endpoint::Auth, "/", "POST"),
+            Some(FaultAction::Status(503))
+        );
+        assert_eq!(
+            faults.check(Endpoint::Auth, "/", "POST"),
             Some(FaultAction::Drop)
         );
         assert_eq!(faults.list().len(), 1);
@@ -201,5 +216,31 @@ mod tests {
             serde_json::from_str(r#"{"endpoint":"inventory","action":{"status":500},"times":1}"#)
                 .unwrap();
         assert_eq!(parsed.action, FaultAction::Status(500));
+    }
+
+    #[test]
+    fn path_rules_narrow_the_management_group() {
+        let faults = Faults::default();
+        faults.add(FaultRule {
+            endpoint: Endpoint::Management,
+            path: Some("/api/management/v2/devauth/devices/*/auth/*/status".into()),
+            method: Some("PUT".into()),
+            action: FaultAction::Status(503),
+            times: None,
+        });
+        let status = "/api/management/v2/devauth/devices/d/auth/a/status";
+        assert_eq!(
+            faults.check(
+                Endpoint::Management,
+                "/api/management/v2/devauth/devices",
+                "PUT"
+            ),
+            None
+        );
+        assert_eq!(faults.check(Endpoint::Management, status, "GET"), None);
+        assert_eq!(
+            faults.check(Endpoint::Management, status, "PUT"),
+            Some(FaultAction::Status(503))
+        );
     }
 }

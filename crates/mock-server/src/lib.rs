@@ -20,35 +20,24 @@
 //!
 //! # HTTP surface
 //!
-//! Device API (what mender-client 3.4 calls; bodies may be chunked):
-//! - `POST /api/devices/v1/authentication/auth_requests` — `X-MEN-Signature` verified over the
-//!   raw body (RSA PKCS#1 v1.5 SHA-256, ECDSA P-256 DER, Ed25519); 200 + opaque token
-//!   (`application/jwt`) for accepted/preauthorized sets, 401 pending/rejected/bad signature,
-//!   400 malformed.
-//! - `PUT|PATCH /api/devices/v1/inventory/device/attributes` → 200.
-//! - `POST|GET /api/devices/v1/deployments/device/deployments/next` → 200 / 204 (v2 → 404).
-//! - `PUT …/deployments/{id}/status` → 204, 404 foreign/unknown, 409 aborted, 400 bad status;
-//!   `PUT …/deployments/{id}/log` → 204.
-//! - `GET /download/artifacts/{id}` (the `source.uri`, no auth): exact `Content-Length`,
-//!   `Range` → 206.
-//!
-//! Management API (`Authorization: Bearer <management token>`, errors
-//! `{"error", "request_id"}`): devauth v2 devices list/count/get, preauthorize (201 +
-//! `Location: devices/<id>`), auth set status get/put (204), auth set delete, decommission;
-//! deployments v1 artifacts upload (multipart `artifact`, streamed to disk, indexed with
-//! `menderartifact`)/list/get, deployments create (201 + Location)/list/get, `…/statistics`,
-//! `…/devices`, `…/devices/list`, `…/devices/{device}/log`, abort (`PUT …/status`); inventory
-//! v1 devices list/get.
-//!
-//! Test endpoints (same token): `GET|POST|PUT|DELETE /admin/faults` (list / add one rule or a
-//! list / replace / clear; rule JSON in [`FaultRule`]), `POST /admin/down {"seconds": N}`
-//! (refuse connections for N seconds, then come back), `GET /admin/requests` (request log).
+//! Routes are listed in [`routes`]; `README.md` documents every route, knob and fault rule,
+//! and how a test gets a management token (the configured token, a login JWT or a PAT).
+//! Device API: signed auth requests (RSA, ECDSA P-256, Ed25519), inventory, `next`, status
+//! and log reports, ranged artifact downloads. Management API (`Authorization: Bearer`):
+//! useradm login/PATs, deviceauth v2, deployments and artifacts, inventory. Test endpoints
+//! under `/admin/` (configured token only): faults, down time, request log, token expiry.
 
 mod api;
 mod crypto;
+mod error;
 mod faults;
+mod layers;
+mod mgmt_auth;
 mod reqlog;
+pub mod routes;
 mod server;
+mod settings;
+mod shared;
 mod state;
 mod tls;
 
@@ -59,7 +48,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 pub use faults::{Endpoint, FaultAction, FaultRule};
+pub use mgmt_auth::User;
 pub use reqlog::RequestLogEntry;
+pub use settings::{Edition, RateLimit, RateLimitBody, RateLimitScope, Settings};
 pub use state::{AuthSet, AuthStatus, Deployment, Device, DeviceDeployment, StatusReport};
 
 /// How to start a server. Build with [`ServerConfig::new`] and adjust the fields.
@@ -69,8 +60,14 @@ pub struct ServerConfig {
     pub name: String,
     /// Listen address; the default `127.0.0.1:0` picks a free loopback port.
     pub listen: SocketAddr,
-    /// Bearer token every management and `/admin/` call must carry.
+    /// A management token that is always valid (unless expired through `/admin/expire-tokens`)
+    /// and the only token `/admin/…` accepts. Tests use it directly; see
+    /// [`MockServer::management_token`].
     pub management_token: String,
+    /// Users that can log in with HTTP Basic (`POST /api/management/v1/useradm/auth/login`).
+    pub users: Vec<User>,
+    /// Lifetime of login JWTs (useradm's `jwt_exp_timeout`, default one week).
+    pub jwt_lifetime: std::time::Duration,
     /// Base URL artifact downloads (`source.uri`) are built from, e.g.
     /// `http://10.0.2.2:PORT` for a QEMU guest; defaults to the local URL.
     pub public_url: Option<String>,
@@ -89,6 +86,8 @@ pub struct ServerConfig {
     pub allow_non_loopback: bool,
     /// Tokio worker threads; `None` = number of CPUs.
     pub worker_threads: Option<usize>,
+    /// Behaviour knobs (device limit, edition, rate limit, …); changeable at run time.
+    pub settings: Settings,
 }
 
 impl ServerConfig {
@@ -97,6 +96,8 @@ impl ServerConfig {
             name: name.into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             management_token: management_token.into(),
+            users: Vec::new(),
+            jwt_lifetime: std::time::Duration::from_secs(604_800),
             public_url: None,
             tls: false,
             extra_sans: Vec::new(),
@@ -105,13 +106,14 @@ impl ServerConfig {
             request_log_file: None,
             allow_non_loopback: false,
             worker_threads: None,
+            settings: Settings::default(),
         }
     }
 }
 
 /// A running mock server. Dropping it shuts it down.
 pub struct MockServer {
-    shared: Arc<server::Shared>,
+    shared: Arc<shared::Shared>,
     url: String,
     local_addr: SocketAddr,
     ca_path: Option<PathBuf>,
@@ -219,9 +221,19 @@ impl MockServer {
         let persistence = state::Persistence::new(config.state_dir.as_deref());
         let state = persistence.load()?;
         let reqlog = reqlog::RequestLog::open(config.request_log_file.as_deref())?;
-        let shared = Arc::new(server::Shared::new(
-            config.name.clone(),
+        let auth = mgmt_auth::MgmtAuth::new(
             config.management_token.clone(),
+            config.users.clone(),
+            config.jwt_lifetime,
+        );
+        config
+            .settings
+            .validate()
+            .map_err(|e| anyhow::anyhow!("settings: {e}"))?;
+        let shared = Arc::new(shared::Shared::new(
+            config.name.clone(),
+            auth,
+            config.settings.clone(),
             public_url,
             artifacts_dir,
             reqlog,
@@ -277,8 +289,35 @@ impl MockServer {
         &self.shared.name
     }
 
+    /// The configured management token: `Authorization: Bearer <it>` works on every
+    /// `/api/management/…` and `/admin/…` route.
     pub fn management_token(&self) -> &str {
-        &self.shared.management_token
+        self.shared.auth.configured_token()
+    }
+
+    /// Expires every login JWT and PAT issued so far, and with `configured` also the
+    /// configured token (for `/api/management/…`; `/admin/…` keeps taking it), so the next
+    /// management call gets 401. [`MockServer::restore_management_token`] undoes the latter.
+    pub fn expire_management_tokens(&self, configured: bool) {
+        self.shared.auth.expire_all(configured);
+    }
+
+    /// The current behaviour knobs.
+    pub fn settings(&self) -> Settings {
+        self.shared.settings()
+    }
+
+    /// Changes behaviour knobs at run time, e.g.
+    /// `server.update_settings(|s| s.max_devices = 10)`.
+    pub fn update_settings(&self, change: impl FnOnce(&mut Settings)) {
+        let mut settings = self.shared.settings();
+        change(&mut settings);
+        self.shared.set_settings(settings);
+    }
+
+    /// Makes the configured token valid again after [`MockServer::expire_management_tokens`].
+    pub fn restore_management_token(&self) {
+        self.shared.auth.set_configured_expired(false);
     }
 
     /// The CA file a client's `ServerCertificate` should point to (TLS mode only).

@@ -1,12 +1,17 @@
-//! `mock-mender-server` binary: one mock server per process, configured from the command line,
-//! stopped by SIGTERM or SIGINT.
+//! `mock-mender-server` binary: one mock server per process, configured from the command line
+//! (secrets from files or environment variables, never argv), stopped by SIGTERM or SIGINT.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mock_mender_server::{MockServer, ServerConfig};
+use mock_mender_server::{Edition, MockServer, ServerConfig, User};
+
+/// Environment variable holding the management token (when `--management-token-file` is absent).
+const TOKEN_ENV: &str = "MOCK_MENDER_MANAGEMENT_TOKEN";
+/// Environment variable holding login users, `email:password` per line.
+const USERS_ENV: &str = "MOCK_MENDER_USERS";
 
 /// Mock Mender server (device API for mender-client 3.4, management API subset).
 #[derive(Parser, Debug)]
@@ -15,9 +20,18 @@ struct Cli {
     /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
     #[arg(long)]
     listen: SocketAddr,
-    /// Bearer token required on /api/management/... and /admin/... calls.
+    /// File holding the management token (Bearer token accepted on /api/management/... and
+    /// the only one /admin/... takes). Without it the token comes from the environment
+    /// variable MOCK_MENDER_MANAGEMENT_TOKEN. Never pass tokens on the command line.
     #[arg(long)]
-    management_token: String,
+    management_token_file: Option<PathBuf>,
+    /// File with login users, one `email:password` per line (for
+    /// POST /api/management/v1/useradm/auth/login); also read from MOCK_MENDER_USERS.
+    #[arg(long)]
+    users_file: Option<PathBuf>,
+    /// Lifetime of login JWTs, e.g. `1h` or `30s` (default one week, as useradm).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jwt_lifetime: Option<std::time::Duration>,
     /// Keep state (devices, deployments, artifacts, CA) in this directory across restarts.
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -45,7 +59,43 @@ struct Cli {
     /// Tokio worker threads (default: number of CPUs).
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// Device limit: accepting beyond it fails with 422, a preauthorized device's first auth
+    /// beyond it gets 401 (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    max_devices: u64,
+    /// How long a decommission takes before the device is gone, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    decommission_delay_ms: u64,
+    /// Behave like a server before 4.0: no 409 for an identical active deployment.
+    #[arg(long)]
+    no_duplicate_deployment_check: bool,
+    /// Active deployments allowed before creating one more is refused with 403 (0 = unlimited;
+    /// hosted Mender: 800).
+    #[arg(long, default_value_t = 0)]
+    max_active_deployments: u64,
+    /// Which server to imitate on the device side: open-source (v1 `next` by device type only,
+    /// v2 404) or enterprise (v2 `next` honouring artifact depends).
+    #[arg(long, value_enum, default_value = "open-source")]
+    edition: EditionArg,
 }
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EditionArg {
+    OpenSource,
+    Enterprise,
+}
+
+/// A usage problem (missing or unreadable secret): exit status 2.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -53,9 +103,54 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mock-mender-server: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// A secret from `file` (trimmed) or else from the environment variable `env`.
+fn secret(file: Option<&std::path::Path>, env: &str, what: &str) -> anyhow::Result<Option<String>> {
+    let value = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Usage(format!("{}: cannot read {what}: {e}", path.display())))?,
+        ),
+        None => std::env::var(env).ok(),
+    };
+    match value.map(|v| v.trim().to_string()) {
+        Some(v) if v.is_empty() => Err(Usage(match file {
+            Some(path) => format!("{}: the {what} is empty", path.display()),
+            None => format!("{env}: the {what} is empty"),
+        })
+        .into()),
+        other => Ok(other),
+    }
+}
+
+fn parse_users(text: &str, source: &str) -> anyhow::Result<Vec<User>> {
+    let mut users = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((email, password)) = line.split_once(':') else {
+            return Err(Usage(format!(
+                "{source}: line {}: expected `email:password`",
+                n + 1
+            ))
+            .into());
+        };
+        users.push(User {
+            email: email.trim().to_string(),
+            password: password.to_string(),
+        });
+    }
+    Ok(users)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -63,7 +158,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("{}: cannot create state dir: {e}", dir.display()))?;
     }
-    let mut config = ServerConfig::new(cli.name, cli.management_token);
+    let token = secret(
+        cli.management_token_file.as_deref(),
+        TOKEN_ENV,
+        "management token",
+    )?
+    .ok_or_else(|| {
+        Usage(format!(
+            "no management token: pass --management-token-file FILE or set {TOKEN_ENV}"
+        ))
+    })?;
+    let users = match (&cli.users_file, std::env::var(USERS_ENV)) {
+        (Some(path), _) => parse_users(
+            &std::fs::read_to_string(path)
+                .map_err(|e| Usage(format!("{}: cannot read users: {e}", path.display())))?,
+            &path.display().to_string(),
+        )?,
+        (None, Ok(text)) => parse_users(&text, USERS_ENV)?,
+        (None, Err(_)) => Vec::new(),
+    };
+    let mut config = ServerConfig::new(cli.name, token);
+    config.settings.max_devices = cli.max_devices;
+    config.settings.decommission_delay_ms = cli.decommission_delay_ms;
+    config.settings.duplicate_deployment_check = !cli.no_duplicate_deployment_check;
+    config.settings.max_active_deployments = cli.max_active_deployments;
+    config.settings.edition = match cli.edition {
+        EditionArg::OpenSource => Edition::OpenSource,
+        EditionArg::Enterprise => Edition::Enterprise,
+    };
+    config.users = users;
+    if let Some(lifetime) = cli.jwt_lifetime {
+        config.jwt_lifetime = lifetime;
+    }
     config.listen = cli.listen;
     config.state_dir = cli.state_dir;
     config.tls = cli.tls;

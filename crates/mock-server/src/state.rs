@@ -67,6 +67,9 @@ pub struct Device {
     pub inventory: BTreeMap<String, Value>,
     #[serde(default)]
     pub inventory_updated_ts: Option<String>,
+    /// Static inventory group (one per device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Device {
@@ -100,15 +103,28 @@ pub struct Artifact {
     pub signed: bool,
     pub size: u64,
     pub sha256: String,
+    /// Payload files (payload index, name, size, sha256) as the artifact's header lists them.
+    #[serde(default)]
+    pub files: Vec<ArtifactFile>,
     pub modified: String,
     /// File name inside the server's artifact directory.
     pub file_name: String,
 }
 
-/// Whether a device with `provides` may install an artifact with `depends`, as the real
-/// deployments service decides on `next`: every depends key other than `device_type` (matched
-/// separately) must be provided with one of the accepted values. Otherwise the device's
-/// deployment ends as `noartifact`, so e.g. stage 2 is never offered before stage 1.
+/// One payload file of an artifact.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ArtifactFile {
+    pub payload: usize,
+    pub name: String,
+    pub size: u64,
+    pub checksum: String,
+}
+
+/// Whether a device with `provides` may install an artifact with `depends`, as the
+/// enterprise/hosted server is documented to decide on v2 `next`: every depends key other than
+/// `device_type` (matched separately) must be provided with one of the accepted values;
+/// otherwise the device's deployment ends as `noartifact`. The open-source server never makes
+/// this check (the client refuses by itself and reports `failure`).
 pub(crate) fn depends_satisfied(
     depends: &BTreeMap<String, Value>,
     provides: &serde_json::Map<String, Value>,
@@ -188,6 +204,10 @@ pub struct DeviceDeployment {
     pub history: Vec<StatusReport>,
     /// Log messages uploaded with `PUT …/log`.
     pub log: Option<Vec<Value>>,
+    /// Whether the device has asked for updates since the deployment was created; the real
+    /// server creates device-deployment records only then, so `devices/list` shows only these.
+    #[serde(default)]
+    pub polled: bool,
 }
 
 impl DeviceDeployment {
@@ -208,6 +228,15 @@ pub struct Deployment {
     pub devices: BTreeMap<String, DeviceDeployment>,
     /// Creation order, so `next` offers the oldest unfinished deployment first.
     pub seq: u64,
+    #[serde(default)]
+    pub force_installation: bool,
+    /// SHA-256 of the constructor (name, artifact name, devices, all_devices, force), the
+    /// key of the ≥ 4.0 server's "identical active deployment" check.
+    #[serde(default)]
+    pub constructor_checksum: String,
+    /// The group the deployment was created for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Deployment {
@@ -254,6 +283,42 @@ pub struct State {
     pub next_seq: u64,
 }
 
+/// A deployment constructor (`POST …/deployments`, or a group deployment resolved to ids).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NewDeployment {
+    pub name: String,
+    pub artifact_name: String,
+    pub devices: Vec<String>,
+    pub all_devices: bool,
+    pub force_installation: bool,
+    pub group: Option<String>,
+}
+
+impl NewDeployment {
+    fn checksum(&self) -> String {
+        use sha2::Digest as _;
+        let canonical = serde_json::json!({
+            "name": self.name,
+            "artifact_name": self.artifact_name,
+            "devices": self.devices,
+            "all_devices": self.all_devices,
+            "force_installation": self.force_installation,
+            "group": self.group,
+        });
+        sha2::Sha256::digest(canonical.to_string().as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The deployment-creation checks that depend on settings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeploymentLimits {
+    pub duplicate_check: bool,
+    pub max_active: u64,
+}
+
 /// Result of an authentication request against the registry.
 pub(crate) enum AuthOutcome {
     Token {
@@ -277,6 +342,12 @@ pub(crate) enum OpError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// The active-deployment cap is reached.
+    #[error("{0}")]
+    TooManyDeployments(String),
+    /// Preauthorization of an identity that exists (409 with that device as the body).
+    #[error("device with the same identity already exists: {0}")]
+    DeviceExists(String),
 }
 
 impl State {
@@ -285,6 +356,14 @@ impl State {
             .values()
             .find(|d| &d.identity_data == identity)
             .map(|d| d.id.as_str())
+    }
+
+    /// Devices counted against the device limit (accepted ones).
+    pub(crate) fn accepted_count(&self) -> u64 {
+        self.devices
+            .values()
+            .filter(|d| d.status == AuthStatus::Accepted)
+            .count() as u64
     }
 
     /// Removes every token that belongs to `device_id`.
@@ -303,11 +382,15 @@ impl State {
 
     /// Handles a verified auth request: registers unknown identities/keys as pending, turns a
     /// matching preauthorized set into accepted, and issues a token only for accepted sets.
+    /// `max_devices` (0 = unlimited) refuses the first auth of a preauthorized set with 401
+    /// when the limit is reached, as deviceauth does.
     pub(crate) fn authenticate(
         &mut self,
         identity: BTreeMap<String, Value>,
         pubkey: &str,
+        max_devices: u64,
     ) -> AuthOutcome {
+        let limit_reached = max_devices > 0 && self.accepted_count() >= max_devices;
         let now = now_rfc3339();
         let device_id = match self.device_by_identity(&identity) {
             Some(id) => id.to_string(),
@@ -326,6 +409,7 @@ impl State {
                         auth_sets: Vec::new(),
                         inventory: BTreeMap::new(),
                         inventory_updated_ts: None,
+                        group: None,
                     },
                 );
                 id
@@ -359,6 +443,12 @@ impl State {
             };
         }
         match device.auth_sets[idx].status {
+            AuthStatus::Preauthorized if limit_reached && device.status != AuthStatus::Accepted => {
+                AuthOutcome::Refused {
+                    device_id,
+                    reason: "maximum number of accepted devices reached",
+                }
+            }
             AuthStatus::Preauthorized | AuthStatus::Accepted => {
                 if device.auth_sets[idx].status == AuthStatus::Preauthorized {
                     // Accepting one set rejects the device's other accepted sets.
@@ -387,19 +477,20 @@ impl State {
         }
     }
 
-    /// Creates a preauthorized device (management API). Conflicts when the identity exists.
+    /// Creates a preauthorized device (management API). An existing identity is
+    /// [`OpError::DeviceExists`] unless `force`: then the (identity, key) set is forced to
+    /// preauthorized, or a preauthorized set is added. Returns the device id and whether an
+    /// existing device was changed.
     pub(crate) fn preauthorize(
         &mut self,
         identity: BTreeMap<String, Value>,
         pubkey: &str,
         force: bool,
-    ) -> Result<String, OpError> {
+    ) -> Result<(String, bool), OpError> {
         let now = now_rfc3339();
         if let Some(existing) = self.device_by_identity(&identity).map(str::to_string) {
-            if !force {
-                return Err(OpError::Conflict(format!(
-                    "device with the same identity already exists: {existing}"
-                )));
+            if !force || self.devices[&existing].decommissioning {
+                return Err(OpError::DeviceExists(existing));
             }
             let device = self.devices.get_mut(&existing).expect("exists");
             match device.auth_sets.iter_mut().find(|a| a.pubkey == pubkey) {
@@ -419,7 +510,7 @@ impl State {
             if device.status != AuthStatus::Accepted {
                 self.revoke_tokens(&existing);
             }
-            return Ok(existing);
+            return Ok((existing, true));
         }
         let id = new_id();
         self.devices.insert(
@@ -441,18 +532,24 @@ impl State {
                 }],
                 inventory: BTreeMap::new(),
                 inventory_updated_ts: None,
+                group: None,
             },
         );
-        Ok(id)
+        Ok((id, false))
     }
 
-    /// Sets an auth set's status; leaving `accepted` revokes the device's tokens.
+    /// Sets an auth set's status with deviceauth's transition rules: nothing leaves
+    /// `preauthorized` (400), the same status is a no-op, accepting beyond `max_devices`
+    /// (0 = unlimited) is 422, leaving `accepted` revokes the device's tokens, and accepting
+    /// one set rejects the device's other accepted sets. Returns whether anything changed.
     pub(crate) fn set_auth_status(
         &mut self,
         device_id: &str,
         auth_id: &str,
         status: AuthStatus,
-    ) -> Result<(), OpError> {
+        max_devices: u64,
+    ) -> Result<bool, OpError> {
+        let accepted = self.accepted_count();
         let device = self
             .devices
             .get_mut(device_id)
@@ -467,6 +564,28 @@ impl State {
                 "status must be one of accepted, rejected, pending".into(),
             ));
         }
+        let current = device.auth_sets[idx].status;
+        if current == status {
+            return Ok(false);
+        }
+        if current == AuthStatus::Preauthorized {
+            return Err(OpError::BadRequest(format!(
+                "invalid status transition from preauthorized to {}",
+                serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )));
+        }
+        if status == AuthStatus::Accepted
+            && device.status != AuthStatus::Accepted
+            && max_devices > 0
+            && accepted >= max_devices
+        {
+            return Err(OpError::Unprocessable(
+                "maximum number of accepted devices reached".into(),
+            ));
+        }
         let mut revoke = false;
         if status == AuthStatus::Accepted {
             // Accepting one set rejects the others; tokens issued for them die with them.
@@ -477,14 +596,14 @@ impl State {
                 }
             }
         }
-        let was_accepted = device.auth_sets[idx].status == AuthStatus::Accepted;
+        let was_accepted = current == AuthStatus::Accepted;
         device.auth_sets[idx].status = status;
         device.auth_sets[idx].ts = now_rfc3339();
         device.recompute_status();
         if revoke || (was_accepted && status != AuthStatus::Accepted) {
             self.revoke_tokens(device_id);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes one auth set; the device goes away with its last set.
@@ -511,11 +630,29 @@ impl State {
         Ok(())
     }
 
-    /// Decommissions a device: removes it with its tokens and ends its open deployments.
-    pub(crate) fn decommission(&mut self, device_id: &str) -> Result<(), OpError> {
-        self.devices
-            .remove(device_id)
+    /// Starts a decommission: `decommissioning: true`, tokens revoked, auth refused until
+    /// [`State::finish_decommission`] removes the device (the real one runs a workflow).
+    pub(crate) fn start_decommission(&mut self, device_id: &str) -> Result<(), OpError> {
+        let device = self
+            .devices
+            .get_mut(device_id)
             .ok_or_else(|| OpError::NotFound(format!("device {device_id} not found")))?;
+        device.decommissioning = true;
+        device.updated_ts = now_rfc3339();
+        self.revoke_tokens(device_id);
+        Ok(())
+    }
+
+    /// Removes a decommissioned device and ends its open deployments (`decommissioned`).
+    pub(crate) fn finish_decommission(&mut self, device_id: &str) {
+        if !self
+            .devices
+            .get(device_id)
+            .is_some_and(|d| d.decommissioning)
+        {
+            return;
+        }
+        self.devices.remove(device_id);
         self.revoke_tokens(device_id);
         let now = now_rfc3339();
         for dep in self.deployments.values_mut() {
@@ -527,39 +664,72 @@ impl State {
             }
             dep.refresh_finished();
         }
-        Ok(())
     }
 
-    /// Creates a deployment; the artifact name must exist, the device ids must be known.
+    /// Creates a deployment. The artifact name must exist (422). Device ids are not
+    /// validated, as on the real server. With `limits.duplicate_check`, an identical
+    /// constructor while such a deployment is unfinished is 409 (server ≥ 4.0); with
+    /// `limits.max_active` > 0, creating one more than that many unfinished deployments is
+    /// refused (hosted's cap).
     pub(crate) fn create_deployment(
         &mut self,
-        name: &str,
-        artifact_name: &str,
-        devices: &[String],
-        all_devices: bool,
+        req: &NewDeployment,
+        limits: DeploymentLimits,
     ) -> Result<String, OpError> {
-        if name.trim().is_empty() {
+        if req.name.trim().is_empty() {
             return Err(OpError::BadRequest("name must not be empty".into()));
         }
-        if !self.artifacts.values().any(|a| a.name == artifact_name) {
-            return Err(OpError::Unprocessable(format!(
-                "no artifact named {artifact_name:?}"
-            )));
+        if req.artifact_name.trim().is_empty() {
+            return Err(OpError::BadRequest(
+                "artifact_name must not be empty".into(),
+            ));
         }
-        let targets: Vec<String> = if all_devices {
+        if req.all_devices && !req.devices.is_empty() {
+            return Err(OpError::BadRequest(
+                "devices and all_devices are mutually exclusive".into(),
+            ));
+        }
+        let targets: Vec<String> = if req.all_devices {
             self.devices
                 .values()
                 .filter(|d| d.status == AuthStatus::Accepted)
                 .map(|d| d.id.clone())
                 .collect()
         } else {
-            if let Some(unknown) = devices.iter().find(|d| !self.devices.contains_key(*d)) {
-                return Err(OpError::BadRequest(format!("unknown device id {unknown}")));
-            }
-            devices.to_vec()
+            req.devices.clone()
         };
         if targets.is_empty() {
             return Err(OpError::BadRequest("no devices to deploy to".into()));
+        }
+        if !self.artifacts.values().any(|a| a.name == req.artifact_name) {
+            return Err(OpError::Unprocessable(format!(
+                "no artifact named {:?}",
+                req.artifact_name
+            )));
+        }
+        let checksum = req.checksum();
+        if limits.duplicate_check
+            && self
+                .deployments
+                .values()
+                .any(|d| d.constructor_checksum == checksum && d.status() != "finished")
+        {
+            return Err(OpError::Conflict(
+                "an identical deployment is already active".into(),
+            ));
+        }
+        if limits.max_active > 0 {
+            let active = self
+                .deployments
+                .values()
+                .filter(|d| d.status() != "finished")
+                .count() as u64;
+            if active >= limits.max_active {
+                return Err(OpError::TooManyDeployments(format!(
+                    "the limit of {} active deployments is reached",
+                    limits.max_active
+                )));
+            }
         }
         let now = now_rfc3339();
         let id = new_id();
@@ -579,6 +749,7 @@ impl State {
                         substate: None,
                         history: Vec::new(),
                         log: None,
+                        polled: false,
                     },
                 )
             })
@@ -587,16 +758,37 @@ impl State {
             id.clone(),
             Deployment {
                 id: id.clone(),
-                name: name.to_string(),
-                artifact_name: artifact_name.to_string(),
+                name: req.name.clone(),
+                artifact_name: req.artifact_name.clone(),
                 created: now,
                 finished: None,
                 aborted: false,
                 devices,
                 seq,
+                force_installation: req.force_installation,
+                constructor_checksum: checksum,
+                group: req.group.clone(),
             },
         );
         Ok(id)
+    }
+
+    /// Aborts every unfinished deployment of one device (`DELETE …/deployments/devices/{id}`):
+    /// its records become `aborted`, so it drops out of each batch.
+    pub(crate) fn abort_device(&mut self, device_id: &str) -> bool {
+        let now = now_rfc3339();
+        let mut changed = false;
+        for dep in self.deployments.values_mut() {
+            if let Some(dd) = dep.devices.get_mut(device_id) {
+                if !dd.is_finished() {
+                    dd.status = "aborted".into();
+                    dd.finished = Some(now.clone());
+                    changed = true;
+                }
+            }
+            dep.refresh_finished();
+        }
+        changed
     }
 
     /// Aborts a deployment (management API); devices reporting on it get 409 afterwards.
@@ -621,14 +813,16 @@ impl State {
     }
 
     /// Picks the deployment to offer a device on `deployments/next`, updating device
-    /// deployments that end without an install (already-installed, noartifact).
+    /// deployments that end without an install (already-installed, noartifact). The
+    /// open-source server matches device type only (`depends_check` = `None`); enterprise's
+    /// v2 `next` also requires the artifact's depends to match the device's provides.
     /// Returns ((deployment id, artifact id) if any, whether anything changed).
     pub(crate) fn next_deployment(
         &mut self,
         device_id: &str,
         artifact_name: &str,
         device_type: &str,
-        provides: &serde_json::Map<String, Value>,
+        depends_check: Option<&serde_json::Map<String, Value>>,
     ) -> (Option<(String, String)>, bool) {
         let mut order: Vec<(u64, String)> = self
             .deployments
@@ -646,14 +840,21 @@ impl State {
                 .values()
                 .filter(|a| a.name == dep.artifact_name)
                 .filter(|a| a.device_types_compatible.iter().any(|t| t == device_type))
-                .find(|a| depends_satisfied(&a.artifact_depends, provides))
+                .find(|a| depends_check.is_none_or(|p| depends_satisfied(&a.artifact_depends, p)))
                 .map(|a| a.id.clone());
             let dd = dep.devices.get_mut(device_id).expect("filtered");
+            if !dd.polled {
+                dd.polled = true;
+                changed = true;
+            }
             if dd.device_type.as_deref() != Some(device_type) {
                 dd.device_type = Some(device_type.to_string());
                 changed = true;
             }
-            if dd.status == "pending" && dep.artifact_name == artifact_name {
+            if dd.status == "pending"
+                && dep.artifact_name == artifact_name
+                && !dep.force_installation
+            {
                 dd.status = "already-installed".into();
                 dd.finished = Some(now.clone());
                 dep.refresh_finished();
@@ -705,6 +906,7 @@ impl State {
             return Err(OpError::BadRequest(format!("invalid status {status:?}")));
         }
         let now = now_rfc3339();
+        dd.polled = true;
         dd.history.push(StatusReport {
             status: status.to_string(),
             substate: substate.clone(),

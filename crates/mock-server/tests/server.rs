@@ -152,16 +152,21 @@ fn binary() -> Command {
 fn cli_prints_url_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("req.jsonl");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "cli-token\n").unwrap();
+    let users_file = dir.path().join("users");
+    std::fs::write(
+        &users_file,
+        "# login users\nOps@Example.com:s3cret:with-colon\n",
+    )
+    .unwrap();
     let mut child = binary()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--management-token",
-            "cli-token",
-            "--tls",
-            "--name",
-            "cli",
-        ])
+        .env_remove("MOCK_MENDER_MANAGEMENT_TOKEN")
+        .args(["--listen", "127.0.0.1:0", "--tls", "--name", "cli"])
+        .arg("--management-token-file")
+        .arg(&token_file)
+        .arg("--users-file")
+        .arg(&users_file)
         .args(["--public-url", "https://10.0.2.100:443", "--state-dir"])
         .arg(dir.path().join("state"))
         .arg("--request-log")
@@ -191,6 +196,22 @@ fn cli_prints_url_and_stops_on_sigterm() {
     )
     .unwrap();
     assert_eq!(r.status, 200);
+    // The users file's user logs in with HTTP Basic (the password may contain ':').
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "ops@example.com:s3cret:with-colon",
+    );
+    let r = send(
+        &tls_agent(&ca),
+        "POST",
+        &format!("{url}/api/management/v1/useradm/auth/login"),
+        &[("Authorization", &format!("Basic {basic}"))],
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type.as_deref(), Some("application/jwt"));
     let started = std::time::Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -207,7 +228,8 @@ fn cli_prints_url_and_stops_on_sigterm() {
 #[test]
 fn cli_refuses_non_loopback_and_bad_state() {
     let out = binary()
-        .args(["--listen", "0.0.0.0:0", "--management-token", "t"])
+        .env("MOCK_MENDER_MANAGEMENT_TOKEN", "t")
+        .args(["--listen", "0.0.0.0:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -217,19 +239,102 @@ fn cli_refuses_non_loopback_and_bad_state() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("state.json"), b"[]").unwrap();
     let out = binary()
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--management-token",
-            "t",
-            "--state-dir",
-        ])
+        .env("MOCK_MENDER_MANAGEMENT_TOKEN", "t")
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("state.json"), "{err}");
+}
+
+#[test]
+fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
+    // No token at all: a usage error naming both ways to give one.
+    let out = binary()
+        .env_remove("MOCK_MENDER_MANAGEMENT_TOKEN")
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--management-token-file") && err.contains("MOCK_MENDER_MANAGEMENT_TOKEN"),
+        "{err}"
+    );
+    // The old argv flag is gone.
+    let out = binary()
+        .args(["--listen", "127.0.0.1:0", "--management-token", "t"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // An empty token file is refused, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = binary()
+        .args(["--listen", "127.0.0.1:0", "--management-token-file"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty-token"));
+    // From the environment (with a few behaviour flags, visible in /admin/settings).
+    let mut child = binary()
+        .env("MOCK_MENDER_MANAGEMENT_TOKEN", "env-token")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--max-devices",
+            "7",
+            "--edition",
+            "enterprise",
+        ])
+        .args([
+            "--no-duplicate-deployment-check",
+            "--max-active-deployments",
+            "800",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("url=").unwrap().to_string();
+    let get = |auth: &str| {
+        send(
+            &agent(),
+            "GET",
+            &format!("{url}/api/management/v2/devauth/devices"),
+            &[("Authorization", auth)],
+            None,
+            false,
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(get("Bearer env-token"), 200);
+    assert_eq!(get("Bearer other"), 401);
+    let settings = send(
+        &agent(),
+        "GET",
+        &format!("{url}/admin/settings"),
+        &[("Authorization", "Bearer env-token")],
+        None,
+        false,
+    )
+    .unwrap()
+    .json();
+    assert_eq!(settings["max_devices"], 7);
+    assert_eq!(settings["edition"], "enterprise");
+    assert_eq!(settings["duplicate_deployment_check"], false);
+    assert_eq!(settings["max_active_deployments"], 800);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
 }
 
 /// Regression (found with the real client in QEMU): a device trusting old's and new's CAs in one

@@ -8,10 +8,10 @@ inherit cargo
 # server-migration is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/server-migration/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "89c6f8c1556adb3d7490e76ba0921869d6d459f5"
+SRCREV = "2209b396df7465c54bfb72b0d3187e419f7cbc95"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p server-migration"
-PV:append = ".AUTOINC+89c6f8c155"
+PV:append = ".AUTOINC+2209b396df"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -34,6 +34,8 @@ pub struct Reply {
     pub content_length: Option<String>,
     pub content_range: Option<String>,
     pub transfer_encoding: Option<String>,
+    /// Every response header (lower-case names).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Reply {
@@ -43,6 +45,13 @@ impl Reply {
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    /// A response header by (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -61,6 +70,14 @@ fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Result<Reply, Stri
         content_length: header("content-length"),
         content_range: header("content-range"),
         transfer_encoding: header("transfer-encoding"),
+        headers: response
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| {
+                let v = response.header(&n)?.to_string();
+                Some((n.to_lowercase(), v))
+            })
+            .collect(),
     };
     response
         .into_reader()
@@ -252,6 +269,17 @@ impl Mgmt {
 /// Builds a module-image artifact with the project's writer; the payload carries a config
 /// file plus padding so the download is well above the client's 4096-byte minimum.
 pub fn build_artifact(name: &str, device_type: &str, config: &Value) -> Vec<u8> {
+    build_artifact_with(name, device_type, config, &[], &[])
+}
+
+/// Like [`build_artifact`], with artifact provides and depends.
+pub fn build_artifact_with(
+    name: &str,
+    device_type: &str,
+    config: &Value,
+    provides: &[(&str, &str)],
+    depends: &[(&str, &str)],
+) -> Vec<u8> {
     use menderartifact::{ArtifactSpec, Compression, Payload, PayloadFile};
     let files = vec![
         PayloadFile::from_bytes("mender.conf", config.to_string().into_bytes(), 0o600),
@@ -274,6 +302,12 @@ pub fn build_artifact(name: &str, device_type: &str, config: &Value) -> Vec<u8> 
     );
     spec.compression = Compression::None;
     spec.mtime = Some(1_700_000_000);
+    for (k, v) in provides {
+        spec.provides.insert(k.to_string(), v.to_string());
+    }
+    for (k, v) in depends {
+        spec.depends.insert(k.to_string(), v.to_string());
+    }
     let mut out = Vec::new();
     menderartifact::write_artifact(spec, &mut out).expect("artifact is written");
     out
@@ -488,6 +522,7 @@ impl SimDevice {
             content_length: None,
             content_range: None,
             transfer_encoding: None,
+            headers: Vec::new(),
         })
     }
 

@@ -1,0 +1,495 @@
+//! `check-release` and `rootfs --from` end to end, on artifacts written by the official
+//! `mender-artifact` tool, checked back with `mender-artifact read/validate`, `debugfs` and
+//! `e2fsck`.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const OLD: &str = "https://old.example.com";
+const NEW: &str = "https://new.example.com";
+
+/// An e2fsprogs tool (in sbin, often outside PATH); missing in CI fails, locally a loud skip.
+fn sbin(name: &str) -> Option<PathBuf> {
+    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{name} is not installed: run .ci/install-deps (e2fsprogs)");
+    }
+    eprintln!("SKIP: {name} not installed; these checks run in CI");
+    None
+}
+
+fn tools() -> bool {
+    have("mender-artifact")
+        && sbin("mkfs.ext4").is_some()
+        && sbin("debugfs").is_some()
+        && sbin("e2fsck").is_some()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// An ext4 image with a small but varied tree and the given main config.
+fn image(dir: &Path, conf: &str) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("etc/mender")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib")).unwrap();
+    std::fs::write(root.join("etc/mender/mender.conf"), conf).unwrap();
+    std::fs::write(
+        root.join("etc/mender/artifact_info"),
+        "artifact_name=rel-1\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/hostname"), "device\n").unwrap();
+    let mut blob = Vec::new();
+    for i in 0..200_000u32 {
+        blob.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+    }
+    std::fs::write(root.join("usr/bin/tool"), &blob).unwrap();
+    std::os::unix::fs::symlink("/data/mender", root.join("var/lib/mender")).unwrap();
+    let img = dir.join("rootfs.ext4");
+    run(Command::new(sbin("mkfs.ext4").unwrap())
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("4M"));
+    img
+}
+
+/// `mender-artifact write rootfs-image` (the official tool) of `img`.
+fn official_artifact(dir: &Path, img: &Path, extra: &[&str]) -> PathBuf {
+    let art = dir.join("current.mender");
+    run(Command::new("mender-artifact")
+        .args([
+            "write",
+            "rootfs-image",
+            "-n",
+            "rel-1",
+            "-t",
+            "qemux86-64",
+            "-f",
+        ])
+        .arg(img)
+        .arg("-o")
+        .arg(&art)
+        .args(extra));
+    art
+}
+
+/// The ext4 image inside an artifact (`data/0000.tar[.gz]` → the single file).
+fn extract_image(art: &Path, out: &Path) {
+    let file = std::fs::File::open(art).unwrap();
+    let mut outer = tar::Archive::new(file);
+    for entry in outer.entries().unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("data/") {
+            continue;
+        }
+        let inner: Box<dyn std::io::Read> = if name.ends_with(".gz") {
+            Box::new(flate2::read::GzDecoder::new(entry))
+        } else {
+            Box::new(entry)
+        };
+        let mut data = tar::Archive::new(inner);
+        let mut f = data.entries().unwrap().next().unwrap().unwrap();
+        std::io::copy(&mut f, &mut std::fs::File::create(out).unwrap()).unwrap();
+        return;
+    }
+    panic!("{}: no data member", art.display());
+}
+
+/// Every file of an image (via `debugfs rdump`): path → content or symlink target.
+fn tree(img: &Path, dest: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::create_dir_all(dest).unwrap();
+    run(Command::new(sbin("debugfs").unwrap())
+        .arg("-R")
+        .arg(format!("rdump / {}", dest.display()))
+        .arg(img));
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dest.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dest).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.file_type().is_symlink() {
+                let t = std::fs::read_link(&p).unwrap();
+                out.insert(rel, t.to_string_lossy().as_bytes().to_vec());
+            } else if meta.is_dir() {
+                out.insert(rel, b"<dir>".to_vec());
+                stack.push(p);
+            } else {
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn debugfs_cat(img: &Path, path: &str) -> String {
+    let out = run(Command::new(sbin("debugfs").unwrap())
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(img));
+    text(&out.stdout)
+}
+
+fn rootfs(from: &Path, out: &Path, stage: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "rootfs",
+        "--from",
+        from.to_str().unwrap(),
+        "--stage",
+        stage,
+        "--old-server",
+        OLD,
+        "--new-server",
+        NEW,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+fn check_release(art: &Path, stage: &str) -> Output {
+    cli(&[
+        "check-release",
+        art.to_str().unwrap(),
+        "--stage",
+        stage,
+        "--old-server",
+        OLD,
+        "--new-server",
+        NEW,
+        "--json",
+    ])
+}
+
+/// `Name:`, the payload file `name:` and `size:` lines of `mender-artifact read`.
+fn read_summary(art: &Path) -> (String, Vec<String>) {
+    let out = run(Command::new("mender-artifact").arg("read").arg(art));
+    let s = text(&out.stdout);
+    let name = s
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Name: "))
+        .unwrap_or_default()
+        .to_string();
+    let files = s
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("name:") || l.starts_with("size:"))
+        .map(str::to_string)
+        .collect();
+    (name, files)
+}
+
+#[test]
+fn rootfs_from_an_official_artifact_changes_only_the_config() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let conf = format!(
+        "{{\n  \"ServerURL\": \"{OLD}\",\n  \"TenantToken\": \"tenant-secret-9876\",\n  \"RootfsPartA\": \"/dev/sda2\",\n  \"InventoryPollIntervalSeconds\": 30\n}}\n"
+    );
+    let img = image(d, &conf);
+    let current = official_artifact(d, &img, &[]);
+    // The gate refuses the current release for a fleet at stage 1.
+    let gate = check_release(&current, "dual");
+    assert_eq!(gate.status.code(), Some(1), "{}", text(&gate.stdout));
+
+    let out_dir = d.join("out");
+    let o = rootfs(&current, &out_dir, "dual", &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    assert!(
+        !stdout.contains("tenant-secret-9876"),
+        "token printed: {stdout}"
+    );
+    assert!(stdout.contains("********9876"), "{stdout}");
+    let staged = out_dir.join("rel-1-stage1-dual.mender");
+    assert!(staged.is_file(), "{stdout}");
+    let names: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "leftovers in the output dir: {names:?}");
+
+    run(Command::new("mender-artifact").arg("validate").arg(&staged));
+    let (old_name, old_files) = read_summary(&current);
+    let (new_name, new_files) = read_summary(&staged);
+    assert_eq!(old_name, "rel-1");
+    assert_eq!(new_name, "rel-1-stage1-dual");
+    assert_eq!(
+        old_files, new_files,
+        "the payload file (name, size) must stay the same"
+    );
+
+    let new_img = d.join("new.ext4");
+    extract_image(&staged, &new_img);
+    run(Command::new(sbin("e2fsck").unwrap())
+        .arg("-fn")
+        .arg(&new_img));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&debugfs_cat(&new_img, "/etc/mender/mender.conf")).unwrap();
+    assert_eq!(cfg["Servers"][0]["ServerURL"], OLD);
+    assert_eq!(cfg["Servers"][1]["ServerURL"], NEW);
+    assert!(cfg.get("ServerURL").is_none());
+    assert_eq!(cfg["TenantToken"], "tenant-secret-9876");
+    assert_eq!(cfg["InventoryPollIntervalSeconds"], 30);
+
+    let mut before = tree(&img, &d.join("t-old"));
+    let mut after = tree(&new_img, &d.join("t-new"));
+    let conf_key = "etc/mender/mender.conf".to_string();
+    assert_ne!(before.remove(&conf_key), after.remove(&conf_key));
+    assert_eq!(
+        before, after,
+        "every file but mender.conf must be unchanged"
+    );
+    assert!(before.contains_key("usr/bin/tool") && before.contains_key("var/lib/mender"));
+
+    // The result passes the gate at stage 1; `inspect` shows the new name and checksum.
+    let gate = check_release(&staged, "dual");
+    assert!(gate.status.success(), "{}", text(&gate.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&gate.stdout).unwrap();
+    assert_eq!(v["pass"], true);
+    let insp = cli(&["inspect", staged.to_str().unwrap(), "--json"]);
+    assert!(insp.status.success(), "{}", text(&insp.stderr));
+    let insp: serde_json::Value = serde_json::from_slice(&insp.stdout).unwrap();
+    assert_eq!(insp["name"], "rel-1-stage1-dual");
+    assert_eq!(
+        insp["provides"]["rootfs-image.version"],
+        "rel-1-stage1-dual"
+    );
+    assert_eq!(
+        insp["provides"]["rootfs-image.checksum"],
+        insp["files"][0]["sha256"]
+    );
+
+    // Stage 2 from the stage-1 artifact; an existing output needs --force.
+    let o = rootfs(&staged, &out_dir, "new-only", &["--name", "rel-1-s2"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = rootfs(&staged, &out_dir, "new-only", &["--name", "rel-1-s2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("--force"), "{}", text(&o.stderr));
+    let s2 = out_dir.join("rel-1-s2.mender");
+    let gate = check_release(&s2, "new-only");
+    assert!(gate.status.success(), "{}", text(&gate.stdout));
+    let gate = check_release(&s2, "dual");
+    assert_eq!(gate.status.code(), Some(1));
+}
+
+#[test]
+fn signed_input_is_re_signed_with_sign_key() {
+    if !tools() || !have("openssl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = d.join("key.pem");
+    let public = d.join("pub.pem");
+    let key_s = key.to_str().unwrap();
+    run(Command::new("openssl").args([
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key_s,
+    ]));
+    run(Command::new("openssl")
+        .args(["ec", "-in", key_s, "-pubout", "-out"])
+        .arg(&public));
+    let img = image(d, &format!("{{\"ServerURL\": \"{OLD}\"}}"));
+    let current = official_artifact(d, &img, &["-k", key_s, "--compression", "none"]);
+    run(Command::new("mender-artifact")
+        .arg("validate")
+        .arg("-k")
+        .arg(&public)
+        .arg(&current));
+
+    let out_dir = d.join("out");
+    let o = rootfs(&current, &out_dir, "new-only", &["--sign-key", key_s]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let staged = out_dir.join("rel-1-stage2-new-only.mender");
+    run(Command::new("mender-artifact")
+        .arg("validate")
+        .arg("-k")
+        .arg(&public)
+        .arg(&staged));
+    let new_img = d.join("new.ext4");
+    extract_image(&staged, &new_img);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&debugfs_cat(&new_img, "/etc/mender/mender.conf")).unwrap();
+    assert_eq!(cfg, serde_json::json!({ "ServerURL": NEW }));
+
+    // Without --sign-key the result is unsigned (editing drops the old signature).
+    let o = rootfs(&current, &out_dir, "dual", &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let unsigned = out_dir.join("rel-1-stage1-dual.mender");
+    let v = Command::new("mender-artifact")
+        .arg("validate")
+        .arg("-k")
+        .arg(&public)
+        .arg(&unsigned)
+        .output()
+        .unwrap();
+    assert!(
+        !v.status.success(),
+        "an unsigned result must not validate with -k"
+    );
+}
+
+#[test]
+fn rootfs_refuses_when_the_server_setting_is_on_the_data_partition() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let img = image(d, "{\"RootfsPartA\": \"/dev/sda2\"}");
+    let current = official_artifact(d, &img, &["--compression", "none"]);
+    let out_dir = d.join("out");
+    let o = rootfs(&current, &out_dir, "dual", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("/var/lib/mender/mender.conf on the data partition"),
+        "{err}"
+    );
+    assert!(err.contains("mender-migrate artifacts"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "nothing may be left behind: {left:?}");
+
+    // With --config the refusal stands: the device's fallback would still hold its servers.
+    let conf = d.join("given.conf");
+    std::fs::write(&conf, format!("{{\"ServerURL\": \"{OLD}\"}}")).unwrap();
+    let o = rootfs(
+        &current,
+        &out_dir,
+        "dual",
+        &["--config", conf.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1));
+
+    // A gate on the same release passes, on the condition stated for the fallback file.
+    let gate = check_release(&current, "dual");
+    assert!(gate.status.success(), "{}", text(&gate.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&gate.stdout).unwrap();
+    assert!(v["conditions"][0]
+        .as_str()
+        .unwrap()
+        .contains("/var/lib/mender/mender.conf"));
+}
+
+#[test]
+fn module_image_passes_the_gate_without_config_change() {
+    if !have("mender-artifact") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = d.join("app.bin");
+    std::fs::write(&f, "payload").unwrap();
+    let art = d.join("app.mender");
+    run(Command::new("mender-artifact")
+        .args([
+            "write",
+            "module-image",
+            "-T",
+            "app-update",
+            "-n",
+            "app-1",
+            "-t",
+            "qemux86-64",
+            "-f",
+        ])
+        .arg(&f)
+        .arg("-o")
+        .arg(&art));
+    let o = check_release(&art, "new-only");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["payload_type"], "app-update");
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("no config change"),
+        "{v}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = cli(&[
+        "check-release",
+        "x.mender",
+        "--old-server",
+        OLD,
+        "--new-server",
+        NEW,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = cli(&[
+        "rootfs",
+        "--from",
+        "x.mender",
+        "--stage",
+        "dual",
+        "--old-server",
+        OLD,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    let o = cli(&[
+        "check-release",
+        "missing.mender",
+        "--stage",
+        "dual",
+        "--old-server",
+        OLD,
+        "--new-server",
+        NEW,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("missing.mender"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn plan_prints_the_release_gate() {
+    let out = cli(&["plan", "--config", EXAMPLE, "--new-server", EXAMPLE_NEW]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("Release gate"), "{s}");
+    assert!(s.contains("MIGRATION_STAGE = \"dual\""), "{s}");
+    assert!(s.contains("--overlay stage1-dual"), "{s}");
+    assert!(
+        s.contains("mender-migrate check-release IMAGE.mender"),
+        "{s}"
+    );
+}

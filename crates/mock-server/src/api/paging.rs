@@ -1,0 +1,228 @@
+//! Query strings and paging as the real services do them (server `pkg/rest.utils/paging.go`):
+//! repeated parameters, `page` ≥ 1 and `per_page` 1..=500 (else 400), path-relative `Link`
+//! headers with `first`/`prev`/`next`(/`last`), and `X-Total-Count` where the service sends it.
+
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Largest `per_page` the real server accepts.
+pub(crate) const PER_PAGE_MAX: usize = 500;
+
+/// A parsed query string, keeping repeated keys in order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct QueryPairs(pub(crate) Vec<(String, String)>);
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~*".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl QueryPairs {
+    pub(crate) fn parse(query: Option<&str>) -> Self {
+        let pairs = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (percent_decode(k), percent_decode(v))
+            })
+            .collect();
+        Self(pairs)
+    }
+
+    /// The last value of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a repeatable `key`, in order.
+    pub(crate) fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// `page` and `per_page`, validated like the real services.
+    pub(crate) fn paging(&self, default_per_page: usize) -> ApiResult<Paging> {
+        let number = |key: &str, default: usize| -> ApiResult<usize> {
+            match self.get(key) {
+                None | Some("") => Ok(default),
+                Some(v) => v
+                    .parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid {key} value {v:?}"))),
+            }
+        };
+        let page = number("page", 1)?;
+        let per_page = number("per_page", default_per_page)?;
+        if page < 1 {
+            return Err(ApiError::bad_request(
+                "invalid page value: must be at least 1",
+            ));
+        }
+        if per_page < 1 {
+            return Err(ApiError::bad_request(
+                "invalid per_page value: must be at least 1",
+            ));
+        }
+        if per_page > PER_PAGE_MAX {
+            return Err(ApiError::bad_request(format!(
+                "invalid per_page value: must not exceed {PER_PAGE_MAX}"
+            )));
+        }
+        Ok(Paging { page, per_page })
+    }
+}
+
+/// One page request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Paging {
+    pub(crate) page: usize,
+    pub(crate) per_page: usize,
+}
+
+impl Paging {
+    pub(crate) fn offset(&self) -> usize {
+        (self.page - 1) * self.per_page
+    }
+
+    /// The page's slice of `items` (all items, already filtered and sorted).
+    pub(crate) fn slice<T: Clone>(&self, items: &[T]) -> Vec<T> {
+        items
+            .iter()
+            .skip(self.offset())
+            .take(self.per_page)
+            .cloned()
+            .collect()
+    }
+
+    /// `Link` header value: path-relative URLs keeping the other query parameters.
+    pub(crate) fn link(
+        &self,
+        path: &str,
+        query: &QueryPairs,
+        has_next: bool,
+        total: Option<usize>,
+    ) -> String {
+        let others: Vec<String> = query
+            .0
+            .iter()
+            .filter(|(k, _)| k != "page" && k != "per_page")
+            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+            .collect();
+        let url = |page: usize| {
+            let mut q = others.clone();
+            q.push(format!("page={page}"));
+            q.push(format!("per_page={}", self.per_page));
+            format!("<{path}?{}>", q.join("&"))
+        };
+        let mut links = vec![format!("{}; rel=\"first\"", url(1))];
+        if self.page > 1 {
+            links.push(format!("{}; rel=\"prev\"", url(self.page - 1)));
+        }
+        if has_next {
+            links.push(format!("{}; rel=\"next\"", url(self.page + 1)));
+        }
+        if let Some(total) = total {
+            let last = total.div_ceil(self.per_page).max(1);
+            links.push(format!("{}; rel=\"last\"", url(last)));
+        }
+        links.join(", ")
+    }
+
+    /// A JSON page with `Link` and, with `total_header`, `X-Total-Count`.
+    pub(crate) fn respond(
+        &self,
+        path: &str,
+        query: &QueryPairs,
+        all: Vec<Value>,
+        total_header: bool,
+    ) -> Response {
+        let total = all.len();
+        let has_next = self.offset() + self.per_page < total;
+        let link = self.link(path, query, has_next, total_header.then_some(total));
+        let page = self.slice(&all);
+        let mut response = Json(page).into_response();
+        let h = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            h.insert("link", v);
+        }
+        if total_header {
+            h.insert("x-total-count", HeaderValue::from(total));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_ids_and_limits() {
+        let q = QueryPairs::parse(Some("id=a&id=b%2Fc&status=accepted&per_page=2&page=2"));
+        assert_eq!(q.all("id"), vec!["a", "b/c"]);
+        let p = q.paging(20).unwrap();
+        assert_eq!((p.page, p.per_page, p.offset()), (2, 2, 2));
+        assert_eq!(
+            p.link("/x", &q, true, Some(5)),
+            "</x?id=a&id=b%2Fc&status=accepted&page=1&per_page=2>; rel=\"first\", \
+             </x?id=a&id=b%2Fc&status=accepted&page=1&per_page=2>; rel=\"prev\", \
+             </x?id=a&id=b%2Fc&status=accepted&page=3&per_page=2>; rel=\"next\", \
+             </x?id=a&id=b%2Fc&status=accepted&page=3&per_page=2>; rel=\"last\""
+        );
+        assert!(QueryPairs::parse(Some("per_page=501")).paging(20).is_err());
+        assert!(QueryPairs::parse(Some("per_page=0")).paging(20).is_err());
+        assert!(QueryPairs::parse(Some("page=0")).paging(20).is_err());
+        assert!(QueryPairs::parse(Some("page=x")).paging(20).is_err());
+        assert_eq!(
+            QueryPairs::parse(Some("per_page=500"))
+                .paging(20)
+                .unwrap()
+                .per_page,
+            500
+        );
+        assert_eq!(percent_decode("a+b%41%"), "a bA%");
+    }
+}

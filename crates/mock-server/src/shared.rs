@@ -1,0 +1,140 @@
+//! State shared by every request handler and layer: the server model behind one mutex, its
+//! persistence, fault rules, request log, management credentials and the up/down switch.
+//! Handlers, layers and the accept loop all depend on this module; it depends on none of them.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use axum::http::StatusCode;
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::faults::Faults;
+use crate::mgmt_auth::MgmtAuth;
+use crate::reqlog::RequestLog;
+use crate::settings::Settings;
+use crate::state::{now_rfc3339, Persistence, State};
+
+/// Everything the request handlers share.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) auth: MgmtAuth,
+    pub(crate) settings: Mutex<Settings>,
+    /// Base of artifact `source.uri` links, without a trailing slash.
+    pub(crate) public_url: String,
+    pub(crate) artifacts_dir: PathBuf,
+    pub(crate) faults: Faults,
+    pub(crate) reqlog: RequestLog,
+    state: Mutex<State>,
+    generation: AtomicU64,
+    persistence: Persistence,
+    pub(crate) up: watch::Sender<bool>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)] // one call site, every part named
+    pub(crate) fn new(
+        name: String,
+        auth: MgmtAuth,
+        settings: Settings,
+        public_url: String,
+        artifacts_dir: PathBuf,
+        reqlog: RequestLog,
+        persistence: Persistence,
+        state: State,
+    ) -> Self {
+        Self {
+            name,
+            auth,
+            settings: Mutex::new(settings),
+            public_url,
+            artifacts_dir,
+            faults: Faults::default(),
+            reqlog,
+            state: Mutex::new(state),
+            generation: AtomicU64::new(0),
+            persistence,
+            up: watch::Sender::new(true),
+        }
+    }
+
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Mutates the state and, with a state dir, persists the result before returning.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, ApiError> {
+        self.write_if_changed(|s| (f(s), true))
+    }
+
+    /// Like [`Shared::write`], but persists only when `f` reports a change (polls that
+    /// change nothing must not rewrite the state file).
+    pub(crate) fn write_if_changed<T>(
+        &self,
+        f: impl FnOnce(&mut State) -> (T, bool),
+    ) -> Result<T, ApiError> {
+        let (result, snapshot) = {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let (result, changed) = f(&mut state);
+            let snapshot = if changed && self.persistence.enabled() {
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                Some((generation, serde_json::to_vec_pretty(&*state)))
+            } else {
+                None
+            };
+            (result, snapshot)
+        };
+        if let Some((generation, json)) = snapshot {
+            let json = json.map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("state: {e}"))
+            })?;
+            self.persistence.write(generation, &json).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("persisting state failed: {e}"),
+                )
+            })?;
+        }
+        Ok(result)
+    }
+
+    /// Resolves a device token and records the check-in time (not persisted).
+    pub(crate) fn check_in(&self, token: &str) -> Option<String> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let device_id = state.tokens.get(token)?.clone();
+        if let Some(device) = state.devices.get_mut(&device_id) {
+            device.check_in_time = Some(now_rfc3339());
+        }
+        Some(device_id)
+    }
+
+    pub(crate) fn device_for_token(&self, token: &str) -> Option<String> {
+        self.read(|s| {
+            s.tokens
+                .get(token)
+                .or_else(|| s.revoked_tokens.get(token))
+                .cloned()
+        })
+    }
+
+    /// A copy of the current settings.
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_settings(&self, settings: Settings) {
+        *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+}
