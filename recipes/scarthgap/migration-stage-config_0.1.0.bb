@@ -8,11 +8,11 @@ inherit cargo
 # migration-stage-config is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/migration-stage-config/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "2209b396df7465c54bfb72b0d3187e419f7cbc95"
+SRCREV = "3c15cc888960f9fde5c013ea7c674d5b22f71045"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p migration-stage-config"
-PV:append = ".AUTOINC+2209b396df"
+PV:append = ".AUTOINC+3c15cc8889"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
