@@ -8,10 +8,10 @@ inherit cargo
 # mock-mender-server is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mock-mender-server/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "3c15cc888960f9fde5c013ea7c674d5b22f71045"
+SRCREV = "a2f9d94a61e08ba8996e5ec670d6ba59469dcfa7"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mock-mender-server"
-PV:append = ".AUTOINC+3c15cc8889"
+PV:append = ".AUTOINC+a2f9d94a61"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
@@ -74,6 +74,7 @@ SRC_URI += " \
     crate://crates.io/flate2/1.1.11 \
     crate://crates.io/foldhash/0.2.0 \
     crate://crates.io/form_urlencoded/1.2.2 \
+    crate://crates.io/futures-channel/0.3.34 \
     crate://crates.io/futures-core/0.3.34 \
     crate://crates.io/futures-sink/0.3.34 \
     crate://crates.io/futures-task/0.3.34 \
@@ -108,8 +109,6 @@ SRC_URI += " \
     crate://crates.io/js-sys/0.3.107 \
     crate://crates.io/lazy_static/1.5.1 \
     crate://crates.io/libc/0.2.191 \
-    crate://crates.io/libdeflate-sys/1.26.1 \
-    crate://crates.io/libdeflater/1.26.1 \
     crate://crates.io/libm/0.2.16 \
     crate://crates.io/linux-raw-sys/0.12.1 \
     crate://crates.io/litemap/0.8.3 \
@@ -212,6 +211,8 @@ SRC_URI += " \
     crate://crates.io/tower/0.5.3 \
     crate://crates.io/tower-layer/0.3.3 \
     crate://crates.io/tower-service/0.3.3 \
+    crate://crates.io/tracing/0.1.44 \
+    crate://crates.io/tracing-core/0.1.36 \
     crate://crates.io/try-lock/0.2.5 \
     crate://crates.io/typenum/1.20.1 \
     crate://crates.io/unicode-ident/1.0.27 \
@@ -321,6 +322,7 @@ SRC_URI[find-msvc-tools-0.1.15.sha256sum] = "1c66915cc5391097de7a2b0b972e8505aa3
 SRC_URI[flate2-1.1.11.sha256sum] = "626d4928326b646e70f65ed36fc7cf9f206bdb68a0019ee7c6b4709da4e084c4"
 SRC_URI[foldhash-0.2.0.sha256sum] = "77ce24cb58228fbb8aa041425bb1050850ac19177686ea6e0f41a70416f56fdb"
 SRC_URI[form_urlencoded-1.2.2.sha256sum] = "cb4cb245038516f5f85277875cdaa4f7d2c9a0fa0468de06ed190163b1581fcf"
+SRC_URI[futures-channel-0.3.34.sha256sum] = "b1f9e3d69d39e4862ffed03ed071a76f9a13ba1d9109d355b0f0aa6b15e393c4"
 SRC_URI[futures-core-0.3.34.sha256sum] = "92d699e522242e69e3003b94ecc1f960f3a5e015aa7c5d7486e65ad01dd94f5e"
 SRC_URI[futures-sink-0.3.34.sha256sum] = "1944426bf7d03f1d14f708785e4b33efd750b36d48a157b836b3efc15ede8e1d"
 SRC_URI[futures-task-0.3.34.sha256sum] = "cd417de3d1d015fc3bfd2b1ea46dfc7bab72ef86f1cc7cc9c78e728b34a6d1fd"
@@ -355,8 +357,6 @@ SRC_URI[itoa-1.0.18.sha256sum] = "8f42a60cbdf9a97f5d2305f08a87dc4e09308d1276d28c
 SRC_URI[js-sys-0.3.107.sha256sum] = "8dc09d2154098bbf4ef54eab6b117a3c24cbbffe94046b16ee6d6d4510584d3a"
 SRC_URI[lazy_static-1.5.1.sha256sum] = "20870f649af7073d53e38067b2a84312175d56ea15217e1b15bc83506ec50afb"
 SRC_URI[libc-0.2.191.sha256sum] = "65cd87c9a6d60536580b316ad985726104730a5151c99845f2490428ef91240a"
-SRC_URI[libdeflate-sys-1.26.1.sha256sum] = "d7870e5fbd2766179a937c725fb11f4ca0ef025d982beb61bd3ce755425bd19c"
-SRC_URI[libdeflater-1.26.1.sha256sum] = "0cbb8285d2e2bd4b8d4155840ae81929354b4ba0d7b3c272c84761ffa2141e1f"
 SRC_URI[libm-0.2.16.sha256sum] = "b6d2cec3eae94f9f509c767b45932f1ada8350c4bdb85af2fcab4a3c14807981"
 SRC_URI[linux-raw-sys-0.12.1.sha256sum] = "32a66949e030da00e8c7d4434b251670a91556f4144941d37452769c25d58a53"
 SRC_URI[litemap-0.8.3.sha256sum] = "47d9d19d1d6efa0109d2f65ff4c85cddd50bd572e5a00127ab10987290bcefae"
@@ -459,6 +459,8 @@ SRC_URI[toml_writer-1.2.0+spec-1.1.0.sha256sum] = "009dbb7700f11c55ef83aebbe4c0e
 SRC_URI[tower-0.5.3.sha256sum] = "ebe5ef63511595f1344e2d5cfa636d973292adc0eec1f0ad45fae9f0851ab1d4"
 SRC_URI[tower-layer-0.3.3.sha256sum] = "121c2a6cda46980bb0fcd1647ffaf6cd3fc79a013de288782836f6df9c48780e"
 SRC_URI[tower-service-0.3.3.sha256sum] = "8df9b6e13f2d32c91b9bd719c00d1958837bc7dec474d94952798cc8e69eeec3"
+SRC_URI[tracing-0.1.44.sha256sum] = "63e71662fa4b2a2c3a26f570f037eb95bb1f85397f3cd8076caed2f026a6d100"
+SRC_URI[tracing-core-0.1.36.sha256sum] = "db97caf9d906fbde555dd62fa95ddba9eecfd14cb388e4f491a66d74cd5fb79a"
 SRC_URI[try-lock-0.2.5.sha256sum] = "e421abadd41a4225275504ea4d6566923418b7f05506fbc9c0fe86ba7396114b"
 SRC_URI[typenum-1.20.1.sha256sum] = "b6f5e870be6c3b371b77fe0ee0bafb859fa4964b4404c27de1d380043c4dda20"
 SRC_URI[unicode-ident-1.0.27.sha256sum] = "a2c754d6c33795a1c324727428e5a7dedb5b06195f9890bdbcba760d3e246563"
@@ -622,6 +624,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/foldhash-0.2.0/LICENSE;md5=20ff5307d48c7c74b29bfe1add54da14 \
     file://${CARGO_VENDORING_DIRECTORY}/form_urlencoded-1.2.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/form_urlencoded-1.2.2/LICENSE-MIT;md5=d188c55b194c6aaf8738d1b9a8934007 \
+    file://${CARGO_VENDORING_DIRECTORY}/futures-channel-0.3.34/LICENSE-APACHE;md5=e9bc874b120e4326c5a46b7332189c5f \
+    file://${CARGO_VENDORING_DIRECTORY}/futures-channel-0.3.34/LICENSE-MIT;md5=84dbe4d357da3fc0c825d8f51fb9261a \
     file://${CARGO_VENDORING_DIRECTORY}/futures-core-0.3.34/LICENSE-APACHE;md5=e9bc874b120e4326c5a46b7332189c5f \
     file://${CARGO_VENDORING_DIRECTORY}/futures-core-0.3.34/LICENSE-MIT;md5=84dbe4d357da3fc0c825d8f51fb9261a \
     file://${CARGO_VENDORING_DIRECTORY}/futures-sink-0.3.34/LICENSE-APACHE;md5=e9bc874b120e4326c5a46b7332189c5f \
@@ -668,8 +672,6 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/lazy_static-1.5.1/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/libc-0.2.191/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/libc-0.2.191/LICENSE-MIT;md5=cb547762cbca37ef4a8344581c4a4473 \
-    file://${CARGO_VENDORING_DIRECTORY}/libdeflate-sys-1.26.1/LICENSE;md5=1836efb2eb779966696f473ee8540542 \
-    file://${CARGO_VENDORING_DIRECTORY}/libdeflater-1.26.1/LICENSE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/libm-0.2.16/LICENSE.txt;md5=54ab559b3ee6fa5bbba79c9554366e7e \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/COPYRIGHT;md5=9e1b70978ee910e649be4e7710bf969f \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
@@ -840,6 +842,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/tower-0.5.3/LICENSE;md5=e306ced93cbc3a7ec73a5c7980a048ff \
     file://${CARGO_VENDORING_DIRECTORY}/tower-layer-0.3.3/LICENSE;md5=e306ced93cbc3a7ec73a5c7980a048ff \
     file://${CARGO_VENDORING_DIRECTORY}/tower-service-0.3.3/LICENSE;md5=e306ced93cbc3a7ec73a5c7980a048ff \
+    file://${CARGO_VENDORING_DIRECTORY}/tracing-0.1.44/LICENSE;md5=448c359b06622c5317ee59a95e89731c \
+    file://${CARGO_VENDORING_DIRECTORY}/tracing-core-0.1.36/LICENSE;md5=448c359b06622c5317ee59a95e89731c \
     file://${CARGO_VENDORING_DIRECTORY}/try-lock-0.2.5/LICENSE;md5=3ac4526c2fd4d5ed397bfc17a5a23923 \
     file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE;md5=a4e6e71c16e39f6cda1ce9b00161ba00 \
     file://${CARGO_VENDORING_DIRECTORY}/typenum-1.20.1/LICENSE-APACHE;md5=882ec2688b2302e937049f57c749d64e \
