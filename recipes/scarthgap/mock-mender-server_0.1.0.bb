@@ -8,11 +8,11 @@ inherit cargo
 # mock-mender-server is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mock-mender-server/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "a7738c1e5a0942003c4a6d731f0779040828c5f6"
+SRCREV = "19e7bb70039227391f18ed2b9a7ed87443a7ceb9"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mock-mender-server"
-PV:append = ".AUTOINC+a7738c1e5a"
+PV:append = ".AUTOINC+19e7bb7003"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

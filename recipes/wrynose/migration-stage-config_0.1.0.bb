@@ -8,10 +8,10 @@ inherit cargo
 # migration-stage-config is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/migration-stage-config/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "a7738c1e5a0942003c4a6d731f0779040828c5f6"
+SRCREV = "19e7bb70039227391f18ed2b9a7ed87443a7ceb9"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p migration-stage-config"
-PV:append = ".AUTOINC+a7738c1e5a"
+PV:append = ".AUTOINC+19e7bb7003"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
