@@ -82,22 +82,7 @@ fn measure(mut cmd: Command, out: &Path) -> Measured {
 }
 
 fn find_tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    let found =
-        found.or_else(|| Some(PathBuf::from("/usr/sbin").join(name)).filter(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("`{name}` is missing but CI is set; apt-get install -y {package}");
-        }
-        eprintln!("=====================================================");
-        eprintln!("SKIP benchmark: `{name}` not found (apt-get install {package})");
-        eprintln!("=====================================================");
-    }
-    found
+    test_support::require_tool("benchmark", name, &format!("apt-get install -y {package}"))
 }
 
 /// Copies regular files from real system directories into `dir` until `budget` bytes.

@@ -39,6 +39,8 @@ pub struct Device {
     pub auth_sets: Vec<AuthSet>,
     #[serde(default)]
     pub decommissioning: bool,
+    #[serde(default)]
+    pub check_in_time: Option<String>,
 }
 
 impl Device {
@@ -295,17 +297,37 @@ impl Api {
             }
             Err(e) if e.is_status(409) => match serde_json::from_slice::<Device>(&e.body) {
                 Ok(d) if !d.id.is_empty() => Ok(Preauth::Conflict(Box::new(d))),
-                _ => {
-                    let mut d = (*e.0).clone();
-                    d.message = format!(
-                        "{} (409 without the existing device in the body)",
-                        d.message
-                    );
-                    Err(d.into())
-                }
+                // Servers before 4.0 answer 409 with an error body: find the device by its
+                // identity instead (one full listing; only on this rare path).
+                _ => match self.find_by_identity(identity)? {
+                    Some(d) => Ok(Preauth::Conflict(Box::new(d))),
+                    None => {
+                        let mut d = (*e.0).clone();
+                        d.message = format!(
+                            "{} (409, and no device with this identity is listed)",
+                            d.message
+                        );
+                        Err(d.into())
+                    }
+                },
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// The device with this identity (any status), by listing every device.
+    pub fn find_by_identity(
+        &self,
+        identity: &Map<String, Value>,
+    ) -> Result<Option<Device>, ApiError> {
+        let want = canonical_identity(identity);
+        let mut found = None;
+        self.devices_by_status(None, |d| {
+            if found.is_none() && canonical_identity(&d.identity_data) == want {
+                found = Some(d);
+            }
+        })?;
+        Ok(found)
     }
 
     /// `PUT …/auth/{aid}/status`: idempotent (same status = 204).
@@ -539,6 +561,23 @@ impl Api {
             },
         )?;
         Ok(out)
+    }
+
+    /// A deployment's status (`pending`, `inprogress`, `finished`); `None` when gone.
+    pub fn deployment_status(&self, id: &str) -> Result<Option<String>, ApiError> {
+        match self
+            .client
+            .get_json(&format!("{DEPLOYMENTS_V1}/deployments/{}", enc(id)))
+        {
+            Ok(v) => Ok(Some(
+                v.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )),
+            Err(e) if e.is_status(404) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `PUT …/status {"status":"aborted"}`; already finished (422) or gone (404) is fine.

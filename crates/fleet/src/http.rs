@@ -32,6 +32,9 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Timeout of one request (connect + read + write).
     pub timeout: Duration,
+    /// How long one request keeps retrying 429s (throttling is "come back later", not a
+    /// failure: it gets this time budget instead of `max_retries`).
+    pub throttle_patience: Duration,
     /// Extra CA certificates (PEM) trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
 }
@@ -45,6 +48,7 @@ impl Default for ClientOptions {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(60),
             timeout: Duration::from_secs(60),
+            throttle_patience: Duration::from_secs(600),
             ca_file: None,
         }
     }
@@ -510,6 +514,7 @@ impl Client {
         let url = format!("{}{}", self.base, path_and_query);
         let path = path_and_query.split('?').next().unwrap_or(path_and_query);
         let mut attempt = 0u32;
+        let mut throttled_since: Option<Instant> = None;
         let mut token_reloaded = false;
         loop {
             self.take_token();
@@ -615,6 +620,20 @@ impl Client {
                     }
                     // 429 never reached the handler (gateway or forward-auth limiter):
                     // safe to repeat even for creating POSTs.
+                    if status == 429 {
+                        let since = *throttled_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < self.opts.throttle_patience {
+                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                            let wait = match delay {
+                                Some(d) => d.min(self.opts.backoff_max),
+                                None => self.backoff(attempt.min(8)),
+                            };
+                            attempt = attempt.saturating_add(1);
+                            self.block_for(wait);
+                            continue;
+                        }
+                    }
                     let retryable = status == 429
                         || (matches!(status, 502..=504) && retry == Retry::Idempotent);
                     if retryable && attempt < self.opts.max_retries {

@@ -127,6 +127,9 @@ pub struct SnapshotDevice {
     pub device_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Old's `check_in_time` at the snapshot (devices seen recently go first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_in: Option<String>,
 }
 
 /// A side effect.
@@ -459,6 +462,8 @@ pub struct Fleet {
     pub new: String,
     pub snapshot_complete: bool,
     pub devices: BTreeMap<String, DeviceView>,
+    /// Device ids in snapshot order (the order batches are filled in).
+    pub order: Vec<String>,
     pub batches: BTreeMap<u32, Vec<String>>,
     pub deployments: BTreeMap<u32, Vec<BatchDeployment>>,
     /// Intents without a `done` record, by sequence number.
@@ -487,6 +492,9 @@ impl Fleet {
                 self.new = new.clone();
             }
             Record::Device(d) => {
+                if !self.devices.contains_key(&d.id) {
+                    self.order.push(d.id.clone());
+                }
                 self.devices.insert(
                     d.id.clone(),
                     DeviceView {

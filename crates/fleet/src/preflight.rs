@@ -296,6 +296,7 @@ pub fn preflight(
                 aid: one.id.clone(),
                 device_type: None,
                 group: None,
+                check_in: d.check_in_time.clone(),
             }),
             [] => problems.push(format!("{}: accepted without an accepted auth set", d.id)),
             _ => problems.push(format!("{}: {} accepted auth sets", d.id, sets.len())),
@@ -565,6 +566,9 @@ pub fn preflight(
     }
 
     let plan = &cfg.plan;
+    // Devices seen most recently first: the ones that stopped checking in (likely offline)
+    // end up in the last batches, so fewer batches wait for stragglers.
+    selected.sort_by(|a, b| b.check_in.cmp(&a.check_in).then_with(|| a.id.cmp(&b.id)));
     report.batches = plan.batch_sizes(selected.len());
     let n = selected.len() as u64;
     let b = report.batches.len() as u64;

@@ -565,9 +565,7 @@ impl Orchestrator {
             self.sync()?;
         }
         // B: stage-1 gate.
-        if !self.batch_devices(n, DevState::Stage1Deployed).is_empty() {
-            self.stage_gate(n, Role::Stage1, hint)?;
-        }
+        self.stage_gate(n, Role::Stage1, hint)?;
         self.judge(n, "stage1")?;
         // C: preauthorize on new, only devices whose stage 1 succeeded.
         let ok = self.batch_devices(n, DevState::Stage1Ok);
@@ -625,9 +623,7 @@ impl Orchestrator {
             self.sync()?;
         }
         // H: stage-2 gate.
-        if !self.batch_devices(n, DevState::Stage2Deployed).is_empty() {
-            self.stage_gate(n, Role::Stage2, hint)?;
-        }
+        self.stage_gate(n, Role::Stage2, hint)?;
         self.judge(n, "stage2")?;
         let _ = total;
         self.emit_counts();
@@ -856,6 +852,9 @@ impl Orchestrator {
             .get(&n)
             .map(|l| l.iter().filter(|d| d.server == side).cloned().collect())
             .unwrap_or_default();
+        if deps.is_empty() {
+            return Ok(());
+        }
         let started = deps.iter().map(|d| d.created).min().unwrap_or_else(now_ms);
         let deadline = started + self.cfg.plan.stage_timeout.as_millis() as u64;
         let api = self.api(side);
@@ -949,16 +948,6 @@ impl Orchestrator {
                     self.set_state(&d.snapshot.id, late_state, Some(reason), None)?;
                 }
                 self.done(seq, None, None)?;
-                for dep in &all_deps {
-                    let seq = self.intent(Op::AbortDeployment {
-                        server: side,
-                        id: dep.id.clone(),
-                    })?;
-                    self.hook(OpKind::AbortDeployment, false)?;
-                    api.abort_deployment(&dep.id)?;
-                    self.hook(OpKind::AbortDeployment, true)?;
-                    self.done(seq, None, None)?;
-                }
                 self.emit_counts();
                 break;
             }
@@ -973,6 +962,32 @@ impl Orchestrator {
                 ),
             );
             self.sleep_poll(Some(deadline));
+        }
+        // Devices were carried over as late: the batch's deployments on this server would
+        // stay active for them (and count against the cap); abort the unfinished ones. Runs
+        // again on every resume, so an abort cut short by a crash is completed.
+        let late = self
+            .fleet()
+            .devices
+            .values()
+            .any(|d| d.batch == Some(n) && d.state == late_state);
+        if late {
+            for dep in &all_deps {
+                if matches!(
+                    api.deployment_status(&dep.id)?.as_deref(),
+                    None | Some("finished")
+                ) {
+                    continue;
+                }
+                let seq = self.intent(Op::AbortDeployment {
+                    server: side,
+                    id: dep.id.clone(),
+                })?;
+                self.hook(OpKind::AbortDeployment, false)?;
+                api.abort_deployment(&dep.id)?;
+                self.hook(OpKind::AbortDeployment, true)?;
+                self.done(seq, None, None)?;
+            }
         }
         Ok(())
     }

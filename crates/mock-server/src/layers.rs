@@ -155,6 +155,58 @@ pub(crate) async fn inject_faults(
     }
 }
 
+/// The per-server token bucket (when `settings.rate_limit` is set) over the paths in its
+/// scope: 429 with `Retry-After` and `X-Retry-In`, plain-text or JSON body.
+pub(crate) async fn rate_limit(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use crate::settings::{RateLimitBody, RateLimitScope};
+    let Some(config) = shared.settings().rate_limit else {
+        return next.run(req).await;
+    };
+    let path = req.uri().path();
+    let management = path.starts_with(routes::MANAGEMENT_PREFIX);
+    let device =
+        path.starts_with(routes::DEVICES_PREFIX) || path.starts_with(routes::DOWNLOAD_PREFIX);
+    let counted = match config.scope {
+        RateLimitScope::Management => management,
+        RateLimitScope::Devices => device,
+        RateLimitScope::All => management || device,
+    };
+    if !counted {
+        return next.run(req).await;
+    }
+    let Err(wait) = shared.limiter.take(&config) else {
+        return next.run(req).await;
+    };
+    let mut response = match config.body {
+        RateLimitBody::Json => error_response(StatusCode::TOO_MANY_REQUESTS, "too many requests"),
+        RateLimitBody::Plain => {
+            let mut r = Response::new(Body::from("Too Many Requests"));
+            *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+    };
+    let h = response.headers_mut();
+    h.insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from(crate::ratelimit::retry_after(wait)),
+    );
+    if let Ok(v) = HeaderValue::from_str(&crate::ratelimit::go_duration(wait)) {
+        h.insert("x-retry-in", v);
+    }
+    response
+        .extensions_mut()
+        .insert(FaultNote("rate limited".into()));
+    response
+}
+
 /// `Authorization: Bearer` on `/api/management/…` (except login) and `/admin/…`: 401 JSON
 /// otherwise. `/admin/…` takes only the configured token.
 pub(crate) async fn management_auth(

@@ -33,6 +33,7 @@ mod error;
 mod faults;
 mod layers;
 mod mgmt_auth;
+mod ratelimit;
 mod reqlog;
 pub mod routes;
 mod server;
@@ -53,8 +54,9 @@ pub use reqlog::RequestLogEntry;
 pub use settings::{Edition, RateLimit, RateLimitBody, RateLimitScope, Settings};
 pub use state::{AuthSet, AuthStatus, Deployment, Device, DeviceDeployment, StatusReport};
 
-/// How to start a server. Build with [`ServerConfig::new`] and adjust the fields.
-#[derive(Clone, Debug)]
+/// How to start a server. Build with [`ServerConfig::new`] and adjust the fields. `Debug`
+/// masks the secrets.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// Name written into every request-log entry (e.g. `old`, `new`).
     pub name: String,
@@ -88,6 +90,37 @@ pub struct ServerConfig {
     pub worker_threads: Option<usize>,
     /// Behaviour knobs (device limit, edition, rate limit, …); changeable at run time.
     pub settings: Settings,
+    /// Multi-tenant mode: devices must send this tenant token in their auth requests (401
+    /// otherwise). `None` = open source (tokens ignored).
+    pub tenant_token: Option<String>,
+    /// With `tenant_token`: devices with a missing or unknown token are put into this
+    /// tenant, i.e. admitted when it equals `tenant_token` (deviceauth's
+    /// `default_tenant_token`).
+    pub default_tenant_token: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mask = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("ServerConfig")
+            .field("name", &self.name)
+            .field("listen", &self.listen)
+            .field("management_token", &"***")
+            .field("users", &self.users)
+            .field("jwt_lifetime", &self.jwt_lifetime)
+            .field("public_url", &self.public_url)
+            .field("tls", &self.tls)
+            .field("extra_sans", &self.extra_sans)
+            .field("ca_file", &self.ca_file)
+            .field("state_dir", &self.state_dir)
+            .field("request_log_file", &self.request_log_file)
+            .field("allow_non_loopback", &self.allow_non_loopback)
+            .field("worker_threads", &self.worker_threads)
+            .field("settings", &self.settings)
+            .field("tenant_token", &mask(&self.tenant_token))
+            .field("default_tenant_token", &mask(&self.default_tenant_token))
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -107,6 +140,8 @@ impl ServerConfig {
             allow_non_loopback: false,
             worker_threads: None,
             settings: Settings::default(),
+            tenant_token: None,
+            default_tenant_token: None,
         }
     }
 }
@@ -230,7 +265,7 @@ impl MockServer {
             .settings
             .validate()
             .map_err(|e| anyhow::anyhow!("settings: {e}"))?;
-        let shared = Arc::new(shared::Shared::new(
+        let mut shared = shared::Shared::new(
             config.name.clone(),
             auth,
             config.settings.clone(),
@@ -239,7 +274,13 @@ impl MockServer {
             reqlog,
             persistence,
             state,
-        ));
+        );
+        shared.tenant_token = config.tenant_token.clone().filter(|t| !t.is_empty());
+        shared.default_tenant_token = config
+            .default_tenant_token
+            .clone()
+            .filter(|t| !t.is_empty());
+        let shared = Arc::new(shared);
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let listener = {

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use mock_mender_server::{Edition, MockServer, ServerConfig, User};
+use mock_mender_server::{
+    Edition, MockServer, RateLimit, RateLimitBody, RateLimitScope, ServerConfig, User,
+};
 
 /// Environment variable holding the management token (when `--management-token-file` is absent).
 const TOKEN_ENV: &str = "MOCK_MENDER_MANAGEMENT_TOKEN";
@@ -77,6 +79,40 @@ struct Cli {
     /// v2 404) or enterprise (v2 `next` honouring artifact depends).
     #[arg(long, value_enum, default_value = "open-source")]
     edition: EditionArg,
+    /// Rate limit: requests per second refilling a per-server token bucket (off by default);
+    /// past it, 429 with Retry-After and X-Retry-In.
+    #[arg(long)]
+    rate_limit: Option<f64>,
+    /// Token bucket size (requests allowed at once).
+    #[arg(long, default_value_t = 100)]
+    rate_limit_burst: u32,
+    /// 429 body: `plain` (text, like the Traefik gateway) or `json` (like the services).
+    #[arg(long, value_enum, default_value = "plain")]
+    rate_limit_body: BodyArg,
+    /// Which requests count: `management`, `devices` or `all`.
+    #[arg(long, value_enum, default_value = "management")]
+    rate_limit_scope: ScopeArg,
+    /// Multi-tenant mode: file with the tenant token devices must send (or
+    /// MOCK_MENDER_TENANT_TOKEN).
+    #[arg(long)]
+    tenant_token_file: Option<PathBuf>,
+    /// File with the default tenant token (or MOCK_MENDER_DEFAULT_TENANT_TOKEN): devices with
+    /// a missing or unknown token go to that tenant.
+    #[arg(long)]
+    default_tenant_token_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BodyArg {
+    Plain,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ScopeArg {
+    Management,
+    Devices,
+    All,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -186,6 +222,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         EditionArg::OpenSource => Edition::OpenSource,
         EditionArg::Enterprise => Edition::Enterprise,
     };
+    config.settings.rate_limit = cli.rate_limit.map(|rps| RateLimit {
+        requests_per_second: rps,
+        burst: cli.rate_limit_burst,
+        body: match cli.rate_limit_body {
+            BodyArg::Plain => RateLimitBody::Plain,
+            BodyArg::Json => RateLimitBody::Json,
+        },
+        scope: match cli.rate_limit_scope {
+            ScopeArg::Management => RateLimitScope::Management,
+            ScopeArg::Devices => RateLimitScope::Devices,
+            ScopeArg::All => RateLimitScope::All,
+        },
+    });
+    config
+        .settings
+        .validate()
+        .map_err(|e| Usage(format!("--rate-limit: {e}")))?;
+    config.tenant_token = secret(
+        cli.tenant_token_file.as_deref(),
+        "MOCK_MENDER_TENANT_TOKEN",
+        "tenant token",
+    )?;
+    config.default_tenant_token = secret(
+        cli.default_tenant_token_file.as_deref(),
+        "MOCK_MENDER_DEFAULT_TENANT_TOKEN",
+        "default tenant token",
+    )?;
     config.users = users;
     if let Some(lifetime) = cli.jwt_lifetime {
         config.jwt_lifetime = lifetime;

@@ -9,12 +9,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde::Serialize;
 
-/// A user that can log in (`POST …/useradm/auth/login` with HTTP Basic).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A user that can log in (`POST …/useradm/auth/login` with HTTP Basic). `Debug` masks
+/// the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct User {
     /// Compared lower-cased, as useradm does.
     pub email: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("email", &self.email)
+            .field("password", &"***")
+            .finish()
+    }
 }
 
 /// What a management token belongs to.

@@ -21,6 +21,13 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) auth: MgmtAuth,
     pub(crate) settings: Mutex<Settings>,
+    pub(crate) limiter: crate::ratelimit::Limiter,
+    /// Multi-tenant mode: the tenant token devices must send (`None` = open source,
+    /// tokens ignored).
+    pub(crate) tenant_token: Option<String>,
+    /// Devices with a missing or unknown token go to this tenant (deviceauth's
+    /// `default_tenant_token`); admitted only when it is this server's tenant.
+    pub(crate) default_tenant_token: Option<String>,
     /// Base of artifact `source.uri` links, without a trailing slash.
     pub(crate) public_url: String,
     pub(crate) artifacts_dir: PathBuf,
@@ -48,6 +55,9 @@ impl Shared {
             name,
             auth,
             settings: Mutex::new(settings),
+            limiter: crate::ratelimit::Limiter::default(),
+            tenant_token: None,
+            default_tenant_token: None,
             public_url,
             artifacts_dir,
             faults: Faults::default(),
@@ -128,6 +138,18 @@ impl Shared {
 
     pub(crate) fn set_settings(&self, settings: Settings) {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+        self.limiter.reset();
+    }
+
+    /// Whether a device auth request's tenant token admits it to this server.
+    pub(crate) fn tenant_admits(&self, sent: Option<&str>) -> bool {
+        let Some(expected) = self.tenant_token.as_deref() else {
+            return true;
+        };
+        match sent.filter(|t| !t.is_empty()) {
+            Some(t) if t == expected => true,
+            _ => self.default_tenant_token.as_deref() == Some(expected),
+        }
     }
 
     pub(crate) fn set_up(&self, up: bool) {

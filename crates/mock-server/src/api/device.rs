@@ -26,7 +26,6 @@ struct AuthRequestBody {
     id_data: String,
     pubkey: String,
     #[serde(default)]
-    #[allow(dead_code)]
     tenant_token: Option<String>,
 }
 
@@ -53,6 +52,11 @@ pub(super) async fn auth_request(
         }
         other => ApiError::bad_request(other.to_string()),
     })?;
+    // Multi-tenant mode: an unknown tenant token is 401 and registers nothing, unless the
+    // default tenant token admits the device.
+    if !shared.tenant_admits(request.tenant_token.as_deref()) {
+        return Err(ApiError::unauthorized("unauthorized: unknown tenant token"));
+    }
     let max_devices = shared.settings().max_devices;
     match shared.write(|s| s.authenticate(identity, &pubkey, max_devices))? {
         AuthOutcome::Token { device_id, token } => {
