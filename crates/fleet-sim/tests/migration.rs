@@ -225,9 +225,8 @@ fn stage1_without_the_new_server_strands_the_fleet() {
 }
 
 /// Stage 2 deployed first (from old): the stage depends on `server-migration.stage: dual`,
-/// which no device provides yet. The open-source server offers it anyway (it does not compare
-/// depends) and the client refuses it and reports `failure`; a mock that still filters on
-/// depends answers `noartifact` instead. Either way nothing may change on any device.
+/// which no device provides yet. The open-source server (and the mock) offers it anyway, by
+/// device type only; the client refuses it, reports `failure`, and nothing changes.
 #[test]
 fn stage2_first_is_refused_and_changes_nothing() {
     let s = setup(30, "S2F");
