@@ -40,6 +40,15 @@ struct Deflaters {
     probe: libdeflater::Compressor,
     stored: libdeflater::Compressor,
     probe_out: Vec<u8>,
+    /// The member of an all-zero block and the block's length: free space in a filesystem
+    /// image is long runs of such blocks, compressed once.
+    zero_member: Option<(usize, Vec<u8>)>,
+}
+
+/// Whether `data` is all zero bytes (vectorizes; stops at the first non-zero 4 KiB).
+fn is_zero(data: &[u8]) -> bool {
+    data.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// A libdeflate compressor at `level` (0 = stored blocks only, 1 fastest … 12 best).
@@ -54,6 +63,7 @@ impl Deflaters {
             probe: compressor(1),
             stored: compressor(0),
             probe_out: Vec::new(),
+            zero_member: None,
         }
     }
 
@@ -75,6 +85,24 @@ impl Deflaters {
 
     /// Compresses `data` into one gzip member in `out`.
     fn member(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        let zero = !data.is_empty() && is_zero(data);
+        if zero {
+            if let Some((len, member)) = &self.zero_member {
+                if *len == data.len() {
+                    out.clear();
+                    out.extend_from_slice(member);
+                    return Ok(());
+                }
+            }
+        }
+        self.compress(data, out)?;
+        if zero {
+            self.zero_member = Some((data.len(), out.clone()));
+        }
+        Ok(())
+    }
+
+    fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
         let c = if self.looks_incompressible(data) {
             &mut self.stored
         } else {
@@ -131,7 +159,8 @@ enum Engine {
     },
 }
 
-/// A multi-member gzip writer. Memory is bounded by about `2 * max_in_flight` blocks.
+/// A multi-member gzip writer. Memory is bounded by about `2 * max_in_flight` blocks (input
+/// and output of every block dispatched but not yet written).
 pub(crate) struct BlockGzWriter<W: Write> {
     /// `None` only after `finish` moved it out.
     out: Option<W>,
@@ -232,7 +261,9 @@ impl<W: Write> BlockGzWriter<W> {
 
     /// Sends the current block to be compressed.
     fn dispatch(&mut self) -> io::Result<()> {
-        while self.in_flight >= self.max_in_flight {
+        // Bound every block not yet written, compressed or not: one slow block must not let
+        // fast ones (zeros) pile up behind it.
+        while self.next_seq - self.next_write >= self.max_in_flight as u64 {
             self.receive(true)?;
             self.write_ready()?;
         }
@@ -344,6 +375,21 @@ mod tests {
             n += 1;
         }
         n
+    }
+
+    #[test]
+    fn zero_blocks_reuse_one_member() {
+        let mut data = vec![0u8; 5 * TEST_BLOCK];
+        data[3 * TEST_BLOCK + 17] = 1;
+        let mut w = BlockGzWriter::with_block_size(Vec::new(), 6, 2, TEST_BLOCK);
+        w.write_all(&data).unwrap();
+        w.write_all(&[0u8; 100]).unwrap();
+        let gz = w.finish().unwrap();
+        data.extend_from_slice(&[0u8; 100]);
+        assert!(decode_all(&gz) == data);
+        assert_eq!(members(&gz), 6);
+        assert!(is_zero(&[0u8; 10_000]));
+        assert!(!is_zero(&[0, 0, 0, 0, 1]));
     }
 
     #[test]

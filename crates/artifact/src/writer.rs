@@ -536,8 +536,9 @@ fn write_artifact_seekable(spec: ArtifactSpec, mut file: &File) -> Result<(), Ar
 }
 
 /// Writes the artifact to `path` atomically: a temp file in the same directory, renamed
-/// over `path` only when complete. The data temp file also goes to that directory unless
-/// `spec.temp_dir` is set.
+/// over `path` only when complete. A rootfs-image artifact is written in place (the data
+/// once, no second temp file; its header is gzip-stored); for other payloads the data temp
+/// file goes to that directory unless `spec.temp_dir` is set.
 pub fn write_artifact_to_path(mut spec: ArtifactSpec, path: &Path) -> Result<(), ArtifactError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
