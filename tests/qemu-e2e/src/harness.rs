@@ -823,9 +823,9 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Whether a boot in `state` hangs: it gets `limit` to start the client; past that, a kernel
-/// stall report or a console silent for over `silence` is a hang, and a boot still printing
-/// gets three limits in all.
+/// Whether a boot in `state` hangs: a kernel panic or stall report the console stays on is a
+/// hang at once; otherwise a boot gets `limit` to start the client, past which a console
+/// silent for over `silence` is a hang, and a boot still printing gets three limits in all.
 fn hang_reason(state: BootState, limit: Duration, silence: Duration) -> Option<String> {
     let BootState::Booting {
         for_how_long,
@@ -835,10 +835,11 @@ fn hang_reason(state: BootState, limit: Duration, silence: Duration) -> Option<S
     else {
         return None;
     };
-    if for_how_long <= limit {
+    if stalled && silent_for > Duration::from_secs(5) {
+        // A panic or a stall report that the console has not moved on from: no need to wait.
+        Some("the kernel reports a panic or a CPU stall".to_string())
+    } else if for_how_long <= limit {
         None
-    } else if stalled {
-        Some("the kernel reports a CPU stall".to_string())
     } else if silent_for > silence {
         Some(format!(
             "the console has been silent for {}",
@@ -983,24 +984,20 @@ mod tests {
             stalled,
         };
         let (limit, silence) = (Duration::from_secs(100), Duration::from_secs(60));
-        assert_eq!(hang_reason(BootState::Booted, limit, silence), None);
+        let reason = |state| hang_reason(state, limit, silence);
+        assert_eq!(reason(BootState::Booted), None);
         assert_eq!(
-            hang_reason(booting(90, 80, true), limit, silence),
+            reason(booting(90, 2, true)),
             None,
-            "within budget"
+            "stall report, console moving"
         );
-        assert!(hang_reason(booting(110, 1, true), limit, silence)
+        assert!(reason(booting(20, 6, true))
             .unwrap()
-            .contains("CPU stall"));
-        assert!(hang_reason(booting(110, 70, false), limit, silence)
-            .unwrap()
-            .contains("silent"));
-        assert_eq!(
-            hang_reason(booting(250, 5, false), limit, silence),
-            None,
-            "still printing"
-        );
-        assert!(hang_reason(booting(301, 5, false), limit, silence)
+            .contains("panic or a CPU stall"));
+        assert_eq!(reason(booting(90, 80, false)), None, "within budget");
+        assert!(reason(booting(110, 70, false)).unwrap().contains("silent"));
+        assert_eq!(reason(booting(250, 5, false)), None, "still printing");
+        assert!(reason(booting(301, 5, false))
             .unwrap()
             .contains("has not started"));
     }
