@@ -254,8 +254,9 @@ fn main() {
         print_row("menderartifact", &ours, img_bytes);
         print_row("mender-artifact", &theirs, img_bytes);
         println!(
-            "  ratio ours/theirs: wall {:.2}x  cpu {:.2}x  peak RSS {:.2}x  size {:.3}x",
+            "  ratio ours/theirs: wall {:.2}x (speed-up {:.2}x)  cpu {:.2}x  peak RSS {:.2}x  size {:.3}x",
             secs(ours.wall) / secs(theirs.wall),
+            secs(theirs.wall) / secs(ours.wall),
             secs(ours.user + ours.sys) / secs(theirs.user + theirs.sys),
             ours.max_rss_kib as f64 / theirs.max_rss_kib as f64,
             ours.out_bytes as f64 / theirs.out_bytes as f64

@@ -100,7 +100,7 @@ fn extract_image(art: &Path, out: &Path) {
             continue;
         }
         let inner: Box<dyn std::io::Read> = if name.ends_with(".gz") {
-            Box::new(flate2::read::GzDecoder::new(entry))
+            Box::new(flate2::read::MultiGzDecoder::new(entry))
         } else {
             Box::new(entry)
         };
