@@ -8,11 +8,11 @@ inherit cargo
 # server-migration is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/server-migration/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "a2f9d94a61e08ba8996e5ec670d6ba59469dcfa7"
+SRCREV = "1608e2deee4b69ce3221aeffd317956d6cf28fc1"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p server-migration"
-PV:append = ".AUTOINC+a2f9d94a61"
+PV:append = ".AUTOINC+1608e2deee"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -8,10 +8,10 @@ inherit cargo
 # mock-mender-server is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mock-mender-server/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "a2f9d94a61e08ba8996e5ec670d6ba59469dcfa7"
+SRCREV = "1608e2deee4b69ce3221aeffd317956d6cf28fc1"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mock-mender-server"
-PV:append = ".AUTOINC+a2f9d94a61"
+PV:append = ".AUTOINC+1608e2deee"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
@@ -109,6 +109,8 @@ SRC_URI += " \
     crate://crates.io/js-sys/0.3.107 \
     crate://crates.io/lazy_static/1.5.1 \
     crate://crates.io/libc/0.2.191 \
+    crate://crates.io/libdeflate-sys/1.26.1 \
+    crate://crates.io/libdeflater/1.26.1 \
     crate://crates.io/libm/0.2.16 \
     crate://crates.io/linux-raw-sys/0.12.1 \
     crate://crates.io/litemap/0.8.3 \
@@ -357,6 +359,8 @@ SRC_URI[itoa-1.0.18.sha256sum] = "8f42a60cbdf9a97f5d2305f08a87dc4e09308d1276d28c
 SRC_URI[js-sys-0.3.107.sha256sum] = "8dc09d2154098bbf4ef54eab6b117a3c24cbbffe94046b16ee6d6d4510584d3a"
 SRC_URI[lazy_static-1.5.1.sha256sum] = "20870f649af7073d53e38067b2a84312175d56ea15217e1b15bc83506ec50afb"
 SRC_URI[libc-0.2.191.sha256sum] = "65cd87c9a6d60536580b316ad985726104730a5151c99845f2490428ef91240a"
+SRC_URI[libdeflate-sys-1.26.1.sha256sum] = "d7870e5fbd2766179a937c725fb11f4ca0ef025d982beb61bd3ce755425bd19c"
+SRC_URI[libdeflater-1.26.1.sha256sum] = "0cbb8285d2e2bd4b8d4155840ae81929354b4ba0d7b3c272c84761ffa2141e1f"
 SRC_URI[libm-0.2.16.sha256sum] = "b6d2cec3eae94f9f509c767b45932f1ada8350c4bdb85af2fcab4a3c14807981"
 SRC_URI[linux-raw-sys-0.12.1.sha256sum] = "32a66949e030da00e8c7d4434b251670a91556f4144941d37452769c25d58a53"
 SRC_URI[litemap-0.8.3.sha256sum] = "47d9d19d1d6efa0109d2f65ff4c85cddd50bd572e5a00127ab10987290bcefae"
@@ -672,6 +676,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/lazy_static-1.5.1/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/libc-0.2.191/LICENSE-APACHE;md5=22a53954e4e0ec258dfce4391e905dac \
     file://${CARGO_VENDORING_DIRECTORY}/libc-0.2.191/LICENSE-MIT;md5=cb547762cbca37ef4a8344581c4a4473 \
+    file://${CARGO_VENDORING_DIRECTORY}/libdeflate-sys-1.26.1/LICENSE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/libdeflater-1.26.1/LICENSE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/libm-0.2.16/LICENSE.txt;md5=54ab559b3ee6fa5bbba79c9554366e7e \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/COPYRIGHT;md5=9e1b70978ee910e649be4e7710bf969f \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \

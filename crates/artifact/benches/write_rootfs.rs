@@ -82,22 +82,7 @@ fn measure(mut cmd: Command, out: &Path) -> Measured {
 }
 
 fn find_tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    let found =
-        found.or_else(|| Some(PathBuf::from("/usr/sbin").join(name)).filter(|p| p.is_file()));
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("`{name}` is missing but CI is set; apt-get install -y {package}");
-        }
-        eprintln!("=====================================================");
-        eprintln!("SKIP benchmark: `{name}` not found (apt-get install {package})");
-        eprintln!("=====================================================");
-    }
-    found
+    test_support::require_tool("benchmark", name, &format!("apt-get install -y {package}"))
 }
 
 /// Copies regular files from real system directories into `dir` until `budget` bytes.
@@ -269,8 +254,9 @@ fn main() {
         print_row("menderartifact", &ours, img_bytes);
         print_row("mender-artifact", &theirs, img_bytes);
         println!(
-            "  ratio ours/theirs: wall {:.2}x  cpu {:.2}x  peak RSS {:.2}x  size {:.3}x",
+            "  ratio ours/theirs: wall {:.2}x (speed-up {:.2}x)  cpu {:.2}x  peak RSS {:.2}x  size {:.3}x",
             secs(ours.wall) / secs(theirs.wall),
+            secs(theirs.wall) / secs(ours.wall),
             secs(ours.user + ours.sys) / secs(theirs.user + theirs.sys),
             ours.max_rss_kib as f64 / theirs.max_rss_kib as f64,
             ours.out_bytes as f64 / theirs.out_bytes as f64

@@ -1,18 +1,24 @@
 //! The one compression abstraction: a member's [`Compression`] names its suffix, makes the
 //! encoder the writer streams through and the decoder the reader streams through.
 
+use crate::blockgz::BlockGzWriter;
 use crate::ArtifactError;
 use std::io::{self, Read, Write};
 
 /// How header and data tars are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// gzip at level 6 (`.gz`), the mender-artifact default.
+    /// gzip (`.gz`), the mender-artifact default; no larger than its level-6 output.
     #[default]
     Gzip,
     /// No compression (no file suffix).
     None,
 }
+
+/// libdeflate level for gzip. Measured on a 512 MiB ext4 of real files (1 MiB blocks):
+/// level 2 gives ratio 0.218 (the Go tool's level 6: 0.229) at 56% of level 6's CPU time;
+/// level 1 (0.230) would be larger than the Go tool's output.
+const GZIP_LEVEL: i32 = 2;
 
 /// What an encoder is for: small members are compressed on the calling thread, bulk data
 /// on all cores.
@@ -20,6 +26,8 @@ pub enum Compression {
 pub(crate) enum Volume {
     Small,
     Bulk,
+    /// Small, and its compressed size must depend only on its length (gzip: stored blocks).
+    FixedSize,
 }
 
 impl Compression {
@@ -50,23 +58,24 @@ impl Compression {
         }
     }
 
-    /// A writer that compresses into `out`; call [`Encoder::finish`] to complete it.
+    /// A writer that compresses into `out`; call [`Encoder::finish`] to complete it. gzip is
+    /// written as one gzip member per 1 MiB block (see `blockgz`).
     pub(crate) fn encoder<W: Write>(self, out: W, volume: Volume) -> Encoder<W> {
-        let inner = match (self, volume) {
-            (Compression::None, _) => EncoderKind::Plain(out),
-            (Compression::Gzip, Volume::Small) => EncoderKind::Gzip(Box::new(
-                flate2::GzBuilder::new()
-                    .operating_system(255)
-                    .write(out, flate2::Compression::new(6)),
-            )),
-            (Compression::Gzip, Volume::Bulk) => {
-                let threads = std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-                    .min(8);
-                EncoderKind::ParallelGzip(Box::new(crate::pgzip::ParallelGzWriter::new(
-                    out, 6, threads,
-                )))
+        let inner = match self {
+            Compression::None => EncoderKind::Plain(out),
+            Compression::Gzip => {
+                let (level, threads) = match volume {
+                    Volume::Small => (GZIP_LEVEL, 0),
+                    Volume::FixedSize => (0, 0),
+                    Volume::Bulk => (
+                        GZIP_LEVEL,
+                        std::thread::available_parallelism()
+                            .map(|n| n.get())
+                            .unwrap_or(1)
+                            .min(8),
+                    ),
+                };
+                EncoderKind::Gzip(Box::new(BlockGzWriter::new(out, level, threads)))
             }
         };
         Encoder { inner }
@@ -88,8 +97,7 @@ pub(crate) struct Encoder<W: Write> {
 }
 
 enum EncoderKind<W: Write> {
-    Gzip(Box<flate2::write::GzEncoder<W>>),
-    ParallelGzip(Box<crate::pgzip::ParallelGzWriter<W>>),
+    Gzip(Box<BlockGzWriter<W>>),
     Plain(W),
 }
 
@@ -98,7 +106,6 @@ impl<W: Write> Encoder<W> {
     pub(crate) fn finish(self) -> io::Result<W> {
         match self.inner {
             EncoderKind::Gzip(g) => g.finish(),
-            EncoderKind::ParallelGzip(g) => g.finish(),
             EncoderKind::Plain(w) => Ok(w),
         }
     }
@@ -108,14 +115,12 @@ impl<W: Write> Write for Encoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.inner {
             EncoderKind::Gzip(g) => g.write(buf),
-            EncoderKind::ParallelGzip(g) => g.write(buf),
             EncoderKind::Plain(w) => w.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.inner {
             EncoderKind::Gzip(g) => g.flush(),
-            EncoderKind::ParallelGzip(g) => g.flush(),
             EncoderKind::Plain(w) => w.flush(),
         }
     }

@@ -12,11 +12,11 @@
 //! `writer` and `reader`; `payload` has one handler per payload type; `compression` makes
 //! every encoder and decoder; `tarfmt` is the tar dialect.
 
+mod blockgz;
 mod compression;
 mod error;
 mod keys;
 mod payload;
-mod pgzip;
 mod reader;
 mod schema;
 mod spec;

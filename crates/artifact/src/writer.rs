@@ -9,7 +9,7 @@ use crate::schema::{self, manifest, non_empty, HeaderDepends, HeaderInfo, Header
 use crate::schema::{PayloadEntry, TypeInfo, VERSION_JSON};
 use crate::spec::{file_mode, file_mtime};
 use crate::tarfmt::{self, Owner};
-use crate::{ArtifactError, ArtifactSpec, PayloadFile, PayloadSource};
+use crate::{ArtifactError, ArtifactSpec, Payload, PayloadFile, PayloadSource};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -207,6 +207,7 @@ fn build_header(
     spec: &ArtifactSpec,
     scripts: &[(String, Vec<u8>, u32, u64)],
     hashed: &[HashedFile],
+    volume: Volume,
 ) -> Result<Vec<u8>, ArtifactError> {
     let handler = spec.payload.handler();
     let header_info = to_go_json(&HeaderInfo {
@@ -254,7 +255,7 @@ fn build_header(
         clears_artifact_provides: non_empty(clears),
     });
     let ioerr = |e| ArtifactError::io("building the header tar", e);
-    let mut tar = tar::Builder::new(spec.compression.encoder(Vec::new(), Volume::Small));
+    let mut tar = tar::Builder::new(spec.compression.encoder(Vec::new(), volume));
     tarfmt::append_bytes(
         &mut tar,
         schema::HEADER_INFO,
@@ -298,18 +299,17 @@ fn build_header(
     tar.into_inner().map_err(ioerr)?.finish().map_err(ioerr)
 }
 
-/// Writes the artifact described by `spec` to `out`. Payload data is streamed through a
-/// temporary file (compressed), so memory use does not depend on payload size.
-pub fn write_artifact<W: Write>(mut spec: ArtifactSpec, out: W) -> Result<(), ArtifactError> {
+/// A validated spec with its payload files and state scripts taken out.
+struct Prepared {
+    spec: ArtifactSpec,
+    files: Vec<PayloadFile>,
+    scripts: Vec<(String, Vec<u8>, u32, u64)>,
+    mtime: u64,
+}
+
+fn prepare(mut spec: ArtifactSpec) -> Result<Prepared, ArtifactError> {
     spec.validate()?;
     let mtime = spec.mtime.unwrap_or_else(now);
-
-    // 1. Data tar -> compressed temp file, hashing every payload file on the way.
-    let tmp = match &spec.temp_dir {
-        Some(d) => tempfile::tempfile_in(d),
-        None => tempfile::tempfile(),
-    }
-    .map_err(|e| ArtifactError::io("creating a temp file for the data tar", e))?;
     let files = spec.payload.take_files();
     let mut scripts = std::mem::take(&mut spec.scripts)
         .into_iter()
@@ -323,28 +323,50 @@ pub fn write_artifact<W: Write>(mut spec: ArtifactSpec, out: W) -> Result<(), Ar
             crate::MAX_HEADER_BYTES
         )));
     }
-    let mut data_tar = tar::Builder::new(
-        spec.compression
-            .encoder(BufWriter::with_capacity(CHUNK, tmp), Volume::Bulk),
-    );
+    Ok(Prepared {
+        spec,
+        files,
+        scripts,
+        mtime,
+    })
+}
+
+/// Streams the compressed data tar into `out`, hashing every payload file on the way (the
+/// only read of each file); returns the hashes and `out`.
+fn write_data_tar<W: Write>(
+    files: Vec<PayloadFile>,
+    p: &Prepared,
+    out: W,
+) -> Result<(Vec<HashedFile>, W), ArtifactError> {
+    let mut data_tar = tar::Builder::new(p.spec.compression.encoder(out, Volume::Bulk));
     let mut hashed = Vec::with_capacity(files.len());
     for f in files {
-        hashed.push(append_payload_file(&mut data_tar, f, mtime)?);
+        hashed.push(append_payload_file(&mut data_tar, f, p.mtime)?);
     }
-    let werr = |e| ArtifactError::io("writing the compressed data tar to the temp file", e);
-    let mut tmp = data_tar
+    let werr = |e| ArtifactError::io("writing the compressed data tar", e);
+    let out = data_tar
         .into_inner()
         .map_err(werr)?
         .finish()
-        .map_err(werr)?
-        .into_inner()
-        .map_err(|e| werr(e.into_error()))?;
-    let data_size = tmp.stream_position().map_err(werr)?;
-    tmp.seek(SeekFrom::Start(0)).map_err(werr)?;
+        .map_err(werr)?;
+    Ok((hashed, out))
+}
 
-    // 2. Header and manifest (small, in memory).
-    let header = build_header(&spec, &scripts, &hashed)?;
-    let header_name = schema::header_member(spec.compression);
+/// The members before the data: manifest, signature and header (`version` is constant).
+struct Prefix {
+    manifest: String,
+    signature: Option<String>,
+    header_name: String,
+    header: Vec<u8>,
+}
+
+fn build_prefix(
+    p: &Prepared,
+    hashed: &[HashedFile],
+    header_volume: Volume,
+) -> Result<Prefix, ArtifactError> {
+    let header = build_header(&p.spec, &p.scripts, hashed, header_volume)?;
+    let header_name = schema::header_member(p.spec.compression);
     let data_names: Vec<String> = hashed
         .iter()
         .map(|h| schema::manifest_data_name(0, &h.name))
@@ -354,48 +376,90 @@ pub fn write_artifact<W: Write>(mut spec: ArtifactSpec, out: W) -> Result<(), Ar
     let manifest = manifest::render(
         data_names
             .iter()
-            .zip(&hashed)
+            .zip(hashed)
             .map(|(n, h)| (n.as_str(), h.sha256.as_str()))
             .chain([
                 (header_name.as_str(), header_sha.as_str()),
                 (schema::VERSION, version_sha.as_str()),
             ]),
     );
-    let signature = match &spec.signing_key {
+    let signature = match &p.spec.signing_key {
         Some(k) => Some(k.sign_manifest(manifest.as_bytes())?),
         None => None,
     };
+    Ok(Prefix {
+        manifest,
+        signature,
+        header_name,
+        header,
+    })
+}
 
-    // 3. Outer tar.
-    let oerr = |e| ArtifactError::io("writing the artifact", e);
-    let mut outer = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
+/// Appends `version`, `manifest`, [`manifest.sig`] and the header member to the outer tar.
+fn append_prefix<W: Write>(
+    outer: &mut tar::Builder<W>,
+    prefix: &Prefix,
+    mtime: u64,
+) -> io::Result<()> {
     let small = [
         (schema::VERSION, VERSION_JSON),
-        (schema::MANIFEST, manifest.as_bytes()),
+        (schema::MANIFEST, prefix.manifest.as_bytes()),
     ];
     for (name, data) in small {
-        tarfmt::append_bytes(&mut outer, name, data, 0o600, 0, Owner::Anonymous).map_err(oerr)?;
+        tarfmt::append_bytes(outer, name, data, 0o600, 0, Owner::Anonymous)?;
     }
-    if let Some(sig) = &signature {
+    if let Some(sig) = &prefix.signature {
         tarfmt::append_bytes(
-            &mut outer,
+            outer,
             schema::MANIFEST_SIG,
             sig.as_bytes(),
             0o600,
             0,
             Owner::Anonymous,
-        )
-        .map_err(oerr)?;
+        )?;
     }
-    tarfmt::append_bytes(&mut outer, &header_name, &header, 0o600, mtime, Owner::Root)
-        .map_err(oerr)?;
+    tarfmt::append_bytes(
+        outer,
+        &prefix.header_name,
+        &prefix.header,
+        0o600,
+        mtime,
+        Owner::Root,
+    )
+}
+
+/// Writes the artifact described by `spec` to `out`. Payload data is streamed through a
+/// temporary file (compressed), so memory use does not depend on payload size.
+pub fn write_artifact<W: Write>(spec: ArtifactSpec, out: W) -> Result<(), ArtifactError> {
+    let mut p = prepare(spec)?;
+
+    // 1. Data tar -> compressed temp file, hashing every payload file on the way.
+    let tmp = match &p.spec.temp_dir {
+        Some(d) => tempfile::tempfile_in(d),
+        None => tempfile::tempfile(),
+    }
+    .map_err(|e| ArtifactError::io("creating a temp file for the data tar", e))?;
+    let files = std::mem::take(&mut p.files);
+    let (hashed, tmp) = write_data_tar(files, &p, BufWriter::with_capacity(CHUNK, tmp))?;
+    let werr = |e| ArtifactError::io("writing the compressed data tar to the temp file", e);
+    let mut tmp = tmp.into_inner().map_err(|e| werr(e.into_error()))?;
+    let data_size = tmp.stream_position().map_err(werr)?;
+    tmp.seek(SeekFrom::Start(0)).map_err(werr)?;
+
+    // 2. Header and manifest (small, in memory).
+    let prefix = build_prefix(&p, &hashed, Volume::Small)?;
+
+    // 3. Outer tar.
+    let oerr = |e| ArtifactError::io("writing the artifact", e);
+    let mut outer = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
+    append_prefix(&mut outer, &prefix, p.mtime).map_err(oerr)?;
     let mut data = ExactReader::new(&mut tmp, data_size, false, "the temporary data tar".into());
     let res = tarfmt::append_stream(
         &mut outer,
-        &schema::data_member(0, spec.compression),
+        &schema::data_member(0, p.spec.compression),
         data_size,
         0o600,
-        mtime,
+        p.mtime,
         Owner::Root,
         &mut data,
     );
@@ -404,9 +468,77 @@ pub fn write_artifact<W: Write>(mut spec: ArtifactSpec, out: W) -> Result<(), Ar
     Ok(())
 }
 
+/// The outer tar up to the data member's content: `version`, `manifest`, [`manifest.sig`],
+/// the header and the data member's tar header (for `data_size` bytes of data).
+fn prefix_bytes(p: &Prepared, prefix: &Prefix, data_size: u64) -> io::Result<Vec<u8>> {
+    let mut outer = tar::Builder::new(Vec::new());
+    append_prefix(&mut outer, prefix, p.mtime)?;
+    tarfmt::append_stream(
+        &mut outer,
+        &schema::data_member(0, p.spec.compression),
+        data_size,
+        0o600,
+        p.mtime,
+        Owner::Root,
+        io::empty(),
+    )?;
+    let mut bytes = outer.into_inner()?;
+    // Drop the end marker `into_inner` wrote: the data follows.
+    bytes.truncate(bytes.len() - END_MARKER);
+    Ok(bytes)
+}
+
+/// Size of the end-of-archive marker `tar::Builder` writes.
+const END_MARKER: usize = 1024;
+
+/// Writes the artifact into a seekable file without a temp file: the data goes straight to
+/// its place after a prefix of known size, and the prefix is written last. The prefix's size
+/// must not depend on the hashes, so the header is gzip-stored (not deflated) here: its size
+/// then depends only on its length, which is the same with any hash.
+fn write_artifact_seekable(spec: ArtifactSpec, mut file: &File) -> Result<(), ArtifactError> {
+    let mut p = prepare(spec)?;
+    let oerr = |e| ArtifactError::io("writing the artifact", e);
+    let placeholder: Vec<HashedFile> = p
+        .files
+        .iter()
+        .map(|f| HashedFile {
+            name: f.name.clone(),
+            sha256: "0".repeat(64),
+        })
+        .collect();
+    let provisional = build_prefix(&p, &placeholder, Volume::FixedSize)?;
+    let prefix_len = prefix_bytes(&p, &provisional, 0).map_err(oerr)?.len() as u64;
+
+    file.seek(SeekFrom::Start(prefix_len)).map_err(oerr)?;
+    let files = std::mem::take(&mut p.files);
+    let (hashed, out) = write_data_tar(files, &p, BufWriter::with_capacity(CHUNK, file))?;
+    let mut file = out.into_inner().map_err(|e| oerr(e.into_error()))?;
+    let data_size = file.stream_position().map_err(oerr)? - prefix_len;
+    let end = tar::Builder::new(Vec::new()).into_inner().map_err(oerr)?;
+    let padding = (512 - data_size % 512) % 512;
+    file.write_all(&vec![0u8; padding as usize]).map_err(oerr)?;
+    file.write_all(&end).map_err(oerr)?;
+
+    let prefix = build_prefix(&p, &hashed, Volume::FixedSize)?;
+    let bytes = prefix_bytes(&p, &prefix, data_size).map_err(oerr)?;
+    if bytes.len() as u64 != prefix_len {
+        return Err(ArtifactError::io(
+            "writing the artifact",
+            io::Error::other(format!(
+                "the artifact's prefix is {} bytes, {prefix_len} were reserved",
+                bytes.len()
+            )),
+        ));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(oerr)?;
+    file.write_all(&bytes).map_err(oerr)?;
+    file.flush().map_err(oerr)
+}
+
 /// Writes the artifact to `path` atomically: a temp file in the same directory, renamed
-/// over `path` only when complete. The data temp file also goes to that directory unless
-/// `spec.temp_dir` is set.
+/// over `path` only when complete. A rootfs-image artifact is written in place (the data
+/// once, no second temp file; its header is gzip-stored); for other payloads the data temp
+/// file goes to that directory unless `spec.temp_dir` is set.
 pub fn write_artifact_to_path(mut spec: ArtifactSpec, path: &Path) -> Result<(), ArtifactError> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -417,7 +549,12 @@ pub fn write_artifact_to_path(mut spec: ArtifactSpec, path: &Path) -> Result<(),
     }
     let tmp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| ArtifactError::io(format!("creating a temp file in {}", dir.display()), e))?;
-    write_artifact(spec, tmp.as_file())?;
+    // A rootfs image is large: write it in place rather than through a second temp file.
+    if matches!(spec.payload, Payload::RootfsImage { .. }) {
+        write_artifact_seekable(spec, tmp.as_file())?;
+    } else {
+        write_artifact(spec, tmp.as_file())?;
+    }
     tmp.as_file()
         .sync_all()
         .map_err(|e| ArtifactError::io(format!("syncing the output for {}", path.display()), e))?;

@@ -7,18 +7,13 @@ use common::*;
 
 #[test]
 fn upload_artifact_written_by_mender_artifact() {
-    let tool = std::process::Command::new("mender-artifact")
-        .arg("--version")
-        .output();
-    if tool.is_err() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "mender-artifact is not installed (CI needs the Debian package mender-artifact)"
-            );
-        }
-        eprintln!(
-            "SKIPPED: mender-artifact not installed; install the Debian package mender-artifact"
-        );
+    if test_support::require_tool(
+        "upload_artifact_written_by_mender_artifact",
+        "mender-artifact",
+        "apt-get install mender-artifact",
+    )
+    .is_none()
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -4,17 +4,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("{context}: {source}")]
+    // The underlying errors are part of the message, not a `source`: printing the chain
+    // would repeat them.
+    #[error("{context}: {err}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
-    #[error("{path}: not a valid Mender artifact: {source}")]
+    #[error("{path}: not a valid Mender artifact: {err}")]
     Artifact {
         path: String,
-        #[source]
-        source: menderartifact::ArtifactError,
+        err: menderartifact::ArtifactError,
     },
     #[error("{0}")]
     Config(#[from] menderconf::ConfigError),
@@ -29,11 +29,10 @@ pub enum ReleaseError {
     Refused(String),
     #[error("{0} already exists; pass --force to replace it")]
     Exists(PathBuf),
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}: {err}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: menderartifact::ArtifactError,
+        err: menderartifact::ArtifactError,
     },
 }
 
@@ -41,7 +40,7 @@ impl ReleaseError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         ReleaseError::Io {
             context: context.into(),
-            source,
+            err: source,
         }
     }
 }

@@ -19,7 +19,7 @@ pub use stage::{stage_rootfs, RootfsOptions, StagedRootfs};
 use gate::Gate;
 use image::MainConfig;
 use menderconf::{ServerUrl, Stage, StagePlan, MAIN_CONFIG_PATH};
-use read::{Content, Extracted};
+use read::{Content, ExtractedFile};
 use std::io::Read;
 use std::path::Path;
 
@@ -54,7 +54,7 @@ pub fn check_release<R: Read>(
     label: &str,
     opts: &GateOptions,
 ) -> Result<Verdict, ReleaseError> {
-    let (info, extracted) = read::read_artifact(
+    let (info, files) = read::read_artifact(
         input,
         label,
         opts.verify_key.as_ref(),
@@ -73,14 +73,14 @@ pub fn check_release<R: Read>(
     };
     let payload_type = info.payload_types.first().cloned().unwrap_or_default();
     let (pass, release_servers, reasons, conditions) = if payload_type == "rootfs-image" {
-        let image = rootfs_image(&extracted, label)?;
+        let image = rootfs_image(&files, label)?;
         let main = image::read_main_config(image).map_err(|detail| ReleaseError::Image {
             artifact: label.to_string(),
             detail,
         })?;
         gate.judge_main(&format!("{label}:{MAIN_CONFIG_PATH}"), &main)
     } else {
-        judge_module(&gate, label, &payload_type, &extracted)
+        judge_module(&gate, label, &payload_type, &files)
     };
     Ok(Verdict {
         pass,
@@ -96,8 +96,8 @@ pub fn check_release<R: Read>(
 }
 
 /// The spooled image of a rootfs artifact.
-fn rootfs_image<'a>(extracted: &'a Extracted, label: &str) -> Result<&'a Path, ReleaseError> {
-    match extracted.files.as_slice() {
+fn rootfs_image<'a>(files: &'a [ExtractedFile], label: &str) -> Result<&'a Path, ReleaseError> {
+    match files {
         [f] => match &f.content {
             Content::Spooled(tmp) => Ok(tmp.path()),
             _ => Err(ReleaseError::Unsupported(format!(
@@ -112,8 +112,8 @@ fn rootfs_image<'a>(extracted: &'a Extracted, label: &str) -> Result<&'a Path, R
     }
 }
 
-fn memory_file<'a>(extracted: &'a Extracted, name: &str) -> Option<&'a [u8]> {
-    extracted.files.iter().find_map(|f| match &f.content {
+fn memory_file<'a>(files: &'a [ExtractedFile], name: &str) -> Option<&'a [u8]> {
+    files.iter().find_map(|f| match &f.content {
         Content::Memory(b) if f.name == name => Some(b.as_slice()),
         _ => None,
     })
@@ -123,9 +123,14 @@ type Judgement = (bool, Option<Vec<String>>, Vec<String>, Vec<String>);
 
 /// Module-image artifacts: only a `single-file` update of a `mender.conf` or the migration's
 /// own stage artifacts touch the config; every other module leaves the root filesystem alone.
-fn judge_module(gate: &Gate, label: &str, payload_type: &str, extracted: &Extracted) -> Judgement {
+fn judge_module(
+    gate: &Gate,
+    label: &str,
+    payload_type: &str,
+    files: &[ExtractedFile],
+) -> Judgement {
     if payload_type == menderconf::MODULE_NAME {
-        let Some(bytes) = memory_file(extracted, menderconf::PLAN_FILE_NAME) else {
+        let Some(bytes) = memory_file(files, menderconf::PLAN_FILE_NAME) else {
             return (
                 false,
                 None,
@@ -164,12 +169,11 @@ fn judge_module(gate: &Gate, label: &str, payload_type: &str, extracted: &Extrac
         };
     }
     if payload_type == "single-file" {
-        let text =
-            |n| memory_file(extracted, n).map(|b| String::from_utf8_lossy(b).trim().to_string());
+        let text = |n| memory_file(files, n).map(|b| String::from_utf8_lossy(b).trim().to_string());
         if let (Some(dir), Some(name)) = (text("dest_dir"), text("filename")) {
             let dest = format!("{}/{}", dir.trim_end_matches('/'), name);
             if dest == MAIN_CONFIG_PATH || dest == menderconf::FALLBACK_CONFIG_PATH {
-                let main = match extracted.files.iter().find(|f| f.name == name) {
+                let main = match files.iter().find(|f| f.name == name) {
                     Some(f) => match &f.content {
                         Content::Memory(b) => MainConfig::File {
                             bytes: b.clone(),

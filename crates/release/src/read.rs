@@ -1,19 +1,16 @@
-//! One read of an artifact that both verifies it and extracts what this crate needs.
-//!
-//! `menderartifact`'s reader checks structure, every checksum and the signature but does not
-//! hand out payload bytes. The same byte stream is therefore teed to a second thread that walks
-//! the outer tar itself and keeps the header members (for rewriting) and the payload files (a
-//! rootfs image is spooled to a sparse temp file, small module files are kept in memory).
-//! Nothing extracted is used unless the verifying reader accepted the whole artifact.
+//! Getting at an artifact's content: the payload files stream out of `menderartifact`'s
+//! verifying reader (one decompression; a rootfs image is spooled to a sparse temp file), and
+//! for rewriting, the header members (state scripts, the JSON as stored) are read from the
+//! front of the file. Nothing is used unless the verifying reader accepted the whole artifact.
 
 use crate::ReleaseError;
 use menderartifact::{ArtifactInfo, VerifyKey};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
-/// Chunk size of the tee and of the spool writes.
+/// Chunk size of the spool writes.
 const CHUNK: usize = 256 * 1024;
 /// Header members and module payload files larger than this are not kept in memory.
 const MAX_SMALL: u64 = 4 << 20;
@@ -74,169 +71,117 @@ pub(crate) struct ExtractedFile {
     pub content: Content,
 }
 
-/// What the extraction thread kept.
+/// The header members as stored, for rewriting the artifact.
 #[derive(Debug, Default)]
 pub(crate) struct Extracted {
     pub header_info: Option<Value>,
     pub type_info: Option<Value>,
     pub scripts: Vec<Script>,
     pub data_compression: Option<MemberCompression>,
-    pub files: Vec<ExtractedFile>,
+    /// Permission bits of the first payload file in the data tar.
+    pub first_file_mode: Option<u32>,
 }
 
-impl Extracted {
-    /// The payload type as header-info states it (`""` legacy rootfs reads as rootfs-image).
-    fn payload_type(&self) -> Option<String> {
-        let t = self
-            .header_info
-            .as_ref()?
-            .get("payloads")?
-            .get(0)?
-            .get("type")?;
-        Some(match t.as_str() {
-            Some("") => "rootfs-image".into(),
-            Some(s) => s.into(),
-            None => String::new(),
-        })
-    }
-}
-
-/// Reads `input` once: verified by `menderartifact` (signature reported, checked only when a
-/// key is given), extracted on the side. Rootfs images are spooled into `spool_dir`.
+/// Reads `input` once with `menderartifact`'s verifying reader (every checksum; the signature
+/// too when a key is given), keeping the payload files as they stream: a rootfs image is
+/// spooled into `spool_dir`, small module files are kept in memory.
 pub(crate) fn read_artifact<R: Read>(
     input: R,
     label: &str,
     key: Option<&VerifyKey>,
     spool_dir: &Path,
-) -> Result<(ArtifactInfo, Extracted), ReleaseError> {
-    let (tx, rx) = sync_channel::<Vec<u8>>(16);
-    let dir = spool_dir.to_path_buf();
-    let worker = std::thread::spawn(move || extract(ChannelReader::new(rx), &dir));
-    let info = menderartifact::read_report(
-        Tee {
-            inner: input,
-            tx: Some(tx),
-        },
-        key,
-    );
-    let extracted = worker.join().map_err(|_| {
-        ReleaseError::Unsupported(format!("{label}: the extraction thread panicked"))
-    })?;
-    let info = info.map_err(|source| ReleaseError::Artifact {
+) -> Result<(ArtifactInfo, Vec<ExtractedFile>), ReleaseError> {
+    let mut files = Vec::new();
+    let info = menderartifact::read_payloads(input, key, |stream, content| {
+        let rootfs = stream.payload_type == "rootfs-image";
+        let kept = if rootfs {
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".rootfs-spool-")
+                .tempfile_in(spool_dir)?;
+            spool_sparse(content, tmp.as_file_mut(), stream.size)?;
+            Content::Spooled(tmp)
+        } else if stream.size <= MAX_SMALL {
+            let mut v = Vec::with_capacity(stream.size as usize);
+            content.read_to_end(&mut v)?;
+            Content::Memory(v)
+        } else {
+            Content::Skipped
+        };
+        files.push(ExtractedFile {
+            name: stream.name.to_string(),
+            size: stream.size,
+            mode: 0o644,
+            content: kept,
+        });
+        Ok(())
+    })
+    .map_err(|err| ReleaseError::Artifact {
         path: label.to_string(),
-        source,
+        err,
     })?;
-    let extracted = extracted.map_err(|detail| match detail {
-        ExtractError::Io(e) => ReleaseError::io(format!("{label}: spooling the payload"), e),
-        ExtractError::Format(msg) => ReleaseError::Unsupported(format!("{label}: {msg}")),
-    })?;
-    if let Some(t) = extracted.payload_type() {
-        if info.payload_types.first().map(String::as_str) != Some(t.as_str()) {
-            return Err(ReleaseError::Unsupported(format!(
-                "{label}: payload type '{t}' does not match what the reader saw"
-            )));
-        }
-    }
-    Ok((info, extracted))
+    Ok((info, files))
 }
 
-/// Passes every byte read through to the extraction thread.
-struct Tee<R> {
-    inner: R,
-    tx: Option<SyncSender<Vec<u8>>>,
+/// The header members of the artifact at `path` (and the mode of its first payload file),
+/// read without touching the bulk of the data. The header's checksum is checked against the
+/// manifest here; the full verification is [`read_artifact`]'s.
+pub(crate) fn read_header_of(path: &Path) -> Result<Extracted, ReleaseError> {
+    let label = path.display().to_string();
+    let file =
+        std::fs::File::open(path).map_err(|e| ReleaseError::io(format!("opening {label}"), e))?;
+    read_header(io::BufReader::new(file))
+        .map_err(|HeaderError(msg)| ReleaseError::Unsupported(format!("{label}: {msg}")))
 }
 
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            if let Some(tx) = &self.tx {
-                // The extractor stops early only on error; its error is reported then.
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    self.tx = None;
-                }
-            }
-        }
-        Ok(n)
-    }
-}
+/// What is wrong with the front of the artifact, in words.
+struct HeaderError(String);
 
-/// The receiving end of the tee as an `io::Read`; EOF when the sender is dropped.
-struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    pos: usize,
-}
-
-impl ChannelReader {
-    fn new(rx: Receiver<Vec<u8>>) -> Self {
-        ChannelReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            match self.rx.recv() {
-                Ok(chunk) => {
-                    self.current = chunk;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-enum ExtractError {
-    Io(io::Error),
-    Format(String),
-}
-
-impl From<String> for ExtractError {
+impl From<String> for HeaderError {
     fn from(s: String) -> Self {
-        ExtractError::Format(s)
+        HeaderError(s)
     }
 }
 
-fn fmt_err(what: &str) -> impl Fn(io::Error) -> ExtractError + '_ {
-    move |e| ExtractError::Format(format!("{what}: {e}"))
+fn fmt_err(what: &str) -> impl Fn(io::Error) -> HeaderError + '_ {
+    move |e| HeaderError(format!("{what}: {e}"))
 }
 
-fn extract<R: Read>(r: R, spool_dir: &Path) -> Result<Extracted, ExtractError> {
+fn read_header<R: Read>(r: R) -> Result<Extracted, HeaderError> {
     let mut out = Extracted::default();
+    let mut manifest = String::new();
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(fmt_err("outer tar"))? {
-        let entry = entry.map_err(fmt_err("outer tar"))?;
+        let mut entry = entry.map_err(fmt_err("outer tar"))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        if name.starts_with("header.tar") {
+        if name == "manifest" {
+            manifest = String::from_utf8_lossy(&read_small(&mut entry, "manifest")?).into_owned();
+        } else if name.starts_with("header.tar") {
             let comp = MemberCompression::from_suffix(&name, "header.tar")?;
-            read_header(comp.decoder(entry), &mut out)?;
+            let raw = read_small(&mut entry, &format!("member '{name}'"))?;
+            let sum = hex(&Sha256::digest(&raw));
+            if !manifest.lines().any(|l| l == format!("{sum}  {name}")) {
+                return Err(format!("member '{name}' does not match its manifest checksum").into());
+            }
+            parse_header(comp.decoder(raw.as_slice()), &mut out)?;
         } else if name.starts_with("data/") {
             let comp = MemberCompression::from_suffix(&name, "data/0000.tar")?;
-            if out.data_compression.is_some() {
-                return Err(
-                    format!("second data member '{name}': only one payload is supported").into(),
-                );
-            }
             out.data_compression = Some(comp);
-            let rootfs = out.payload_type().as_deref() == Some("rootfs-image");
-            read_data(comp.decoder(entry), rootfs, spool_dir, &mut out)?;
+            let mut inner = tar::Archive::new(comp.decoder(entry));
+            if let Some(first) = inner.entries().map_err(fmt_err("data tar"))?.next() {
+                let first = first.map_err(fmt_err("data tar"))?;
+                out.first_file_mode = first.header().mode().ok();
+            }
+            break;
         }
-        // version, manifest, manifest.sig, augments: the verifying reader handles them.
     }
     Ok(out)
 }
 
-fn read_small<R: Read>(r: R, what: &str) -> Result<Vec<u8>, ExtractError> {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_small<R: Read>(r: R, what: &str) -> Result<Vec<u8>, HeaderError> {
     let mut v = Vec::new();
     r.take(MAX_SMALL + 1)
         .read_to_end(&mut v)
@@ -247,7 +192,7 @@ fn read_small<R: Read>(r: R, what: &str) -> Result<Vec<u8>, ExtractError> {
     Ok(v)
 }
 
-fn read_header<R: Read>(r: R, out: &mut Extracted) -> Result<(), ExtractError> {
+fn parse_header<R: Read>(r: R, out: &mut Extracted) -> Result<(), HeaderError> {
     let mut archive = tar::Archive::new(r);
     for entry in archive.entries().map_err(fmt_err("header tar"))? {
         let entry = entry.map_err(fmt_err("header tar"))?;
@@ -259,7 +204,7 @@ fn read_header<R: Read>(r: R, out: &mut Extracted) -> Result<(), ExtractError> {
         let bytes = read_small(entry, &format!("header member '{name}'"))?;
         let json = |b: &[u8]| {
             serde_json::from_slice::<Value>(b)
-                .map_err(|e| ExtractError::Format(format!("header member '{name}': {e}")))
+                .map_err(|e| HeaderError(format!("header member '{name}': {e}")))
         };
         if name == "header-info" {
             out.header_info = Some(json(&bytes)?);
@@ -276,47 +221,8 @@ fn read_header<R: Read>(r: R, out: &mut Extracted) -> Result<(), ExtractError> {
     Ok(())
 }
 
-fn read_data<R: Read>(
-    r: R,
-    rootfs: bool,
-    spool_dir: &Path,
-    out: &mut Extracted,
-) -> Result<(), ExtractError> {
-    let mut archive = tar::Archive::new(r);
-    for entry in archive.entries().map_err(fmt_err("data tar"))? {
-        let mut entry = entry.map_err(fmt_err("data tar"))?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let size = entry.size();
-        let mode = entry.header().mode().unwrap_or(0o644);
-        let content = if rootfs {
-            let mut tmp = tempfile::Builder::new()
-                .prefix(".rootfs-spool-")
-                .tempfile_in(spool_dir)
-                .map_err(ExtractError::Io)?;
-            spool_sparse(&mut entry, tmp.as_file_mut(), size)?;
-            Content::Spooled(tmp)
-        } else if size <= MAX_SMALL {
-            Content::Memory(read_small(&mut entry, &format!("payload file '{name}'"))?)
-        } else {
-            io::copy(&mut entry, &mut io::sink()).map_err(fmt_err("data tar"))?;
-            Content::Skipped
-        };
-        out.files.push(ExtractedFile {
-            name,
-            size,
-            mode,
-            content,
-        });
-    }
-    Ok(())
-}
-
 /// Copies `size` bytes into `file`, leaving aligned all-zero runs as holes.
-fn spool_sparse<R: Read>(
-    r: &mut R,
-    file: &mut std::fs::File,
-    size: u64,
-) -> Result<(), ExtractError> {
+fn spool_sparse(r: &mut dyn Read, file: &mut std::fs::File, size: u64) -> io::Result<()> {
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     let mut w = io::BufWriter::with_capacity(CHUNK, file);
@@ -327,7 +233,7 @@ fn spool_sparse<R: Read>(
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(fmt_err("payload")(e)),
+                Err(e) => return Err(e),
             };
             filled += n;
         }
@@ -336,20 +242,19 @@ fn spool_sparse<R: Read>(
         }
         for piece in buf[..filled].chunks(HOLE) {
             if piece.len() == HOLE && piece.iter().all(|&b| b == 0) {
-                w.seek(SeekFrom::Current(HOLE as i64))
-                    .map_err(ExtractError::Io)?;
+                w.seek(SeekFrom::Current(HOLE as i64))?;
             } else {
-                w.write_all(piece).map_err(ExtractError::Io)?;
+                w.write_all(piece)?;
             }
         }
         done += filled as u64;
     }
     if done != size {
-        return Err(format!("payload ended after {done} of {size} bytes").into());
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("payload ended after {done} of {size} bytes"),
+        ));
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| ExtractError::Io(e.into_error()))?;
-    file.set_len(size).map_err(ExtractError::Io)?;
-    Ok(())
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.set_len(size)
 }

@@ -72,19 +72,32 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
         .map_err(|e| ReleaseError::io(format!("creating {}", opts.out_dir.display()), e))?;
     let input = std::fs::File::open(&opts.from)
         .map_err(|e| ReleaseError::io(format!("opening {label}"), e))?;
-    let (info, extracted) = read::read_artifact(
+    let (info, files) = read::read_artifact(
         std::io::BufReader::with_capacity(256 * 1024, input),
         &label,
         None,
         &opts.out_dir,
     )?;
+    // The header as stored (scripts, JSON) from the front of the same, now verified, file.
+    let extracted = read::read_header_of(&opts.from)?;
+    let scripts: Vec<&str> = extracted.scripts.iter().map(|s| s.name.as_str()).collect();
+    let expected: Vec<&str> = info
+        .scripts
+        .iter()
+        .map(|s| s.strip_prefix("scripts/").unwrap_or(s))
+        .collect();
+    if scripts != expected {
+        return Err(ReleaseError::Unsupported(format!(
+            "{label} changed while it was read (state scripts differ between two reads)"
+        )));
+    }
     if info.payload_types.first().map(String::as_str) != Some("rootfs-image") {
         return Err(refuse(format!(
             "{label} is not a rootfs-image artifact (payload type '{}'): only a root filesystem release can carry the stage config; use `mender-migrate artifacts` for the stage module artifacts",
             info.payload_types.join(",")
         )));
     }
-    let file = match extracted.files.as_slice() {
+    let file = match files.as_slice() {
         [f] => f,
         fs => {
             return Err(ReleaseError::Unsupported(format!(
@@ -192,11 +205,9 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
         spool.path(),
         opts,
     )?;
-    menderartifact::write_artifact_to_path(spec, &out_path).map_err(|source| {
-        ReleaseError::Write {
-            path: out_path.clone(),
-            source,
-        }
+    menderartifact::write_artifact_to_path(spec, &out_path).map_err(|err| ReleaseError::Write {
+        path: out_path.clone(),
+        err,
     })?;
     Ok(StagedRootfs {
         path: out_path,
@@ -267,8 +278,12 @@ fn rewrite_spec(
     let reader = std::fs::File::open(image).map_err(|e| {
         ReleaseError::io(format!("reopening the edited image {}", image.display()), e)
     })?;
-    let payload =
-        PayloadFile::from_reader(file.name.clone(), Box::new(reader), file.size, file.mode);
+    let payload = PayloadFile::from_reader(
+        file.name.clone(),
+        Box::new(reader),
+        file.size,
+        extracted.first_file_mode.unwrap_or(file.mode),
+    );
     let mut spec = ArtifactSpec::new(
         name,
         strings(

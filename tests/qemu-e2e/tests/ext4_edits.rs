@@ -5,16 +5,12 @@ use qemu_e2e::ext4::{read_file, Edits};
 use std::process::Command;
 
 fn have(tool: &str) -> bool {
-    if qemu_e2e::host::which(tool).is_some() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{tool} is missing (install e2fsprogs: tests/qemu-e2e/scripts/install-host-deps.sh)"
-        );
-    }
-    eprintln!("SKIPPED: {tool} not installed (e2fsprogs); CI=true makes this a failure");
-    false
+    test_support::require_tool(
+        "edits_round_trip_through_an_unmounted_image",
+        tool,
+        "e2fsprogs: tests/qemu-e2e/scripts/install-host-deps.sh",
+    )
+    .is_some()
 }
 
 #[test]

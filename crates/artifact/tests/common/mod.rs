@@ -7,25 +7,11 @@ use std::process::{Command, Output};
 /// Path of an external tool, or `None` (after a loud SKIP) when it is missing locally.
 /// Under CI (env `CI` set) a missing tool is a test failure.
 pub fn tool(name: &str, apt_package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("`{name}` is not installed but CI is set; install it with `apt-get install -y {apt_package}`");
-        }
-        // Written to the raw stderr handle so the test harness does not capture it.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "==================================================================\n\
-             SKIP: `{name}` not found; install `{apt_package}` to run this test\n\
-             =================================================================="
-        );
-    }
-    found
+    test_support::require_tool(
+        "this test",
+        name,
+        &format!("apt-get install -y {apt_package}"),
+    )
 }
 
 pub fn mender_artifact() -> Option<PathBuf> {

@@ -26,16 +26,9 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Whether `tool` can run. Missing in CI is a failure; locally a loud skip.
+/// Whether `tool` is installed. Missing in CI is a failure; locally a visible skip.
 pub fn have(tool: &str) -> bool {
-    if Command::new(tool).arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{tool} is not installed: run .ci/install-deps");
-    }
-    eprintln!("SKIP: {tool} not installed; these checks run in CI");
-    false
+    test_support::require_tool("this test", tool, "run .ci/install-deps").is_some()
 }
 
 /// `mender-migrate artifacts` on the example config with a stand-in module binary, into `out`.

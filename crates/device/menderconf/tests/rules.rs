@@ -356,3 +356,23 @@ fn plan_warns_about_tenant_token() {
     .unwrap();
     assert!(plan.warnings.iter().any(|w| w.0.contains("TenantToken")));
 }
+
+/// Found by the `mender_conf` fuzz target: serde_json's default float parser is not correctly
+/// rounded, so a float in an unknown key changed on every rewrite. Values must survive a
+/// render/parse round trip bit for bit.
+#[test]
+fn float_values_survive_rewrites_exactly() {
+    let src = r#"{"ServerURL": "https://old.example.com", "Custom": 9999999000000000000000000000000000000001578511669393358846, "Ratio": 0.30000000000000004, "Tiny": 4.9e-324}"#;
+    let once = file(MAIN_CONFIG_PATH, src).to_bytes();
+    let twice = file(MAIN_CONFIG_PATH, std::str::from_utf8(&once).unwrap()).to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&once),
+        String::from_utf8_lossy(&twice),
+        "a rewrite changed a number"
+    );
+    let parsed = file(MAIN_CONFIG_PATH, src);
+    assert_eq!(
+        parsed.get("Custom").and_then(|v| v.as_f64()),
+        Some(9999999000000000000000000000000000000001578511669393358846f64)
+    );
+}

@@ -1,10 +1,16 @@
-//! Crash-point tests: abort the module at every durable step of install, rollback, commit and
-//! cleanup (and of the recovery after an install crash), then check that recovery leaves both
-//! config files exactly old or exactly new — together — and that the client's next states work.
+//! Process-crash tests: abort the module (SIGABRT) at every durable step of install, rollback,
+//! commit and cleanup (and of the recovery after an install crash), then check that recovery
+//! leaves both config files exactly old or exactly new — together —, that a second recovery
+//! changes nothing, and that the client's next states work.
+//!
+//! A process crash keeps the kernel's page cache, so these tests find ordering and recovery
+//! bugs but can never show a missing fsync. Power loss, page cache included, is tested in QEMU
+//! (`cargo xtask qemu-test --power-loss all`, a subset in every `cargo xtask qemu-test`).
 
 mod common;
 use common::*;
 use menderconf::{Restart, Stage};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 type Configs = (Option<Vec<u8>>, Option<Vec<u8>>);
@@ -42,6 +48,52 @@ fn assert_consistent(ctx: &str, c: &Configs, old: &Configs, new: &Configs) -> &'
     );
     assert_parse(c);
     w
+}
+
+/// Every file under the device root with its bytes and mode: what recovery may change.
+fn snapshot(dev: &Device) -> Vec<(String, Option<Vec<u8>>, u32)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Option<Vec<u8>>, u32)>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let mode = meta.permissions().mode();
+            if meta.is_dir() {
+                out.push((rel, None, mode));
+                walk(root, &path, out);
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).unwrap();
+                out.push((rel, Some(target.display().to_string().into_bytes()), mode));
+            } else {
+                out.push((rel, Some(std::fs::read(&path).unwrap()), mode));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dev.root(), dev.root(), &mut out);
+    out
+}
+
+/// Recovers, then recovers again and asserts the second run changed nothing at all.
+fn recover_idempotent(dev: &Device, ctx: &str) {
+    recover(dev, ctx);
+    let once = snapshot(dev);
+    recover(dev, ctx);
+    let twice = snapshot(dev);
+    if once != twice {
+        let names = |s: &[(String, Option<Vec<u8>>, u32)]| -> Vec<String> {
+            s.iter().map(|e| e.0.clone()).collect()
+        };
+        panic!(
+            "{ctx}: a second recovery changed the device:\nafter one: {:?}\nafter two: {:?}",
+            names(&once),
+            names(&twice)
+        );
+    }
 }
 
 fn recover(dev: &Device, ctx: &str) {
@@ -93,10 +145,8 @@ fn crash_loop(
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        recover(&dev, &ctx);
+        recover_idempotent(&dev, &ctx);
         assert_consistent(&ctx, &dev.configs(), &old, &new);
-        // Recovery is idempotent.
-        recover(&dev, &ctx);
         dev.sequence(&tree, after, &[]);
         let final_state = assert_consistent(
             &format!("{ctx}, after {after:?}"),
@@ -115,7 +165,7 @@ fn stage1() -> Vec<u8> {
 }
 
 #[test]
-fn crash_during_install_recovers_then_client_rolls_back() {
+fn process_crash_during_install_recovers_then_client_rolls_back() {
     // The 3.4 client resumes an update killed in ArtifactInstall with a rollback.
     let n = crash_loop(
         Device::debian,
@@ -131,11 +181,14 @@ fn crash_during_install_recovers_then_client_rolls_back() {
         "old",
     );
     eprintln!("install: {n} crash points");
-    assert!(n >= 20, "install has only {n} steps?");
+    assert!(
+        n >= 25,
+        "install covered only {n} crash points, expected at least 25"
+    );
 }
 
 #[test]
-fn crash_during_install_recovers_then_retry_installs() {
+fn process_crash_during_install_recovers_then_retry_installs() {
     // After recovery a fresh install of the same artifact must succeed (no stale state blocks it).
     let n = crash_loop(
         Device::debian,
@@ -151,10 +204,14 @@ fn crash_during_install_recovers_then_retry_installs() {
         "new",
     );
     eprintln!("install (retry): {n} crash points");
+    assert!(
+        n >= 25,
+        "install covered only {n} crash points, expected at least 25"
+    );
 }
 
 #[test]
-fn crash_during_rollback_ends_old() {
+fn process_crash_during_rollback_ends_old() {
     let n = crash_loop(
         Device::debian,
         &stage1(),
@@ -176,11 +233,14 @@ fn crash_during_rollback_ends_old() {
         "old",
     );
     eprintln!("rollback: {n} crash points");
-    assert!(n >= 10, "rollback has only {n} steps?");
+    assert!(
+        n >= 14,
+        "rollback covered only {n} crash points, expected at least 14"
+    );
 }
 
 #[test]
-fn crash_during_commit_and_cleanup_ends_new() {
+fn process_crash_during_commit_and_cleanup_ends_new() {
     let prefix = [
         "Download",
         "SupportsRollback",
@@ -207,11 +267,18 @@ fn crash_during_commit_and_cleanup_ends_new() {
         "new",
     );
     eprintln!("commit: {a} crash points, cleanup: {b} crash points");
-    assert!(a >= 1 && b >= 1);
+    assert!(
+        a >= 4,
+        "commit covered only {a} crash points, expected at least 4"
+    );
+    assert!(
+        b >= 4,
+        "cleanup covered only {b} crash points, expected at least 4"
+    );
 }
 
 #[test]
-fn crash_during_install_of_removal_and_symlinked_fallback() {
+fn process_crash_during_install_of_removal_and_symlinked_fallback() {
     // Stage 2 on a dual device whose config is split over both files (fallback via the
     // /var/lib/mender symlink): covers file removal paths in replace mode.
     fn dual_device() -> Device {
@@ -245,7 +312,7 @@ fn crash_during_install_of_removal_and_symlinked_fallback() {
                 "{ctx}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            recover(&dev, &ctx);
+            recover_idempotent(&dev, &ctx);
             assert_consistent(&ctx, &dev.configs(), &old, &new);
             dev.sequence(
                 &tree,
@@ -257,11 +324,14 @@ fn crash_during_install_of_removal_and_symlinked_fallback() {
         }
     };
     eprintln!("replace install with removal: {n} crash points");
-    assert!(n >= 15);
+    assert!(
+        n >= 22,
+        "replace install covered only {n} crash points, expected at least 22"
+    );
 }
 
 #[test]
-fn crash_during_recovery_itself() {
+fn process_crash_during_recovery_itself() {
     // Crash the install at every step, then crash the recovery at every step, then recover.
     let plan_bytes = stage1();
     let old = Device::debian().configs();
@@ -295,7 +365,7 @@ fn crash_during_recovery_itself() {
                 "{ctx}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            recover(&dev, &ctx);
+            recover_idempotent(&dev, &ctx);
             assert_consistent(&ctx, &dev.configs(), &old, &new);
             dev.sequence(&tree, &["ArtifactRollback"], &[]);
             assert_eq!(dev.configs(), old, "{ctx}");
@@ -305,7 +375,10 @@ fn crash_during_recovery_itself() {
         n += 1;
     }
     eprintln!("recovery crash points (summed over install crash points): {covered}");
-    assert!(covered >= 10);
+    assert!(
+        covered >= 200,
+        "recovery covered only {covered} crash points, expected at least 200"
+    );
 }
 
 #[test]
@@ -339,7 +412,7 @@ fn leftover_temp_files_are_removed_by_recovery() {
     ));
     let tmp = dev.path("etc/mender/.mender.conf.server-migration.tmp");
     assert!(tmp.exists(), "crash should leave the temp file");
-    recover(&dev, "temp");
+    recover_idempotent(&dev, "temp");
     assert!(!tmp.exists(), "recovery must remove the temp file");
     assert!(!Path::new(
         &dev.path("data/mender/server-migration/.journal.cbor.server-migration.tmp")

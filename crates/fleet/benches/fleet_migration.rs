@@ -1,0 +1,290 @@
+//! Benchmark (not a test): a full two-stage migration of a simulated fleet (default 10,000
+//! devices, `FLEET_BENCH_DEVICES` to change) between two in-process mock servers with
+//! compressed poll intervals. The orchestrator runs in a child process (this binary again, in
+//! orchestrator mode) so its peak RSS is measured alone. Prints wall time, requests per
+//! device, p99 API latency and peak RSS.
+//!
+//!     cargo bench -p mender-fleet --bench fleet_migration
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mender_fleet::{
+    Api, Client, ClientOptions, FleetConfig, Mode, Orchestrator, Plan, Progress, Selection,
+    TenantRoute, TokenSource,
+};
+use mender_fleet_sim::{Fleet, FleetSpec, InitialConfig};
+use menderartifact::{
+    module_image_single_file, write_artifact_to_path, ArtifactSpec, Payload, PayloadFile,
+};
+use menderconf::{
+    Mode as ConfMode, ServerUrl, Stage, StagePlan, MODULE_NAME, PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
+};
+use mock_mender_server::{MockServer, ServerConfig};
+
+const DEVICE_TYPE: &str = "bench-device";
+
+fn opts(concurrency: usize) -> ClientOptions {
+    ClientOptions {
+        rate: 5000.0,
+        concurrency,
+        max_retries: 12,
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_secs(2),
+        timeout: Duration::from_secs(60),
+        throttle_patience: Duration::from_secs(60),
+        ca_file: None,
+    }
+}
+
+fn plan(devices: usize) -> Plan {
+    Plan {
+        canary: (devices / 10).max(1),
+        max_batch: 5000,
+        failure_threshold: 0.05,
+        min_sample: 20,
+        stage_timeout: Duration::from_secs(300),
+        appear_timeout: Duration::from_secs(120),
+        poll_interval: Duration::from_millis(500),
+        concurrency: 32,
+        deployment_cap: 800,
+    }
+}
+
+/// Child mode: run the orchestrator only, print the report as JSON.
+fn orchestrate() {
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let devices: usize = env("FLEET_BENCH_N").parse().unwrap();
+    let old = Api::new(
+        Client::new(
+            "old",
+            &env("FLEET_BENCH_OLD"),
+            TokenSource::load(None, "MENDER_MIGRATE_OLD_TOKEN", "-").unwrap(),
+            opts(32),
+        )
+        .unwrap(),
+    );
+    let new = Api::new(
+        Client::new(
+            "new",
+            &env("FLEET_BENCH_NEW"),
+            TokenSource::load(None, "MENDER_MIGRATE_NEW_TOKEN", "-").unwrap(),
+            opts(32),
+        )
+        .unwrap(),
+    );
+    let cfg = FleetConfig {
+        artifacts_dir: PathBuf::from(env("FLEET_BENCH_ARTIFACTS")),
+        selection: Selection::default(),
+        tenant: TenantRoute::default(),
+        plan: plan(devices),
+        resume_paused: false,
+        retry_stragglers: false,
+        retry_failed: false,
+    };
+    let started = Instant::now();
+    let orch = Orchestrator::open_or_create(
+        old,
+        new,
+        cfg,
+        &PathBuf::from(env("FLEET_BENCH_JOURNAL")),
+        Arc::new(Progress::new(Mode::Quiet)),
+    )
+    .unwrap_or_else(|e| panic!("open: {e}"));
+    let report = orch.run().unwrap_or_else(|e| panic!("run: {e}"));
+    let mut v = serde_json::to_value(&report).unwrap();
+    v["not_on_new"] = serde_json::json!(report.not_on_new.len());
+    v["wall_s"] = serde_json::json!(started.elapsed().as_secs_f64());
+    println!("{v}");
+}
+
+fn write_artifacts(dir: &std::path::Path, old: &str, new: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let module = dir.join(MODULE_NAME);
+    std::fs::write(&module, b"#!/bin/sh\nexit 0\n").unwrap();
+    let spec = module_image_single_file(
+        "bench-module-install",
+        vec![DEVICE_TYPE.into()],
+        &module,
+        "/usr/share/mender/modules/v3",
+    )
+    .unwrap();
+    write_artifact_to_path(spec, &dir.join("bench-module-install.mender")).unwrap();
+    std::fs::remove_file(&module).unwrap();
+    for (stage, name) in [
+        (Stage::Dual, "bench-stage1-dual"),
+        (Stage::NewOnly, "bench-stage2-new-only"),
+    ] {
+        let plan = StagePlan::new(
+            stage,
+            ConfMode::Patch,
+            ServerUrl::parse(old).unwrap(),
+            ServerUrl::parse(new).unwrap(),
+        );
+        let mut spec = ArtifactSpec::new(
+            name,
+            vec![DEVICE_TYPE.into()],
+            Payload::Module {
+                type_name: MODULE_NAME.into(),
+                files: vec![PayloadFile::from_bytes(
+                    PLAN_FILE_NAME,
+                    plan.to_json(),
+                    0o644,
+                )],
+                meta_data: None,
+            },
+        );
+        spec.provides
+            .insert(STAGE_PROVIDES_KEY.into(), stage.to_string());
+        if stage == Stage::NewOnly {
+            spec.depends
+                .insert(STAGE_PROVIDES_KEY.into(), Stage::Dual.to_string());
+        }
+        write_artifact_to_path(spec, &dir.join(format!("{name}.mender"))).unwrap();
+    }
+}
+
+fn main() {
+    if std::env::var_os("FLEET_BENCH_ROLE").is_some() {
+        orchestrate();
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("FLEET_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mut old_cfg = ServerConfig::new("old", "bench-old-token");
+    old_cfg.worker_threads = Some(2);
+    let mut new_cfg = ServerConfig::new("new", "bench-new-token");
+    new_cfg.worker_threads = Some(2);
+    let old = MockServer::start(old_cfg).unwrap();
+    let new = MockServer::start(new_cfg).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    write_artifacts(&artifacts, old.url(), new.url());
+
+    let mut spec = FleetSpec::new(n, InitialConfig::server_url(old.url()));
+    spec.device_type = DEVICE_TYPE.into();
+    spec.knobs.update_poll = Duration::from_secs(2);
+    spec.knobs.inventory_poll = Duration::from_secs(600);
+    spec.knobs.retry_poll = Duration::from_secs(2);
+    spec.knobs.start_spread = Duration::from_secs(2);
+    spec.knobs.reboot_time = Duration::from_millis(200);
+    spec.knobs.max_in_flight = 512;
+    spec.worker_threads = 2;
+    spec.old_server = Some(old.url().into());
+    spec.new_server = Some(new.url().into());
+    let fleet = Fleet::new(spec).unwrap();
+
+    // Admit the fleet on old (setup, not measured).
+    let setup = Instant::now();
+    let admin = Api::new(
+        Client::new(
+            "old",
+            old.url(),
+            TokenSource::fixed(old.management_token()),
+            opts(16),
+        )
+        .unwrap(),
+    );
+    let ids = fleet.identities();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(d) = ids.get(i) else { break };
+                let identity = d
+                    .id_data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect();
+                admin.preauthorize(&identity, &d.pubkey).unwrap();
+            });
+        }
+    });
+    fleet.boot();
+    loop {
+        let ready = old
+            .devices()
+            .iter()
+            .filter(|d| {
+                d.inventory.contains_key("device_type")
+                    && d.status == mock_mender_server::AuthStatus::Accepted
+            })
+            .count();
+        if ready == n {
+            break;
+        }
+        assert!(
+            setup.elapsed() < Duration::from_secs(600),
+            "setup: only {ready} of {n} devices accepted with inventory"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "setup: {n} devices accepted on old in {:.1}s",
+        setup.elapsed().as_secs_f64()
+    );
+
+    // The orchestrator, alone in a child process.
+    let started = Instant::now();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("FLEET_BENCH_ROLE", "orchestrator")
+        .env("FLEET_BENCH_N", n.to_string())
+        .env("FLEET_BENCH_OLD", old.url())
+        .env("FLEET_BENCH_NEW", new.url())
+        .env("MENDER_MIGRATE_OLD_TOKEN", old.management_token())
+        .env("MENDER_MIGRATE_NEW_TOKEN", new.management_token())
+        .env("FLEET_BENCH_ARTIFACTS", &artifacts)
+        .env("FLEET_BENCH_JOURNAL", dir.path().join("bench.journal"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    let wall = started.elapsed();
+    assert!(
+        out.status.success(),
+        "orchestrator failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // SAFETY: getrusage only writes into the struct we pass.
+    let rss_kib = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru.ru_maxrss
+    };
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let calls = &report["calls"];
+    let p99: f64 = ["old", "new"]
+        .iter()
+        .filter_map(|k| calls[*k]["p99_ms"].as_f64())
+        .fold(0.0, f64::max);
+    let requests: u64 = ["old", "new"]
+        .iter()
+        .filter_map(|k| calls[*k]["requests"].as_u64())
+        .sum();
+    let sim = fleet.counts();
+    let mut figures = BTreeMap::new();
+    figures.insert("devices", serde_json::json!(n));
+    figures.insert("migrated", report["migrated"].clone());
+    figures.insert("not_on_new", report["not_on_new"].clone());
+    figures.insert("sim_on_new", serde_json::json!(sim.on_new));
+    figures.insert("wall_s", serde_json::json!(wall.as_secs_f64()));
+    figures.insert(
+        "requests_per_device",
+        serde_json::json!(requests as f64 / n as f64),
+    );
+    figures.insert("p99_api_latency_ms", serde_json::json!(p99));
+    figures.insert(
+        "orchestrator_peak_rss_mib",
+        serde_json::json!(rss_kib as f64 / 1024.0),
+    );
+    println!("{}", serde_json::to_string_pretty(&figures).unwrap());
+    drop(fleet);
+}
