@@ -8,10 +8,10 @@ inherit cargo
 # mender-migrate is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-migrate/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "19e7bb70039227391f18ed2b9a7ed87443a7ceb9"
+SRCREV = "1608e2deee4b69ce3221aeffd317956d6cf28fc1"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-migrate"
-PV:append = ".AUTOINC+19e7bb7003"
+PV:append = ".AUTOINC+1608e2deee"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
