@@ -456,3 +456,21 @@ fn plan_help_documents_the_json_it_prints() {
     }
     assert!(help.contains("null means"), "{help}");
 }
+
+#[test]
+fn unreachable_server_hosts_are_refused() {
+    for (bad, needle) in [
+        ("https://n]{b[ew.example.com", "letters, digits"),
+        ("https://new..example.com", "empty label"),
+        ("https://-bad-.example.com", "hyphen"),
+        ("https://ñew.example.com", "xn--ew-yja.example.com"),
+    ] {
+        let out = cli(&["plan", "--config", EXAMPLE, "--new-server", bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+}
