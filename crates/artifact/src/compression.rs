@@ -63,9 +63,7 @@ impl Compression {
             Some("") => Ok(Compression::None),
             Some(".gz") => Ok(Compression::Gzip),
             Some(".xz") => Ok(Compression::Xz),
-            Some(".zst") => {
-                Err(ArtifactError::UnsupportedCompression(name.to_string()))
-            }
+            Some(".zst") => Err(ArtifactError::UnsupportedCompression(name.to_string())),
             _ => Err(ArtifactError::Malformed(format!(
                 "unexpected member name '{name}'"
             ))),

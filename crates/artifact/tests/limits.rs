@@ -398,7 +398,11 @@ fn xz_endless_data_after_an_inner_tar_is_refused() {
 fn corrupt_xz_member_is_a_clear_error() {
     let art = valid_artifact(Compression::Xz);
     let mut m = members(&art);
-    let data = &mut m.iter_mut().find(|(n, _)| n == "data/0000.tar.xz").unwrap().1;
+    let data = &mut m
+        .iter_mut()
+        .find(|(n, _)| n == "data/0000.tar.xz")
+        .unwrap()
+        .1;
     let mid = data.len() / 2;
     data[mid] ^= 0x55;
     let err = err_of(&assemble(&m));
@@ -412,17 +416,23 @@ fn xz_with_a_huge_dictionary_is_refused_before_allocating() {
     // memory limit, not allocated.
     let art = valid_artifact(Compression::Xz);
     let m = members(&art);
-    let data = m.iter().find(|(n, _)| n == "data/0000.tar.xz").unwrap().1.clone();
+    let data = m
+        .iter()
+        .find(|(n, _)| n == "data/0000.tar.xz")
+        .unwrap()
+        .1
+        .clone();
     // After the 12-byte stream header, the block header: size byte, flags, (optional sizes),
     // filter id 0x21 (LZMA2), props size 1, dictionary byte, padding, CRC32.
     let hsize = (data[12] as usize + 1) * 4;
-    let pos = 12 + data[12..12 + hsize]
-        .windows(2)
-        .position(|w| w == [0x21, 0x01])
-        .expect("lzma2 filter flags");
+    let pos = 12
+        + data[12..12 + hsize]
+            .windows(2)
+            .position(|w| w == [0x21, 0x01])
+            .expect("lzma2 filter flags");
     let mut bad = data.clone();
     bad[pos + 2] = 38; // (2 | 0) << (19 + 11): 2 GiB
-    // Recompute the block header's CRC32 so only the dictionary size is at fault.
+                       // Recompute the block header's CRC32 so only the dictionary size is at fault.
     let crc = crc32(&bad[12..12 + hsize - 4]);
     bad[12 + hsize - 4..12 + hsize].copy_from_slice(&crc.to_le_bytes());
     let mut m = m;
@@ -436,7 +446,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

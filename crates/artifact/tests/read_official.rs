@@ -236,7 +236,9 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     let root = d.join("root");
     std::fs::create_dir_all(root.join("etc/mender")).unwrap();
     std::fs::write(root.join("etc/mender/mender.conf"), b"{}\n").unwrap();
-    let blob: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+    let blob: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
     std::fs::write(root.join("blob"), &blob).unwrap();
     let img = d.join("rootfs.ext4");
     let out = std::process::Command::new(mkfs)
@@ -246,14 +248,25 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
         .arg("4M")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let image = std::fs::read(&img).unwrap();
 
     let r = d.join("r-lzma.mender");
     write_official(
         &tool,
         &[
-            "write", "rootfs-image", "--compression", "lzma", "-n", "rootfs-xz", "-t", "dev1",
+            "write",
+            "rootfs-image",
+            "--compression",
+            "lzma",
+            "-n",
+            "rootfs-xz",
+            "-t",
+            "dev1",
         ],
         &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
     );
@@ -275,7 +288,16 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     write_official(
         &tool,
         &[
-            "write", "module-image", "--compression", "lzma", "-T", "t", "-n", "n", "-t", "dev1",
+            "write",
+            "module-image",
+            "--compression",
+            "lzma",
+            "-T",
+            "t",
+            "-n",
+            "n",
+            "-t",
+            "dev1",
         ],
         &["-f".as_ref(), f1.as_os_str(), "-o".as_ref(), m.as_os_str()],
     );

@@ -337,7 +337,17 @@ fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
     extract_image(&staged, &img1);
     let art1 = d.join("s1-lzma.mender");
     run(Command::new("mender-artifact")
-        .args(["write", "rootfs-image", "-n", "rel-2", "-t", "qemux86-64", "--compression", "lzma", "-f"])
+        .args([
+            "write",
+            "rootfs-image",
+            "-n",
+            "rel-2",
+            "-t",
+            "qemux86-64",
+            "--compression",
+            "lzma",
+            "-f",
+        ])
         .arg(&img1)
         .arg("-o")
         .arg(&art1));
