@@ -8,11 +8,11 @@ inherit cargo
 # migration-stage-config is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/migration-stage-config/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "d40a43b06827a5da56b068bb6f01c96ea8b311e2"
+SRCREV = "176561c9bc48d61a45446d60d7af34b735764c63"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p migration-stage-config"
-PV:append = ".AUTOINC+d40a43b068"
+PV:append = ".AUTOINC+176561c9bc"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
