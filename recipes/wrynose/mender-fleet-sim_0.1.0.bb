@@ -8,10 +8,10 @@ inherit cargo
 # mender-fleet-sim is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-fleet-sim/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "6f451a82d83dfe7b5237570842949fce04316466"
+SRCREV = "c54d442d5e424df68434dcc3a8072e93f4eb99ec"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-fleet-sim"
-PV:append = ".AUTOINC+6f451a82d8"
+PV:append = ".AUTOINC+c54d442d5e"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -303,8 +303,10 @@ fn process_crash_during_install_of_removal_and_symlinked_fallback() {
             "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"new-only\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\
              \"files\":{{\"/etc/mender/mender.conf\":\"main.conf\",\"/var/lib/mender/mender.conf\":null}}}}"
         );
-        let main_new =
-            format!("{{\n  \"ServerURL\": \"{NEW}\",\n  \"TenantToken\": \"tok-1234\"\n}}\n");
+        // The device's own settings, merged into main (replace mode refuses to change them).
+        let main_new = format!(
+            "{{\n  \"ServerURL\": \"{NEW}\",\n  \"UpdatePollIntervalSeconds\": 5,\n  \"InventoryPollIntervalSeconds\": 5,\n  \"TenantToken\": \"tok-1234\"\n}}\n"
+        );
         let mut n = 1u64;
         loop {
             let dev = dual_device();
