@@ -121,7 +121,8 @@ fn run_stage1(s: &Setup, dir: &std::path::Path, new_in_stage1: &str) -> common::
     s.mgmt_old.upload(&arts.stage1);
     let ids = old_ids(s);
     assert_eq!(ids.len(), s.n);
-    s.mgmt_old.deploy("module", "mig-module-install-x86_64", &ids);
+    s.mgmt_old
+        .deploy("module", "mig-module-install-x86_64", &ids);
     assert_all_succeeded(
         &wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n),
         "mig-module-install-x86_64",
@@ -235,7 +236,8 @@ fn stage2_first_is_refused_and_changes_nothing() {
     s.mgmt_old.upload(&arts.module_install);
     s.mgmt_old.upload(&arts.stage2);
     let ids = old_ids(&s);
-    s.mgmt_old.deploy("module", "mig-module-install-x86_64", &ids);
+    s.mgmt_old
+        .deploy("module", "mig-module-install-x86_64", &ids);
     wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
     s.mgmt_old
         .deploy("stage2-first", "mig-stage2-new-only", &ids);
