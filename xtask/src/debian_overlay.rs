@@ -87,6 +87,8 @@ fn custom(args: &Args, config: &Path, inventory: &[u8]) -> Result<()> {
         fallback_config: args.fallback_config.clone(),
         new_server: args.new_server.clone().expect("clap requires --new-server"),
         old_server: args.old_server.clone(),
+        keep_servers: Vec::new(),
+        new_tenant_token_file: None,
     };
     let plan = inputs.plan()?;
     for warning in &plan.warnings {

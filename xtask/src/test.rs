@@ -13,6 +13,11 @@ const REQUIRED_TOOLS: &[&str] = &[
     "mmdebstrap",
     "mkfs.ext4",
     "debugfs",
+    // tests/foreign-arch and `artifacts --target armv7-unknown-linux-gnueabihf`
+    "qemu-aarch64-static",
+    "qemu-arm-static",
+    "arch-test",
+    "arm-linux-gnueabihf-gcc",
 ];
 
 /// The device workspace's `rust-version` (scarthgap's Rust); CI builds and tests with it.
@@ -106,7 +111,16 @@ pub fn run(args: &Args) -> Result<()> {
         Command::new(&cargo)
             .current_dir(&root)
             .env("CI", "true")
-            .args(["test", "--workspace", "--no-fail-fast"]),
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(["--exclude", "foreign-arch"]),
+    )?;
+    // The module on the devices' CPUs: Debian's arm64/armhf mender-client in qemu-user chroots.
+    step(
+        "foreign-architecture chroots (cargo test -p foreign-arch)",
+        Command::new(&cargo)
+            .current_dir(&root)
+            .env("CI", "true")
+            .args(["test", "-p", "foreign-arch"]),
     )?;
     // The device workspace is its own workspace: its tests, and its build with the Rust of the
     // oldest Yocto release we claim (scarthgap: 1.75, installed by .ci/install-deps).

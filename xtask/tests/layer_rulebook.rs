@@ -87,6 +87,8 @@ fn cli(case: &Case, dir: &Path) -> (Outcome, Outcome, Option<String>) {
         fallback_config,
         new_server: case.new.clone(),
         old_server: case.old.clone(),
+        keep_servers: Vec::new(),
+        new_tenant_token_file: None,
     };
     match inputs.plan() {
         Ok(plan) => (

@@ -1,15 +1,17 @@
 //! `artifacts`: the module installer and the two stage artifacts, written atomically.
 
+use crate::elf::{check_module_binary, ModuleBinary};
 use crate::inputs::MigrationInputs;
+use crate::target::{how_to_pick, Arch, DeviceTarget};
+use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use menderartifact::{
-    module_image_single_file, write_artifact_to_path, ArtifactSpec, Compression, Payload,
-    PayloadFile, SigningKey,
+    write_artifact_to_path, ArtifactSpec, Compression, Payload, PayloadFile, SigningKey,
 };
 use menderconf::{
-    MigrationPlan, Mode, Restart, Stage, StagePlan, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH,
-    MODULE_NAME, PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
+    MigrationPlan, Mode, Restart, Stage, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH, MODULE_NAME,
+    PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -63,22 +65,42 @@ pub struct ArtifactsArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
-    /// The `server-migration` update module binary for the module-install artifact
-    /// (`cargo xtask artifacts` builds it; default: `server-migration` next to this program).
+    /// Rust target triple of the devices' CPU (from `uname -m` on a device: aarch64 →
+    /// aarch64-unknown-linux-musl, armv7l → armv7-unknown-linux-gnueabihf, x86_64 →
+    /// x86_64-unknown-linux-musl). `cargo xtask artifacts` builds the module for it; this
+    /// program uses the module built for it (target/TRIPLE/device/server-migration).
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
+    /// The devices' architecture, to check a --module-binary built elsewhere (aarch64, armv7,
+    /// armv6, x86_64, i686, riscv64, or a `uname -m` name).
+    #[arg(long, value_name = "ARCH", conflicts_with = "target")]
+    pub arch: Option<String>,
+    /// The `server-migration` update module binary for the module-install artifact; checked to
+    /// be an executable for --target or --arch.
     #[arg(long, value_name = "PATH")]
     pub module_binary: Option<PathBuf>,
     /// Sign all three artifacts (RSA or ECDSA P-256 private key, PEM).
     #[arg(long, value_name = "KEY.pem")]
     pub sign_key: Option<PathBuf>,
+    /// Write unsigned artifacts even though the captured config has ArtifactVerifyKey.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Print the report as JSON on stdout, and an error as one JSON object on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `artifacts` wrote, and the human summary of it.
 #[derive(Debug)]
 pub struct ArtifactsReport {
+    /// The devices' architecture the module was built for (in the module-install name).
+    pub arch: String,
     pub module_install: PathBuf,
     pub stage1: PathBuf,
     pub stage2: PathBuf,
     pub summary: String,
+    /// The `--json` report: paths, sizes, sha256, names, device types, architecture.
+    pub json: serde_json::Value,
 }
 
 pub(crate) fn load_signing_key(path: &Path) -> Result<SigningKey> {
@@ -87,36 +109,180 @@ pub(crate) fn load_signing_key(path: &Path) -> Result<SigningKey> {
     SigningKey::from_pem(&pem).with_context(|| format!("{}: unusable signing key", path.display()))
 }
 
-fn default_module_binary() -> Result<PathBuf> {
+/// The module built for `target` by cargo next to this program (`target/TRIPLE/device/`), or an
+/// installed `server-migration-TRIPLE` beside it. Every candidate is still checked by its header.
+fn prebuilt_module(target: &DeviceTarget) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this program")?;
-    let candidate = exe.with_file_name(MODULE_NAME);
-    if candidate.is_file() {
-        Ok(candidate)
-    } else {
-        bail!("no --module-binary given and no {} next to {}; build it with `cargo build --profile device -p server-migration`", MODULE_NAME, exe.display())
+    let dir = exe.parent().context("locating this program's directory")?;
+    let candidates = [
+        dir.join(format!("{MODULE_NAME}-{}", target.triple)),
+        dir.join("..")
+            .join(target.triple)
+            .join("device")
+            .join(MODULE_NAME),
+    ];
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "no {MODULE_NAME} module built for {t} (looked for {}); build it with \
+                 `cargo xtask artifacts --target {t} ...` (which builds and packs it), or \
+                 `cargo build --manifest-path crates/device/Cargo.toml --profile device --target {t}`, \
+                 or pass --module-binary PATH",
+                candidates
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t = target.triple
+            )
+        })
+}
+
+/// The module binary and the devices' architecture, from --target / --arch / --module-binary.
+/// Refuses (usage error) when nothing says which architecture the devices have.
+pub(crate) fn resolve_arch(
+    target: Option<&str>,
+    arch: Option<&str>,
+) -> Result<Option<(Arch, Option<DeviceTarget>)>> {
+    match (target, arch) {
+        (Some(t), _) => {
+            let t = DeviceTarget::parse(t).map_err(UsageError)?;
+            Ok(Some((t.arch(), Some(t))))
+        }
+        (None, Some(a)) => {
+            let arch = Arch::parse(a).ok_or_else(|| {
+                UsageError(format!(
+                    "--arch {a:?} is not an architecture this project knows (aarch64, armv7, armv6, x86_64, i686, riscv64)"
+                ))
+            })?;
+            Ok(Some((arch, None)))
+        }
+        (None, None) => Ok(None),
     }
+}
+
+fn module_binary(args: &ArtifactsArgs) -> Result<(PathBuf, Arch, ModuleBinary)> {
+    let Some((arch, target)) = resolve_arch(args.target.as_deref(), args.arch.as_deref())? else {
+        return Err(UsageError(match &args.module_binary {
+            Some(_) => format!(
+                "--module-binary needs --target TRIPLE or --arch ARCH: say which CPU the devices have, the binary is checked against it\n{}",
+                how_to_pick()
+            ),
+            None => format!(
+                "which CPU do the devices have? The module-install artifact carries a compiled program, so pass --target TRIPLE (or --module-binary PATH with --arch ARCH)\n{}",
+                how_to_pick()
+            ),
+        })
+        .into());
+    };
+    let path = match (&args.module_binary, target) {
+        (Some(p), _) => p.clone(),
+        (None, Some(t)) => prebuilt_module(&t)?,
+        (None, None) => {
+            return Err(UsageError(
+                "--arch checks a --module-binary; pass --module-binary PATH, or --target TRIPLE to use the module built for it".into(),
+            )
+            .into())
+        }
+    };
+    if path.is_dir() {
+        bail!(
+            "{}: --module-binary is a directory, not a program",
+            path.display()
+        );
+    }
+    let info = check_module_binary(&path, &arch)?;
+    Ok((path, arch, info))
+}
+
+/// Validates `--device-type`s: none empty or blank; repeats are dropped (first one kept).
+pub(crate) fn device_types(given: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for t in given {
+        if t.trim().is_empty() {
+            return Err(UsageError(format!(
+                "--device-type {t:?} is empty; give the device type the devices report (/var/lib/mender/device_type)"
+            ))
+            .into());
+        }
+        if t.trim() != t || t.chars().any(char::is_control) {
+            return Err(UsageError(format!(
+                "--device-type {t:?} has surrounding whitespace or control characters"
+            ))
+            .into());
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The module-install artifact's name: the devices' architecture is part of it, so a fleet
+/// with several CPUs gets one installer per architecture and none is uploaded to the wrong one.
+pub fn module_install_name(name: &str, arch: &str) -> String {
+    format!("{name}-module-install-{arch}")
+}
+
+/// The stock `single-file` payload that puts the module into [`MODULES_DIR`], always as
+/// `server-migration` with mode 0755 whatever the binary's own file name and mode.
+fn module_install_spec(
+    name: String,
+    device_types: Vec<String>,
+    binary: &Path,
+) -> Result<ArtifactSpec> {
+    let mut file = PayloadFile::from_path(binary)?;
+    file.name = MODULE_NAME.into();
+    file.mode = Some(0o755);
+    let files = vec![
+        PayloadFile::from_bytes("dest_dir", format!("{MODULES_DIR}\n").into_bytes(), 0o644),
+        PayloadFile::from_bytes("filename", format!("{MODULE_NAME}\n").into_bytes(), 0o644),
+        PayloadFile::from_bytes("permissions", b"755\n".to_vec(), 0o644),
+        file,
+    ];
+    Ok(ArtifactSpec::new(
+        name,
+        device_types,
+        Payload::Module {
+            type_name: "single-file".into(),
+            files,
+            meta_data: None,
+        },
+    ))
 }
 
 pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
     if args.name.is_empty() || args.name.chars().any(|c| c.is_whitespace() || c == '/') {
-        bail!(
+        return Err(UsageError(format!(
             "--name {:?}: use a name without whitespace or '/'",
             args.name
-        );
+        ))
+        .into());
     }
+    let device_types = device_types(&args.device_types)?;
+    let (module_path, arch, module_info) = module_binary(args)?;
     let plan = args.inputs.plan()?;
     let signing_key = args.sign_key.as_deref().map(load_signing_key).transpose()?;
-    let module_binary = match &args.module_binary {
-        Some(p) if p.is_file() => p.clone(),
-        Some(p) => bail!("{}: --module-binary is not a file", p.display()),
-        None => default_module_binary()?,
-    };
+    if let (Some(key), None, false) = (
+        plan.artifact_verify_key(),
+        &signing_key,
+        args.allow_unsigned,
+    ) {
+        bail!(
+            "the captured config has ArtifactVerifyKey ({key}): the devices refuse unsigned artifacts; \
+             pass --sign-key KEY.pem (the private half of that key), or --allow-unsigned if you know \
+             the devices do not verify"
+        );
+    }
     let out = |suffix: &str| args.out.join(format!("{}-{suffix}.mender", args.name));
-    let (module_install, stage1, stage2) = (
-        out("module-install"),
-        out("stage1-dual"),
-        out("stage2-new-only"),
-    );
+    let module_install = args.out.join(format!(
+        "{}.mender",
+        module_install_name(&args.name, arch.name)
+    ));
+    let (stage1, stage2) = (out("stage1-dual"), out("stage2-new-only"));
     if !args.force {
         for path in [&module_install, &stage1, &stage2] {
             if path.exists() {
@@ -127,14 +293,70 @@ pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
             }
         }
     }
+    // Every check is done: only now may the output directory appear. If it did not exist and
+    // writing fails, it is removed again, so an error leaves nothing behind.
+    let created_out = !args.out.exists();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("{}: cannot create the output directory", args.out.display()))?;
+    let written = write_all(
+        args,
+        &plan,
+        &device_types,
+        signing_key,
+        &module_path,
+        arch,
+        [&module_install, &stage1, &stage2],
+    );
+    if written.is_err() && created_out {
+        let _ = std::fs::remove_dir(&args.out);
+    }
+    written?;
+
+    let mut warnings = crate::plan::all_warnings(&plan, args.sign_key.is_some());
+    if args.restart == RestartArg::Service {
+        warnings.push("--restart service: the client is restarted ~30 s after each deployment finished instead of rebooting".into());
+    }
+    if let Some(loader) = &module_info.interpreter {
+        warnings.push(format!(
+            "the module binary is dynamically linked (loader {loader}): it runs only on devices with that loader and a compatible C library; a static build is preferred (`cargo xtask artifacts --target TRIPLE` builds one: musl, or glibc with crt-static)"
+        ));
+    }
+    let paths = [&module_install, &stage1, &stage2];
+    let summary = summary(
+        &plan,
+        args,
+        &device_types,
+        &arch,
+        &module_info,
+        &paths,
+        &warnings,
+    )?;
+    let json = report_json(args, &device_types, &arch, &module_info, &paths, &warnings)?;
+    Ok(ArtifactsReport {
+        arch: arch.name.to_string(),
+        module_install,
+        stage1,
+        stage2,
+        summary,
+        json,
+    })
+}
+
+/// Writes the three artifacts into a scratch directory beside the outputs and renames them into
+/// place only when every one succeeded: a failure leaves no partial set behind.
+fn write_all(
+    args: &ArtifactsArgs,
+    plan: &MigrationPlan,
+    device_types: &[String],
+    signing_key: Option<SigningKey>,
+    module_path: &Path,
+    arch: Arch,
+    [module_install, stage1, stage2]: [&PathBuf; 3],
+) -> Result<()> {
     let compression = match args.compression {
         CompressionArg::Gzip => Compression::Gzip,
         CompressionArg::None => Compression::None,
     };
-    // All three are written into a scratch directory beside the outputs first and renamed into
-    // place only when every one succeeded: a failure leaves no partial set behind.
     let scratch = tempfile::Builder::new()
         .prefix(".mender-migrate-")
         .tempdir_in(&args.out)
@@ -149,15 +371,17 @@ pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
             .with_context(|| format!("{}: writing the artifact", path.display()))?;
         Ok(staged)
     };
-    let spec = module_image_single_file(
-        format!("{}-module-install", args.name),
-        args.device_types.clone(),
-        &module_binary,
-        MODULES_DIR,
+    let spec = module_install_spec(
+        module_install_name(&args.name, arch.name),
+        device_types.to_vec(),
+        module_path,
     )?;
-    let mut staged = vec![(finish(spec, &module_install)?, &module_install)];
-    for (stage, path) in [(Stage::Dual, &stage1), (Stage::NewOnly, &stage2)] {
-        staged.push((finish(stage_spec(&plan, stage, args)?, path)?, path));
+    let mut staged = vec![(finish(spec, module_install)?, module_install)];
+    for (stage, path) in [(Stage::Dual, stage1), (Stage::NewOnly, stage2)] {
+        staged.push((
+            finish(stage_spec(plan, stage, args, device_types)?, path)?,
+            path,
+        ));
     }
     for (from, to) in staged {
         std::fs::rename(&from, to).with_context(|| {
@@ -167,33 +391,23 @@ pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
             )
         })?;
     }
-
-    let mut warnings = crate::plan::all_warnings(&plan, signing_key.is_some());
-    if args.restart == RestartArg::Service {
-        warnings.push("--restart service: the client is restarted ~30 s after each deployment finished instead of rebooting".into());
-    }
-    let summary = summary(&plan, args, &[&module_install, &stage1, &stage2], &warnings)?;
-    Ok(ArtifactsReport {
-        module_install,
-        stage1,
-        stage2,
-        summary,
-    })
+    Ok(())
 }
 
 /// One stage artifact: payload type `server-migration`, `plan.json` (+ rendered files in
 /// replace mode); stage 1 provides `server-migration.stage: dual`, stage 2 depends on it.
-fn stage_spec(plan: &MigrationPlan, stage: Stage, args: &ArtifactsArgs) -> Result<ArtifactSpec> {
+fn stage_spec(
+    plan: &MigrationPlan,
+    stage: Stage,
+    args: &ArtifactsArgs,
+    device_types: &[String],
+) -> Result<ArtifactSpec> {
     let mode = match args.mode {
         ModeArg::Patch => Mode::Patch,
         ModeArg::Replace => Mode::Replace,
     };
-    let mut stage_plan = StagePlan::new(
-        stage,
-        mode,
-        plan.old_server.clone(),
-        plan.new_server.clone(),
-    );
+    let mut stage_plan = plan.stage_plan(stage);
+    stage_plan.mode = mode;
     stage_plan.restart = match args.restart {
         RestartArg::Reboot => Restart::Reboot,
         RestartArg::Service => Restart::Service,
@@ -239,7 +453,7 @@ fn stage_spec(plan: &MigrationPlan, stage: Stage, args: &ArtifactsArgs) -> Resul
     };
     let mut spec = ArtifactSpec::new(
         format!("{}-{suffix}", args.name),
-        args.device_types.clone(),
+        device_types.to_vec(),
         Payload::Module {
             type_name: MODULE_NAME.into(),
             files,
@@ -267,6 +481,9 @@ fn sha256_file(path: &Path) -> Result<(u64, String)> {
 fn summary(
     plan: &MigrationPlan,
     args: &ArtifactsArgs,
+    device_types: &[String],
+    arch: &Arch,
+    module: &ModuleBinary,
     paths: &[&PathBuf],
     warnings: &[String],
 ) -> Result<String> {
@@ -275,7 +492,7 @@ fn summary(
         out,
         "Wrote {} artifacts for device types {}:",
         paths.len(),
-        args.device_types.join(", ")
+        device_types.join(", ")
     );
     for path in paths {
         let (size, sha) = sha256_file(path)?;
@@ -283,7 +500,14 @@ fn summary(
     }
     let _ = writeln!(
         out,
-        "\n  mode: {}, restart: {}, signed: {}",
+        "\n  module: {} for {arch} devices ({}), {}",
+        module_install_name(&args.name, arch.name),
+        Arch::describe_machine(module.machine, module.bits),
+        module.linkage()
+    );
+    let _ = writeln!(
+        out,
+        "  mode: {}, restart: {}, signed: {}",
         args.mode
             .to_possible_value()
             .expect("no skipped variants")
@@ -310,12 +534,51 @@ fn summary(
         }
     }
     let _ = writeln!(out, "\nProcedure:");
-    for step in crate::plan::procedure(plan) {
-        let _ = writeln!(out, "  {}", step.replace("NAME", &args.name));
+    for step in crate::plan::procedure(plan, &args.name, Some(arch.name)) {
+        let _ = writeln!(out, "  {step}");
     }
     out.push_str(&crate::check_release::release_gate_text(
         &plan.old_server,
         &plan.new_server,
     ));
     Ok(out)
+}
+
+/// `--json`: what was written, for scripts (`TenantToken` never appears: artifacts are files).
+fn report_json(
+    args: &ArtifactsArgs,
+    device_types: &[String],
+    arch: &Arch,
+    module: &ModuleBinary,
+    paths: &[&PathBuf; 3],
+    warnings: &[String],
+) -> Result<serde_json::Value> {
+    let mut artifacts = Vec::new();
+    for (path, kind, name) in [
+        (
+            paths[0],
+            "module-install",
+            module_install_name(&args.name, arch.name),
+        ),
+        (paths[1], "stage1", format!("{}-stage1-dual", args.name)),
+        (paths[2], "stage2", format!("{}-stage2-new-only", args.name)),
+    ] {
+        let (size, sha) = sha256_file(path)?;
+        artifacts.push(serde_json::json!({
+            "path": path.display().to_string(),
+            "artifact_name": name,
+            "stage": kind,
+            "size": size,
+            "sha256": sha,
+        }));
+    }
+    Ok(serde_json::json!({
+        "artifacts": artifacts,
+        "device_types": device_types,
+        "arch": arch.name,
+        "target": args.target,
+        "module_linkage": if module.is_static() { "static" } else { "dynamic" },
+        "signed": args.sign_key.is_some(),
+        "warnings": warnings,
+    }))
 }

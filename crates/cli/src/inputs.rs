@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use menderconf::{plan_migration, ConfigSet, MigrationPlan, ServerUrl};
+use menderconf::{
+    plan_migration_with, ConfigSet, MigrationPlan, PlanOptions, ServerUrl, TenantToken,
+};
 use std::path::PathBuf;
 
 /// A captured `mender.conf` (and fallback) plus the servers to migrate between.
@@ -17,16 +19,31 @@ pub struct MigrationInputs {
     /// The server to move to, `https://host[:port]`.
     #[arg(long, value_name = "URL")]
     pub new_server: String,
-    /// The server to move from; defaults to the one in the captured config.
+    /// The server to move from; defaults to the first one in the captured config. Naming it
+    /// also decides that other servers the config lists are dropped (unless --keep-server).
     #[arg(long, value_name = "URL")]
     pub old_server: Option<String>,
+    /// A further server of the captured `Servers` list to keep, after the new one (repeat).
+    #[arg(long = "keep-server", value_name = "URL")]
+    pub keep_servers: Vec<String>,
+    /// File holding the new server's tenant token (hosted or Enterprise): both stages set it,
+    /// replacing the devices' token. Read from a file, never from the command line; masked in
+    /// everything printed.
+    #[arg(long, value_name = "FILE")]
+    pub new_tenant_token_file: Option<PathBuf>,
 }
 
 impl MigrationInputs {
     /// Loads, validates and plans both stages; errors name the file and the problem.
     pub fn plan(&self) -> Result<MigrationPlan> {
         for path in std::iter::once(&self.config).chain(self.fallback_config.iter()) {
-            if !path.is_file() {
+            if path.is_dir() {
+                bail!(
+                    "{}: is a directory; give the captured mender.conf file itself",
+                    path.display()
+                );
+            }
+            if !path.exists() {
                 bail!(
                     "{}: no such file (give the captured mender.conf)",
                     path.display()
@@ -41,6 +58,33 @@ impl MigrationInputs {
             .map(ServerUrl::parse)
             .transpose()
             .context("--old-server")?;
-        Ok(plan_migration(captured, &new, old.as_ref())?)
+        let keep_servers = self
+            .keep_servers
+            .iter()
+            .map(|k| ServerUrl::parse(k).context("--keep-server"))
+            .collect::<Result<Vec<_>>>()?;
+        let new_tenant_token = match &self.new_tenant_token_file {
+            None => None,
+            Some(path) => {
+                if path.is_dir() {
+                    bail!(
+                        "{}: is a directory; give the file holding the new tenant token",
+                        path.display()
+                    );
+                }
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("{}: cannot read the new tenant token", path.display())
+                })?;
+                Some(
+                    TenantToken::parse(&text)
+                        .with_context(|| format!("{} (--new-tenant-token-file)", path.display()))?,
+                )
+            }
+        };
+        let options = PlanOptions {
+            new_tenant_token,
+            keep_servers,
+        };
+        Ok(plan_migration_with(captured, &new, old.as_ref(), options)?)
     }
 }

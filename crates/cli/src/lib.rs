@@ -3,18 +3,34 @@
 
 mod artifacts;
 mod check_release;
+mod elf;
 mod fleet;
 mod inputs;
 mod inspect;
 mod plan;
 mod rootfs;
+pub mod target;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-pub use artifacts::{ArtifactsArgs, ArtifactsReport};
+pub use artifacts::{module_install_name, ArtifactsArgs, ArtifactsReport};
 pub use inputs::MigrationInputs;
+pub use target::{Arch, DeviceTarget, Linker};
+
+/// A usage error found after parsing (a flag combination or value clap cannot judge): exit 2,
+/// like clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,22 +66,36 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // `--json` anywhere: errors too are one JSON object on stderr.
+    let json = args.iter().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(err) => {
-            let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(2)
+            if !err.use_stderr() {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            if json {
+                print_json_error(&err.kind().to_string(), &err.render().to_string(), 2);
             } else {
-                ExitCode::SUCCESS
-            };
+                let _ = err.print();
+            }
+            return ExitCode::from(2);
         }
     };
     let result = match cli.command {
         Command::Plan(args) => plan::run(&args),
-        Command::Artifacts(args) => {
-            artifacts::run(&args).map(|report| print!("{}", report.summary))
-        }
+        Command::Artifacts(args) => artifacts::run(&args).map(|report| {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.json).expect("JSON value")
+                );
+            } else {
+                print!("{}", report.summary);
+            }
+        }),
         Command::Inspect(args) => inspect::run(&args),
         Command::CheckRelease(args) => check_release::run(&args),
         Command::Rootfs(args) => rootfs::run(&args),
@@ -74,8 +104,30 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            let code = if err.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
+            if json {
+                print_json_error(
+                    if code == 2 { "usage" } else { "refused" },
+                    &format!("{err:#}"),
+                    code,
+                );
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+fn print_json_error(kind: &str, message: &str, code: u8) {
+    let value = serde_json::json!({
+        "error": message.trim_end().trim_start_matches("error: "),
+        "kind": kind,
+        "exit_code": code,
+    });
+    eprintln!("{value}");
 }

@@ -11,18 +11,54 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
+#[command(after_long_help = PLAN_JSON_HELP)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub inputs: MigrationInputs,
-    /// Print `{"stage1": {PATH: CONFIG|null}, "stage2": {...}, "warnings": [...]}`.
+    /// Print the plan as one JSON object (shape below, under --help); errors as one JSON object
+    /// on stderr.
     #[arg(long)]
     pub json: bool,
+    /// The devices' Rust target triple, to name the module-install artifact (as `artifacts`).
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
+    /// The devices' architecture, to name the module-install artifact (instead of --target).
+    #[arg(long, value_name = "ARCH", conflicts_with = "target")]
+    pub arch: Option<String>,
+    /// Artifact name prefix, as given to `artifacts`.
+    #[arg(long, default_value = "server-migration")]
+    pub name: String,
     /// The key the artifacts will be signed with (checked, and silences the unsigned warning).
     #[arg(long, value_name = "KEY.pem")]
     pub sign_key: Option<PathBuf>,
 }
 
+/// The `--json` shape, shown by `plan --help`; a test keeps it in step with the output.
+const PLAN_JSON_HELP: &str = r#"JSON output (--json):
+  {
+    "old_server": "https://old.example.com",      the server the devices leave
+    "new_server": "https://new.example.com",      the server they move to
+    "module_install": {"artifact_name": "NAME-module-install-ARCH", "arch": "ARCH"} | null
+                                                  null without --target/--arch
+    "tenant_token": {
+      "stages": "********abcd" | null,            the new tenant's token both stages set
+                                                  (masked); null: devices keep their own
+      "route": "..."                              what the servers must accept for this route
+    },
+    "stage1": {                                   files after stage 1 (dual), by device path
+      "/etc/mender/mender.conf": {...} | null,
+      "/var/lib/mender/mender.conf": {...} | null
+    },
+    "stage2": { same paths },                     files after stage 2 (new-only)
+    "warnings": ["...", ...]
+  }
+  A file's value is its whole JSON object (TenantToken masked); null means the file is absent
+  after that stage (or, for a file not captured, that the stage leaves the device's own file
+  alone and checks it on the device)."#;
+
 pub fn run(args: &PlanArgs) -> Result<()> {
+    let arch = crate::artifacts::resolve_arch(args.target.as_deref(), args.arch.as_deref())?
+        .map(|(arch, _)| arch.name);
     let plan = args.inputs.plan()?;
     if let Some(path) = &args.sign_key {
         crate::artifacts::load_signing_key(path)?;
@@ -31,10 +67,13 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&plan_json(&plan, &warnings))?
+            serde_json::to_string_pretty(&plan_json(&plan, &warnings, &args.name, arch))?
         );
     } else {
-        print!("{}", plan_text(&plan, &args.inputs, &warnings));
+        print!(
+            "{}",
+            plan_text(&plan, &args.inputs, &warnings, &args.name, arch)
+        );
     }
     Ok(())
 }
@@ -59,10 +98,28 @@ fn files_json(set: &ConfigSet) -> Value {
 }
 
 /// The machine-readable plan; `TenantToken` masked like everything printed.
-pub fn plan_json(plan: &MigrationPlan, warnings: &[String]) -> Value {
+pub fn plan_json(
+    plan: &MigrationPlan,
+    warnings: &[String],
+    name: &str,
+    arch: Option<&str>,
+) -> Value {
     let mut out = Map::new();
     out.insert("old_server".into(), json!(plan.old_server));
     out.insert("new_server".into(), json!(plan.new_server));
+    out.insert(
+        "module_install".into(),
+        arch.map_or(Value::Null, |arch| {
+            json!({ "artifact_name": crate::artifacts::module_install_name(name, arch), "arch": arch })
+        }),
+    );
+    out.insert(
+        "tenant_token".into(),
+        json!({
+            "stages": plan.options.new_tenant_token.as_ref().map(|t| t.masked()),
+            "route": plan.tenant_route,
+        }),
+    );
     out.insert("stage1".into(), files_json(&plan.stage1));
     out.insert("stage2".into(), files_json(&plan.stage2));
     out.insert("warnings".into(), json!(warnings));
@@ -80,11 +137,41 @@ fn masked_text(file: &Option<ConfigFile>) -> String {
     }
 }
 
-fn plan_text(plan: &MigrationPlan, inputs: &MigrationInputs, warnings: &[String]) -> String {
+fn plan_text(
+    plan: &MigrationPlan,
+    inputs: &MigrationInputs,
+    warnings: &[String],
+    name: &str,
+    arch: Option<&str>,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Migration plan");
     let _ = writeln!(out, "  old server: {}", plan.old_server);
     let _ = writeln!(out, "  new server: {}", plan.new_server);
+    let _ = writeln!(
+        out,
+        "  tenant:     {}",
+        match &plan.options.new_tenant_token {
+            Some(t) => format!("both stages set the new tenant's token ({})", t.masked()),
+            None => "the devices keep their own token (if any)".to_string(),
+        }
+    );
+    match arch {
+        Some(arch) => {
+            let _ = writeln!(
+                out,
+                "  module:     {}.mender (update module for {arch} devices)",
+                crate::artifacts::module_install_name(name, arch)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  module:     {}-module-install-ARCH.mender: pass --target (or --arch) to name the devices' architecture",
+                name
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "  captured:   {} (as {MAIN_CONFIG_PATH})",
@@ -150,7 +237,7 @@ fn plan_text(plan: &MigrationPlan, inputs: &MigrationInputs, warnings: &[String]
         let _ = writeln!(out, "  - {w}");
     }
     let _ = writeln!(out, "\nProcedure:");
-    for step in procedure(plan) {
+    for step in procedure(plan, name, arch) {
         let _ = writeln!(out, "  {step}");
     }
     out.push_str(&crate::check_release::release_gate_text(
@@ -161,13 +248,14 @@ fn plan_text(plan: &MigrationPlan, inputs: &MigrationInputs, warnings: &[String]
 }
 
 /// The seed procedure, made concrete for this plan.
-pub fn procedure(plan: &MigrationPlan) -> Vec<String> {
+pub fn procedure(plan: &MigrationPlan, name: &str, arch: Option<&str>) -> Vec<String> {
+    let module = crate::artifacts::module_install_name(name, arch.unwrap_or("ARCH"));
     vec![
         format!("0. Make sure {} knows this fleet's tenant (clone) and keep a backup of both servers' device lists.", plan.new_server),
-        format!("1. Upload NAME-module-install.mender and NAME-stage1-dual.mender to {} and deploy both (module first).", plan.old_server),
+        format!("1. Upload {module}.mender and {name}-stage1-dual.mender to {} and deploy both (module first).", plan.old_server),
         "2. Wait until every device reports stage 1 success (inventory `server_migration_stage=dual`).".into(),
         format!("3. Preauthorize each device on {} with its identity and public key from the old server.", plan.new_server),
         format!("4. Reject (do not decommission) the devices on {}: each fails over to {} on its next request.", plan.old_server, plan.new_server),
-        format!("5. Upload NAME-stage2-new-only.mender to {} and deploy it from there; never from the old server.", plan.new_server),
+        format!("5. Upload {name}-stage2-new-only.mender to {} and deploy it from there; never from the old server.", plan.new_server),
     ]
 }

@@ -55,6 +55,8 @@ fn checked_in_example_plan_is_fresh() {
         EXAMPLE,
         "--new-server",
         EXAMPLE_NEW,
+        "--target",
+        "aarch64-unknown-linux-musl",
         "--json",
     ]);
     assert!(out.status.success());
@@ -195,12 +197,12 @@ fn stage_artifacts_carry_the_plan_and_the_stage_dependency() {
         s2.depends["server-migration.stage"],
         serde_json::json!("dual")
     );
-    let m = read("fleet-module-install.mender");
+    let m = read("fleet-module-install-x86_64.mender");
     assert_eq!(m.payload_types, ["single-file"]);
     let names: Vec<_> = m.payload_files.iter().map(|f| f.name.as_str()).collect();
     assert_eq!(
         names,
-        ["dest_dir", "filename", "permissions", "fake-module"]
+        ["dest_dir", "filename", "permissions", "server-migration"]
     );
 }
 
@@ -219,7 +221,7 @@ fn official_tool_accepts_every_artifact_in_both_modes_and_compressions() {
         let out = write_artifacts(dir.path(), extra);
         assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
         for name in [
-            "fleet-module-install.mender",
+            "fleet-module-install-x86_64.mender",
             "fleet-stage1-dual.mender",
             "fleet-stage2-new-only.mender",
         ] {

@@ -106,7 +106,7 @@ fn signed_artifacts_verify_with_the_official_tool_and_ours() {
         let out = artifacts(dir.path(), &out_dir, Some(private));
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
         for artifact in [
-            "fleet-module-install.mender",
+            "fleet-module-install-x86_64.mender",
             "fleet-stage1-dual.mender",
             "fleet-stage2-new-only.mender",
         ] {

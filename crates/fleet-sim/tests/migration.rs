@@ -5,7 +5,7 @@
 mod common;
 
 use common::{build_artifacts, Mgmt};
-use mender_fleet_sim::{Fleet, FleetReport, FleetSpec, InitialConfig, Knobs};
+use mender_fleet_sim::{ClientGeneration, Fleet, FleetReport, FleetSpec, InitialConfig, Knobs};
 use mock_mender_server::{MockServer, ServerConfig};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,10 @@ struct Setup {
 
 /// Two servers and `n` devices with `{"ServerURL": old}`, preauthorized and running on old.
 fn setup(n: usize, prefix: &str) -> Setup {
+    setup_with(n, prefix, |_| {})
+}
+
+fn setup_with(n: usize, prefix: &str, adjust: impl FnOnce(&mut FleetSpec)) -> Setup {
     let old = MockServer::start(ServerConfig::new("old", "token-old")).unwrap();
     let new = MockServer::start(ServerConfig::new("new", "token-new")).unwrap();
     let mut spec = FleetSpec::new(n, InitialConfig::server_url(old.url()));
@@ -43,6 +47,7 @@ fn setup(n: usize, prefix: &str) -> Setup {
     spec.old_server = Some(old.url().into());
     spec.new_server = Some(new.url().into());
     spec.knobs = knobs();
+    adjust(&mut spec);
     let fleet = Fleet::new(spec).unwrap();
     let (mgmt_old, mgmt_new) = (Mgmt::new(&old), Mgmt::new(&new));
     for d in fleet.identities() {
@@ -116,10 +121,11 @@ fn run_stage1(s: &Setup, dir: &std::path::Path, new_in_stage1: &str) -> common::
     s.mgmt_old.upload(&arts.stage1);
     let ids = old_ids(s);
     assert_eq!(ids.len(), s.n);
-    s.mgmt_old.deploy("module", "mig-module-install", &ids);
+    s.mgmt_old
+        .deploy("module", "mig-module-install-x86_64", &ids);
     assert_all_succeeded(
-        &wait_outcomes(&s.fleet, "mig-module-install", s.n),
-        "mig-module-install",
+        &wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n),
+        "mig-module-install-x86_64",
     );
     s.mgmt_old.deploy("stage1", "mig-stage1-dual", &ids);
     let report = wait_outcomes(&s.fleet, "mig-stage1-dual", s.n);
@@ -220,9 +226,8 @@ fn stage1_without_the_new_server_strands_the_fleet() {
 }
 
 /// Stage 2 deployed first (from old): the stage depends on `server-migration.stage: dual`,
-/// which no device provides yet. The open-source server offers it anyway (it does not compare
-/// depends) and the client refuses it and reports `failure`; a mock that still filters on
-/// depends answers `noartifact` instead. Either way nothing may change on any device.
+/// which no device provides yet. The open-source server (and the mock) offers it anyway, by
+/// device type only; the client refuses it, reports `failure`, and nothing changes.
 #[test]
 fn stage2_first_is_refused_and_changes_nothing() {
     let s = setup(30, "S2F");
@@ -231,8 +236,9 @@ fn stage2_first_is_refused_and_changes_nothing() {
     s.mgmt_old.upload(&arts.module_install);
     s.mgmt_old.upload(&arts.stage2);
     let ids = old_ids(&s);
-    s.mgmt_old.deploy("module", "mig-module-install", &ids);
-    wait_outcomes(&s.fleet, "mig-module-install", s.n);
+    s.mgmt_old
+        .deploy("module", "mig-module-install-x86_64", &ids);
+    wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
     s.mgmt_old
         .deploy("stage2-first", "mig-stage2-new-only", &ids);
     // Bounded: until every device has an outcome, or 6 more update checks per device.
@@ -282,7 +288,7 @@ fn stage2_first_is_refused_and_changes_nothing() {
         );
         assert_eq!(
             d.provides.get("artifact_name").unwrap(),
-            "mig-module-install"
+            "mig-module-install-x86_64"
         );
     }
     assert_eq!(report.counts.on_old, s.n);
@@ -316,5 +322,126 @@ fn a_dead_active_server_is_sticky_until_a_401() {
     }
     let r = s.fleet.wait_until(PHASE_TIMEOUT, |c| c.on_new == s.n);
     assert_eq!(r.counts.on_new, s.n, "{:?}", r.counts);
+    s.fleet.stop();
+}
+
+#[test]
+fn a_5x_fleet_migrates_too() {
+    let s = setup_with(30, "V5X", |spec| spec.knobs.v5_fraction = 1.0);
+    assert!(s
+        .fleet
+        .report()
+        .devices
+        .iter()
+        .all(|d| d.client == ClientGeneration::V5));
+    let dir = tempfile::tempdir().unwrap();
+    let arts = run_stage1(&s, dir.path(), s.new.url());
+    s.mgmt_new.upload(&arts.stage2);
+    preauthorize_on_new_and_reject_on_old(&s);
+    let r = s.fleet.wait_until(PHASE_TIMEOUT, |c| c.on_new == s.n);
+    assert_eq!(r.counts.on_new, s.n, "{:?}", r.counts);
+    let ids: Vec<String> = s
+        .mgmt_new
+        .ids_by_serial()
+        .into_values()
+        .map(|(id, _)| id)
+        .collect();
+    s.mgmt_new.deploy("stage2", "mig-stage2-new-only", &ids);
+    assert_all_succeeded(
+        &wait_outcomes(&s.fleet, "mig-stage2-new-only", s.n),
+        "mig-stage2-new-only",
+    );
+    let r = s
+        .fleet
+        .wait_until(PHASE_TIMEOUT, |c| c.on_new == s.n && c.restarting == 0);
+    assert_eq!(r.counts.stranded, 0);
+    for d in &r.devices {
+        assert_eq!(d.loaded_servers, [s.new.url()]);
+    }
+    s.fleet.stop();
+}
+
+#[test]
+fn a_power_cut_during_the_stage_install_leaves_the_old_config() {
+    let s = setup_with(20, "PWR", |spec| spec.knobs.power_cut_during_install = 1.0);
+    let dir = tempfile::tempdir().unwrap();
+    let arts = build_artifacts(dir.path(), "mig", s.old.url(), s.new.url(), DEVICE_TYPE);
+    s.mgmt_old.upload(&arts.module_install);
+    s.mgmt_old.upload(&arts.stage1);
+    let ids = old_ids(&s);
+    s.mgmt_old.deploy("module", "mig-module-install", &ids);
+    wait_outcomes(&s.fleet, "mig-module-install", s.n);
+    s.mgmt_old.deploy("stage1", "mig-stage1-dual", &ids);
+    let report = wait_outcomes(&s.fleet, "mig-stage1-dual", s.n);
+    let mut booted_with_new = 0;
+    for d in &report.devices {
+        let o = d
+            .deployments
+            .iter()
+            .find(|o| o.artifact_name == "mig-stage1-dual")
+            .unwrap();
+        assert_eq!(o.status, "failure", "device {}", d.index);
+        assert!(o.error.as_deref().unwrap().contains("power lost"), "{o:?}");
+        // Rolled back on disk; a cut after the module's commit point booted the client with
+        // the new (dual) config, which it keeps until its next start.
+        assert_eq!(d.config_servers, [s.old.url()], "device {}", d.index);
+        booted_with_new += usize::from(d.loaded_servers.len() == 2);
+        assert_ne!(
+            d.provides.get("server-migration.stage").map(String::as_str),
+            Some("dual")
+        );
+    }
+    eprintln!(
+        "{booted_with_new}/{} booted with the new config after the cut",
+        s.n
+    );
+    assert_eq!(report.counts.stranded, 0);
+    assert_eq!(report.counts.on_old, s.n);
+    s.fleet.stop();
+}
+
+#[test]
+fn regenerated_keys_strand_devices_until_their_new_auth_set_is_accepted() {
+    let s = setup_with(20, "KEY", |spec| {
+        spec.knobs.key_regeneration_fraction = 0.5;
+        spec.knobs.key_regeneration_at = Duration::from_secs(3);
+    });
+    let regenerated = || {
+        s.fleet
+            .report()
+            .devices
+            .iter()
+            .filter(|d| d.key_generation > 0)
+            .count()
+    };
+    let r = s
+        .fleet
+        .wait_until(PHASE_TIMEOUT, |c| c.stranded > 0 && c.restarting == 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let k = regenerated();
+    assert!(k > 0 && k < s.n, "{k} regenerated");
+    let r2 = s.fleet.wait_until(PHASE_TIMEOUT, |c| c.stranded == k);
+    assert_eq!(
+        r2.counts.stranded, k,
+        "{:?} (first {:?})",
+        r2.counts, r.counts
+    );
+    for d in r2.stranded() {
+        assert_eq!(d.key_generation, 1);
+    }
+    // The new keys show up as pending sets on old; accepting them brings the devices back.
+    for device in s.mgmt_old.devices() {
+        for set in device["auth_sets"].as_array().unwrap() {
+            if set["status"] == "pending" {
+                s.mgmt_old.set_auth_status(
+                    device["id"].as_str().unwrap(),
+                    set["id"].as_str().unwrap(),
+                    "accepted",
+                );
+            }
+        }
+    }
+    let r3 = s.fleet.wait_until(PHASE_TIMEOUT, |c| c.on_old == s.n);
+    assert_eq!(r3.counts.on_old, s.n, "{:?}", r3.counts);
     s.fleet.stop();
 }

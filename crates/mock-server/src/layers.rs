@@ -163,7 +163,7 @@ pub(crate) async fn rate_limit(
     next: Next,
 ) -> Response {
     use crate::settings::{RateLimitBody, RateLimitScope};
-    let Some(config) = shared.settings().rate_limit else {
+    let Some(config) = shared.rate_limit() else {
         return next.run(req).await;
     };
     let path = req.uri().path();

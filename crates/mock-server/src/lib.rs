@@ -97,6 +97,9 @@ pub struct ServerConfig {
     /// tenant, i.e. admitted when it equals `tenant_token` (deviceauth's
     /// `default_tenant_token`).
     pub default_tenant_token: Option<String>,
+    /// When set, login needs `{"token2fa": <this>}` in its body (hosted/Enterprise 2FA;
+    /// 401 otherwise).
+    pub login_2fa_code: Option<String>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -119,6 +122,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("settings", &self.settings)
             .field("tenant_token", &mask(&self.tenant_token))
             .field("default_tenant_token", &mask(&self.default_tenant_token))
+            .field("login_2fa_code", &mask(&self.login_2fa_code))
             .finish()
     }
 }
@@ -142,6 +146,7 @@ impl ServerConfig {
             settings: Settings::default(),
             tenant_token: None,
             default_tenant_token: None,
+            login_2fa_code: None,
         }
     }
 }
@@ -280,6 +285,7 @@ impl MockServer {
             .default_tenant_token
             .clone()
             .filter(|t| !t.is_empty());
+        shared.login_2fa_code = config.login_2fa_code.clone();
         let shared = Arc::new(shared);
 
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

@@ -100,6 +100,10 @@ struct Cli {
     /// a missing or unknown token go to that tenant.
     #[arg(long)]
     default_tenant_token_file: Option<PathBuf>,
+    /// File with a two-factor code login must carry as `token2fa` (or
+    /// MOCK_MENDER_LOGIN_2FA_CODE).
+    #[arg(long)]
+    login_2fa_code_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -248,6 +252,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         cli.default_tenant_token_file.as_deref(),
         "MOCK_MENDER_DEFAULT_TENANT_TOKEN",
         "default tenant token",
+    )?;
+    config.login_2fa_code = secret(
+        cli.login_2fa_code_file.as_deref(),
+        "MOCK_MENDER_LOGIN_2FA_CODE",
+        "two-factor code",
     )?;
     config.users = users;
     if let Some(lifetime) = cli.jwt_lifetime {

@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// Devices with a missing or unknown token go to this tenant (deviceauth's
     /// `default_tenant_token`); admitted only when it is this server's tenant.
     pub(crate) default_tenant_token: Option<String>,
+    /// When set, login needs this `token2fa` in its JSON body (hosted/Enterprise 2FA).
+    pub(crate) login_2fa_code: Option<String>,
     /// Base of artifact `source.uri` links, without a trailing slash.
     pub(crate) public_url: String,
     pub(crate) artifacts_dir: PathBuf,
@@ -58,6 +60,7 @@ impl Shared {
             limiter: crate::ratelimit::Limiter::default(),
             tenant_token: None,
             default_tenant_token: None,
+            login_2fa_code: None,
             public_url,
             artifacts_dir,
             faults: Faults::default(),
@@ -139,6 +142,15 @@ impl Shared {
     pub(crate) fn set_settings(&self, settings: Settings) {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
         self.limiter.reset();
+    }
+
+    /// The rate limit, if on (without copying the other settings: this runs per request).
+    pub(crate) fn rate_limit(&self) -> Option<crate::settings::RateLimit> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rate_limit
+            .clone()
     }
 
     /// Whether a device auth request's tenant token admits it to this server.

@@ -1018,7 +1018,7 @@ mod depends_tests {
     }
 
     #[test]
-    fn stage_two_needs_stage_one_provides() {
+    fn enterprise_depends_check_needs_stage_one_provides() {
         let d = depends(json!({"device_type": ["qemux86-64"], "server-migration.stage": "dual"}));
         let before = json!({"artifact_name": "orig", "device_type": "qemux86-64"});
         let after = json!({"artifact_name": "s1", "device_type": "qemux86-64", "server-migration.stage": "dual"});

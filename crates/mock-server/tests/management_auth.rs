@@ -353,3 +353,35 @@ fn every_answer_carries_a_request_id() {
     assert_eq!(id.len(), 36);
     assert_eq!(r.json()["request_id"].as_str().unwrap().len(), 36);
 }
+
+#[test]
+fn two_factor_code_when_configured() {
+    let mut config = ServerConfig::new("2fa", TOKEN);
+    config.users = vec![User {
+        email: "a@b.c".into(),
+        password: "p".into(),
+    }];
+    config.login_2fa_code = Some("123456".into());
+    let server = MockServer::start(config).unwrap();
+    let auth = basic("a@b.c", "p");
+    assert_eq!(call(&server, "POST", LOGIN, Some(&auth), None).status, 401);
+    assert_eq!(
+        call(
+            &server,
+            "POST",
+            LOGIN,
+            Some(&auth),
+            Some(r#"{"token2fa":"000000"}"#)
+        )
+        .status,
+        401
+    );
+    let r = call(
+        &server,
+        "POST",
+        LOGIN,
+        Some(&auth),
+        Some(r#"{"token2fa":"123456"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -8,10 +8,10 @@ inherit cargo
 # server-migration is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/server-migration/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "176561c9bc48d61a45446d60d7af34b735764c63"
+SRCREV = "c54d442d5e424df68434dcc3a8072e93f4eb99ec"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p server-migration"
-PV:append = ".AUTOINC+176561c9bc"
+PV:append = ".AUTOINC+c54d442d5e"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -172,6 +172,9 @@ pub(crate) fn build_artifacts(
                 .args([
                     "--device-type",
                     DEVICE_TYPE,
+                    // The guest is x86-64; the static musl module runs on it.
+                    "--target",
+                    "x86_64-unknown-linux-musl",
                     "--name",
                     &prefix,
                     "--mode",
@@ -195,7 +198,7 @@ pub(crate) fn build_artifacts(
         },
     )?;
     let set = ArtifactSet {
-        module_install: out.join(format!("{prefix}-module-install.mender")),
+        module_install: out.join(format!("{prefix}-module-install-x86_64.mender")),
         stage1: out.join(format!("{prefix}-stage1-dual.mender")),
         stage2: out.join(format!("{prefix}-stage2-new-only.mender")),
     };

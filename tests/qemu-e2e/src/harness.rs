@@ -332,36 +332,35 @@ impl<'a> Run<'a> {
     /// Returns whether it restarted the guest.
     pub(crate) fn watch_boot(&mut self) -> Result<bool> {
         let limit = budget(speed::QUIET_KERNEL_TO_CLIENT_SECS);
+        let silence = budget(speed::QUIET_CONSOLE_SILENCE_SECS);
         let Some(vm) = self.vm.as_mut() else {
             return Ok(false);
         };
-        match vm.boot_state() {
-            BootState::Booted => {
-                self.boot_retried = false;
-                Ok(false)
-            }
-            BootState::Booting(for_how_long) if for_how_long > limit => {
-                let tail = vm.serial_tail(25);
-                if self.boot_retried {
-                    bail!(
-                        "the guest's boot hung again after a restart: no client start within {} \
-                         (speed factor {:.1}); serial console's last lines:\n{tail}",
-                        secs(limit),
-                        speed::factor()
-                    );
-                }
-                self.log(&format!(
-                    "boot hung: the client did not start within {}; cutting power and booting \
-                     once more. Serial console's last lines:\n{tail}",
-                    secs(limit)
-                ));
-                self.vm.take().context("no VM")?.power_cut();
-                self.boot()?;
-                self.boot_retried = true;
-                Ok(true)
-            }
-            BootState::Booting(_) => Ok(false),
+        let state = vm.boot_state();
+        if state == BootState::Booted {
+            self.boot_retried = false;
+            return Ok(false);
         }
+        let why = hang_reason(state, limit, silence);
+        let Some(why) = why else {
+            return Ok(false);
+        };
+        let tail = vm.serial_tail(25);
+        if self.boot_retried {
+            bail!(
+                "the guest's boot hung again after a restart: {why} (speed factor {:.1}); \
+                 serial console's last lines:\n{tail}",
+                speed::factor()
+            );
+        }
+        self.log(&format!(
+            "boot hung: {why}; cutting power and booting once more. Serial console's last \
+             lines:\n{tail}"
+        ));
+        self.vm.take().context("no VM")?.power_cut();
+        self.boot()?;
+        self.boot_retried = true;
+        Ok(true)
     }
 
     /// Polls `check` every second until it yields a value; bounded, and fails at once if QEMU died.
@@ -824,6 +823,38 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Whether a boot in `state` hangs: a kernel panic or stall report the console stays on is a
+/// hang at once; otherwise a boot gets `limit` to start the client, past which a console
+/// silent for over `silence` is a hang, and a boot still printing gets three limits in all.
+fn hang_reason(state: BootState, limit: Duration, silence: Duration) -> Option<String> {
+    let BootState::Booting {
+        for_how_long,
+        silent_for,
+        stalled,
+    } = state
+    else {
+        return None;
+    };
+    if stalled && silent_for > Duration::from_secs(5) {
+        // A panic or a stall report that the console has not moved on from: no need to wait.
+        Some("the kernel reports a panic or a CPU stall".to_string())
+    } else if for_how_long <= limit {
+        None
+    } else if silent_for > silence {
+        Some(format!(
+            "the console has been silent for {}",
+            secs(silent_for)
+        ))
+    } else if for_how_long > limit * 3 {
+        Some(format!(
+            "the client has not started after {}",
+            secs(for_how_long)
+        ))
+    } else {
+        None
+    }
+}
+
 /// Lines systemd writes when the client's main process dies (a clean stop logs none of them).
 const CLIENT_DEATHS: &[&str] = &[
     "mender-client.service: Main process exited, code=exited",
@@ -944,6 +975,32 @@ mod tests {
     const STARTED: &str =
         "[   12.1] qemu systemd[1]: Started mender-client.service - Mender OTA update service.\n";
     const DIED: &str = "[   40.2] qemu systemd[1]: mender-client.service: Main process exited, code=exited, status=2/INVALIDARGUMENT\n";
+
+    #[test]
+    fn hangs_are_stalls_silence_or_three_budgets() {
+        let booting = |t: u64, quiet: u64, stalled: bool| BootState::Booting {
+            for_how_long: Duration::from_secs(t),
+            silent_for: Duration::from_secs(quiet),
+            stalled,
+        };
+        let (limit, silence) = (Duration::from_secs(100), Duration::from_secs(60));
+        let reason = |state| hang_reason(state, limit, silence);
+        assert_eq!(reason(BootState::Booted), None);
+        assert_eq!(
+            reason(booting(90, 2, true)),
+            None,
+            "stall report, console moving"
+        );
+        assert!(reason(booting(20, 6, true))
+            .unwrap()
+            .contains("panic or a CPU stall"));
+        assert_eq!(reason(booting(90, 80, false)), None, "within budget");
+        assert!(reason(booting(110, 70, false)).unwrap().contains("silent"));
+        assert_eq!(reason(booting(250, 5, false)), None, "still printing");
+        assert!(reason(booting(301, 5, false))
+            .unwrap()
+            .contains("has not started"));
+    }
 
     #[test]
     fn a_client_death_on_an_early_boot_is_seen() {

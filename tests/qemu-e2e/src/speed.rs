@@ -13,6 +13,8 @@ use std::time::Duration;
 pub const QUIET_BOOT_SECS: f64 = 15.0;
 /// Kernel start to `mender-client.service` started, quiet (measured 10-13 s): the boot watchdog.
 pub const QUIET_KERNEL_TO_CLIENT_SECS: u64 = 15;
+/// The longest silence of a booting guest's console on a quiet host (module loading, fsck).
+pub const QUIET_CONSOLE_SILENCE_SECS: u64 = 10;
 /// The factor assumed before the first boot was measured: a loaded host, so the first boot is
 /// not declared hung while it is merely slow.
 const UNMEASURED_FACTOR: f64 = 2.5;

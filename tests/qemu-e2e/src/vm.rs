@@ -112,15 +112,33 @@ pub struct Vm {
     /// Kernel starts seen on this QEMU's console so far, and when the newest one was first seen.
     kernels: usize,
     kernel_seen: Instant,
+    /// Console length at the last look, and when it last grew (a hung boot goes quiet).
+    console_len: usize,
+    console_grew: Instant,
 }
+
+/// What a kernel prints when a boot cannot go on: a CPU stall (seen without an entropy source)
+/// or a panic (seen under heavy host load: `IO-APIC + timer doesn't work!`).
+const HANG_SIGNS: &[&str] = &[
+    "self-detected stall",
+    "detected stalls on CPUs",
+    "Kernel panic - not syncing",
+];
 
 /// Where the newest boot of a VM is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootState {
     /// The client's unit has started on the newest boot.
     Booted,
-    /// Booting (no kernel yet, or the kernel runs but the client has not started) for this long.
-    Booting(Duration),
+    /// Booting: no kernel yet, or the kernel runs but the client has not started.
+    Booting {
+        /// Since the newest kernel start (or QEMU start, before the first kernel line).
+        for_how_long: Duration,
+        /// Since the console last printed anything.
+        silent_for: Duration,
+        /// The newest boot's console shows a CPU stall report or a kernel panic.
+        stalled: bool,
+    },
 }
 
 impl Vm {
@@ -181,7 +199,9 @@ impl Vm {
             .arg(&image.initrd)
             .args([
                 "-append",
-                "root=/dev/vda rw console=ttyS0 systemd.show_status=1",
+                // no_timer_check: under heavy host load TCG can miss the kernel's IO-APIC timer
+                // check, which then panics (`IO-APIC + timer doesn't work!`).
+                "root=/dev/vda rw console=ttyS0 systemd.show_status=1 no_timer_check",
             ])
             .arg("-drive")
             .arg(format!("file={},if=virtio,format=raw", disk.path.display()))
@@ -206,12 +226,18 @@ impl Vm {
             log_offset,
             kernels: 0,
             kernel_seen: Instant::now(),
+            console_len: 0,
+            console_grew: Instant::now(),
         })
     }
 
     /// Where this QEMU's newest boot is: a reboot inside the guest starts a new boot.
     pub fn boot_state(&mut self) -> BootState {
         let ours = self.console();
+        if ours.len() != self.console_len {
+            self.console_len = ours.len();
+            self.console_grew = Instant::now();
+        }
         let kernels = ours.matches(KERNEL_BANNER).count();
         if kernels != self.kernels {
             self.kernels = kernels;
@@ -226,8 +252,16 @@ impl Vm {
             {
                 BootState::Booted
             }
-            Some(_) => BootState::Booting(self.kernel_seen.elapsed()),
-            None => BootState::Booting(self.started.elapsed()),
+            Some(boot) => BootState::Booting {
+                for_how_long: self.kernel_seen.elapsed(),
+                silent_for: self.console_grew.elapsed(),
+                stalled: HANG_SIGNS.iter().any(|s| boot.contains(s)),
+            },
+            None => BootState::Booting {
+                for_how_long: self.started.elapsed(),
+                silent_for: self.console_grew.elapsed(),
+                stalled: false,
+            },
         }
     }
 

@@ -5,11 +5,12 @@ use std::fmt;
 /// Why a config, a plan or a stage is refused. Messages name the file and say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{origin}: cannot read: {source}")]
+    // The reason is in the message and deliberately not a `#[source]`: printers that walk the
+    // source chain would show it twice ("Permission denied ... Permission denied").
+    #[error("{origin}: cannot read: {error}")]
     Io {
         origin: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{origin}: invalid JSON at line {line}, column {column}: {message} (the 3.4 client exits 1 on this; 4.x/5.x ignore the whole file)")]
     Json {
@@ -47,6 +48,10 @@ pub enum ConfigError {
     NoServer { origin: String },
     #[error("{0}")]
     Precondition(String),
+    #[error("the servers are [{servers}] and {extra} would be dropped by stage 1 (a DR/HA server, or an earlier migration?); keep them with --keep-server URL (each is kept after the new server), or name the server being left with --old-server to drop the others")]
+    ExtraServers { servers: String, extra: String },
+    #[error("tenant token {0}")]
+    BadTenantToken(String),
     #[error("invalid plan: {0}")]
     Plan(String),
 }
@@ -67,5 +72,22 @@ pub struct Warning(pub String);
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_reason_is_said_once_even_by_chain_printers() {
+        let e = ConfigError::Io {
+            origin: "/etc/mender/mender.conf".into(),
+            error: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        // Printers like anyhow's `{:#}` append every source: there must be none to repeat.
+        assert!(std::error::Error::source(&e).is_none());
+        let text = e.to_string();
+        assert_eq!(text.matches("permission denied").count(), 1, "{text}");
     }
 }

@@ -85,6 +85,26 @@ impl ConfigFile {
         keys::lookup(&self.object, field)
     }
 
+    /// Replaces every key matching `field` (any case) by `field: value` at the position of the
+    /// first one; returns whether there was one.
+    pub(crate) fn replace_field(&mut self, field: &str, value: Value) -> bool {
+        let mut out = Map::with_capacity(self.object.len());
+        let mut value = Some(value);
+        let mut found = false;
+        for (key, old) in std::mem::take(&mut self.object) {
+            if keys::matches(&key, field) {
+                found = true;
+                if let Some(v) = value.take() {
+                    out.insert(field.to_string(), v);
+                }
+            } else {
+                out.insert(key, old);
+            }
+        }
+        self.object = out;
+        found
+    }
+
     /// Whether any key of this file is (case-insensitively) `ServerURL` or `Servers`.
     pub(crate) fn has_server_key(&self) -> bool {
         self.object
@@ -137,7 +157,8 @@ pub fn masked(object: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
-fn mask(secret: &str) -> String {
+/// `********` plus the last 4 characters (all stars for a short secret).
+pub(crate) fn mask(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
     if chars.len() <= 4 {
         return "*".repeat(chars.len());

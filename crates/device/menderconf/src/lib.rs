@@ -10,12 +10,17 @@ mod file;
 mod keys;
 mod plan;
 mod set;
+mod token;
 mod url;
 
 pub use error::{ConfigError, Warning};
 pub use file::{masked, ConfigFile};
-pub use plan::{plan_migration, MigrationPlan, Mode, Restart, Stage, StagePlan};
+pub use plan::{
+    plan_migration, plan_migration_with, MigrationPlan, Mode, PlanOptions, Restart, Stage,
+    StagePlan,
+};
 pub use set::ConfigSet;
+pub use token::TenantToken;
 pub use url::ServerUrl;
 
 /// Where the client reads its main config.

@@ -1,7 +1,7 @@
 //! The two migration stages: the plan a stage artifact carries, how it applies to a device's
 //! files, and the host-side plan for both stages from a captured config.
 
-use crate::{ConfigError, ConfigSet, ServerUrl, Warning};
+use crate::{ConfigError, ConfigSet, ServerUrl, TenantToken, Warning};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -59,6 +59,17 @@ pub struct StagePlan {
     /// file must be absent afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<BTreeMap<String, Option<String>>>,
+    /// The new server's tenant token, set by both stages (the client sends one token to every
+    /// server). `None`: the device's own token is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_token: Option<TenantToken>,
+    /// Further servers the device lists today that stay, after the new one (DR/HA servers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keep_servers: Vec<ServerUrl>,
+    /// Stage 1 may drop servers the device lists besides old, new and `keep_servers` (the user
+    /// named the old server explicitly and was told which are dropped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_other_servers: bool,
 }
 
 impl StagePlan {
@@ -73,6 +84,9 @@ impl StagePlan {
             new_server: new,
             restart: Restart::Reboot,
             files: None,
+            tenant_token: None,
+            keep_servers: Vec::new(),
+            drop_other_servers: false,
         }
     }
 
@@ -92,6 +106,7 @@ impl StagePlan {
                 url: plan.new_server.to_string(),
             });
         }
+        check_keep_servers(&plan.keep_servers, &plan.old_server, &plan.new_server)?;
         match (plan.mode, &plan.files) {
             (Mode::Replace, None) => {
                 return Err(ConfigError::Plan("replace mode needs `files`".into()))
@@ -114,10 +129,25 @@ impl StagePlan {
 
     /// The servers the device must end up with.
     pub fn target_servers(&self) -> Vec<ServerUrl> {
-        match self.stage {
+        let mut list = match self.stage {
             Stage::Dual => vec![self.old_server.clone(), self.new_server.clone()],
             Stage::NewOnly => vec![self.new_server.clone()],
+        };
+        list.extend(self.keep_servers.iter().cloned());
+        list
+    }
+
+    /// Servers the device lists that this stage 1 would drop without being allowed to.
+    fn unplanned_servers(&self, servers: &[ServerUrl]) -> Vec<ServerUrl> {
+        if self.drop_other_servers {
+            return Vec::new();
         }
+        servers
+            .iter()
+            .skip(1)
+            .filter(|s| **s != self.new_server && !self.keep_servers.contains(s))
+            .cloned()
+            .collect()
     }
 
     /// Refuses a device this stage must not touch: stage 1 only where the device talks to the
@@ -141,6 +171,19 @@ impl StagePlan {
             }
             Stage::NewOnly => servers.contains(&self.new_server),
         };
+        if ok && self.stage == Stage::Dual && servers != self.target_servers() {
+            let extra = self.unplanned_servers(&servers);
+            if !extra.is_empty() {
+                return Err(ConfigError::ExtraServers {
+                    servers: list(),
+                    extra: extra
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
         if ok {
             return Ok(());
         }
@@ -170,12 +213,21 @@ impl StagePlan {
         self.check_precondition(current)?;
         let mut next = current.clone();
         let home_is_main = next.server_home_is_main();
-        let servers = match self.stage {
-            Stage::Dual => (
+        let target = self.target_servers();
+        // One server: `ServerURL` (what a single-server client is set up with); several:
+        // `Servers`. Never both, never a blank `ServerURL`.
+        let servers = if target.len() == 1 {
+            ("ServerURL", Value::String(target[0].to_string()))
+        } else {
+            (
                 "Servers",
-                json!([{ "ServerURL": self.old_server.as_str() }, { "ServerURL": self.new_server.as_str() }]),
-            ),
-            Stage::NewOnly => ("ServerURL", Value::String(self.new_server.to_string())),
+                Value::Array(
+                    target
+                        .iter()
+                        .map(|s| json!({ "ServerURL": s.as_str() }))
+                        .collect(),
+                ),
+            )
         };
         next.ensure_home().replace_server_keys(Some(servers));
         let other = if home_is_main {
@@ -186,22 +238,62 @@ impl StagePlan {
         if let Some(other) = other {
             other.replace_server_keys(None);
         }
+        if let Some(token) = &self.tenant_token {
+            next.set_tenant_token(token.expose());
+        }
         self.check_result(&next)?;
         Ok(next)
     }
 
-    /// Replace mode: the same precondition, and the given files must be a valid result.
+    /// Replace mode: the same precondition, the given files must be a valid result, and they
+    /// must not change anything but the server keys (and the token, if the plan sets one).
+    ///
+    /// Replace mode writes the captured device's files; a device whose other settings differ
+    /// (its own `RootfsPartA`, poll intervals, ...) would silently get the captured values, so it
+    /// is refused with nothing changed: use patch mode for fleets whose files differ.
     pub fn check_replacement(
         &self,
         current: &ConfigSet,
         replacement: &ConfigSet,
     ) -> Result<(), ConfigError> {
         self.check_precondition(current)?;
-        self.check_result(replacement)
+        self.check_result(replacement)?;
+        let mut managed = vec!["ServerURL", "Servers"];
+        if self.tenant_token.is_some() {
+            managed.push("TenantToken");
+        }
+        // What the client ends up with (fallback, then main overriding key by key): moving a
+        // key from one file to the other is no change.
+        let (now, then) = (
+            current.effective_settings(&managed),
+            replacement.effective_settings(&managed),
+        );
+        let differing: Vec<&str> = now
+            .iter()
+            .filter(|(k, (_, v))| then.get(*k).map(|(_, w)| w) != Some(v))
+            .chain(then.iter().filter(|(k, _)| !now.contains_key(*k)))
+            .map(|(_, (name, _))| name.as_str())
+            .collect();
+        if !differing.is_empty() {
+            return Err(ConfigError::Precondition(format!(
+                "this device's own settings differ from the captured config's ({}); replace mode would overwrite them, so nothing was changed: build the artifacts from this device's config, or use --mode patch",
+                differing.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     fn check_result(&self, result: &ConfigSet) -> Result<(), ConfigError> {
         result.validate()?;
+        if let Some(token) = &self.tenant_token {
+            if result.tenant_token() != Some(token.expose()) {
+                return Err(ConfigError::Precondition(format!(
+                    "the {} result would not make the client send the new tenant token ({})",
+                    self.stage,
+                    token.masked()
+                )));
+            }
+        }
         let servers = result.servers();
         if servers != self.target_servers() {
             return Err(ConfigError::Precondition(format!(
@@ -232,17 +324,36 @@ pub struct MigrationPlan {
     pub warnings: Vec<Warning>,
     pub old_server: ServerUrl,
     pub new_server: ServerUrl,
+    /// What the user decided (token, kept servers); carried by every stage plan.
+    pub options: PlanOptions,
+    /// Whether the captured config names servers besides old and new that stage 1 drops.
+    pub drops_servers: bool,
+    /// Where this route stands on tenant tokens (§5.3 of the management API notes).
+    pub tenant_route: String,
+}
+
+/// The user's decisions beyond the two servers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// The new server's tenant token, for both stages.
+    pub new_tenant_token: Option<TenantToken>,
+    /// Servers of the captured `Servers` list to keep, after the new one.
+    pub keep_servers: Vec<ServerUrl>,
 }
 
 impl MigrationPlan {
     /// The plan a stage artifact carries in patch mode.
     pub fn stage_plan(&self, stage: Stage) -> StagePlan {
-        StagePlan::new(
+        let mut plan = StagePlan::new(
             stage,
             Mode::Patch,
             self.old_server.clone(),
             self.new_server.clone(),
-        )
+        );
+        plan.tenant_token = self.options.new_tenant_token.clone();
+        plan.keep_servers = self.options.keep_servers.clone();
+        plan.drop_other_servers = self.drops_servers;
+        plan
     }
 
     /// The rendered files of a stage.
@@ -264,15 +375,44 @@ impl MigrationPlan {
     }
 }
 
+/// `--keep-server` entries must differ from old and new and from each other.
+fn check_keep_servers(
+    keep: &[ServerUrl],
+    old: &ServerUrl,
+    new: &ServerUrl,
+) -> Result<(), ConfigError> {
+    for (i, k) in keep.iter().enumerate() {
+        if k == old || k == new || keep[..i].contains(k) {
+            return Err(ConfigError::Plan(format!(
+                "kept server {k} is the old or new server or listed twice; list each further server once"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Computes both stages from a captured config: stage 1 by applying the dual plan to the captured
 /// files, stage 2 by applying the new-only plan to stage 1's result, exactly as the device will.
+/// `old` given explicitly means the user chose the server being left: other servers of the
+/// captured `Servers` list are then dropped (with a warning naming them) unless kept.
 pub fn plan_migration(
     captured: ConfigSet,
     new: &ServerUrl,
     old: Option<&ServerUrl>,
 ) -> Result<MigrationPlan, ConfigError> {
+    plan_migration_with(captured, new, old, PlanOptions::default())
+}
+
+/// [`plan_migration`] with the user's decisions on tokens and further servers.
+pub fn plan_migration_with(
+    captured: ConfigSet,
+    new: &ServerUrl,
+    old: Option<&ServerUrl>,
+    options: PlanOptions,
+) -> Result<MigrationPlan, ConfigError> {
     let mut warnings = captured.validate_rules(false)?;
     let captured_servers = captured.servers();
+    let old_given = old.is_some();
     let old = match old {
         Some(old) => old.clone(),
         None => captured_servers
@@ -292,21 +432,50 @@ pub fn plan_migration(
             url: new.to_string(),
         });
     }
-    let stage1 =
-        StagePlan::new(Stage::Dual, Mode::Patch, old.clone(), new.clone()).apply(&captured)?;
-    let stage2 =
-        StagePlan::new(Stage::NewOnly, Mode::Patch, old.clone(), new.clone()).apply(&stage1)?;
-    if [&captured.fallback, &captured.main]
-        .into_iter()
-        .flatten()
-        .any(|f| {
-            f.get("TenantToken")
-                .is_some_and(|t| t.as_str().is_some_and(|t| !t.is_empty()))
-        })
+    check_keep_servers(&options.keep_servers, &old, new)?;
+    if let Some(k) = options
+        .keep_servers
+        .iter()
+        .find(|k| !captured_servers.contains(k))
     {
-        warnings.push(Warning(
-            "TenantToken is sent to every server in `Servers` (entries cannot carry their own token): the new server must accept the same tenant token, e.g. a cloned tenant".into(),
-        ));
+        return Err(ConfigError::Plan(format!(
+            "--keep-server {k} is not in the captured config's servers ({}); keep only servers the devices list today",
+            captured_servers
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let dropped: Vec<&ServerUrl> = captured_servers
+        .iter()
+        .skip(1)
+        .filter(|s| **s != old && *s != new && !options.keep_servers.contains(s))
+        .collect();
+    let drops_servers = old_given && !dropped.is_empty();
+    if drops_servers {
+        warnings.push(Warning(format!(
+            "stage 1 drops {} from the devices' servers (not kept with --keep-server)",
+            dropped
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut stage_plan = StagePlan::new(Stage::Dual, Mode::Patch, old.clone(), new.clone());
+    stage_plan.tenant_token = options.new_tenant_token.clone();
+    stage_plan.keep_servers = options.keep_servers.clone();
+    stage_plan.drop_other_servers = drops_servers;
+    let stage1 = stage_plan.apply(&captured)?;
+    stage_plan.stage = Stage::NewOnly;
+    let stage2 = stage_plan.apply(&stage1)?;
+    let captured_token = captured.tenant_token().filter(|t| !t.is_empty());
+    let tenant_route = tenant_route(captured_token, options.new_tenant_token.as_ref());
+    if captured_token.is_some() || options.new_tenant_token.is_some() {
+        warnings.push(Warning(format!(
+            "TenantToken is sent to every server in `Servers` (entries cannot carry their own token): {tenant_route}"
+        )));
     }
     if let Some(cert) = [&captured.main, &captured.fallback]
         .into_iter()
@@ -331,5 +500,33 @@ pub fn plan_migration(
         warnings,
         old_server: old,
         new_server: new.clone(),
+        options,
+        drops_servers,
+        tenant_route,
     })
+}
+
+/// What the servers must accept for this token route (one token per device, for all servers):
+/// what the tool knows from the configs, and what only the servers can tell.
+fn tenant_route(captured: Option<&str>, new: Option<&TenantToken>) -> String {
+    match (captured, new) {
+        (None, None) => "no tenant token: fine between open-source servers; a hosted or Enterprise (multi-tenant) new server needs --new-tenant-token-file".into(),
+        (None, Some(t)) => format!(
+            "both stages carry the new tenant's token ({}); the old server must ignore tokens (open source) — only the servers can tell",
+            t.masked()
+        ),
+        (Some(c), None) => format!(
+            "the devices keep their token ({}): the new server must accept it — an open-source server (ignores it), a clone of the same tenant, or an on-prem Enterprise server with that default tenant; a different hosted tenant cannot work this way (give --new-tenant-token-file only if the old server ignores tokens) — only the servers can tell, the fleet orchestrator checks",
+            crate::file::mask(c)
+        ),
+        (Some(c), Some(t)) if c == t.expose() => format!(
+            "the new tenant token equals the devices' token ({}): the new server must be a clone of the same tenant (or ignore tokens) — only the servers can tell",
+            t.masked()
+        ),
+        (Some(c), Some(t)) => format!(
+            "both stages replace the devices' token ({}) with the new tenant's ({}): this works only if the old server ignores tokens (open source); if the old server is multi-tenant it rejects the device as soon as stage 1 is active, before the switch is planned — only the servers can tell",
+            crate::file::mask(c),
+            t.masked()
+        ),
+    }
 }

@@ -178,6 +178,51 @@ impl ConfigSet {
         Ok(warnings)
     }
 
+    /// Every setting the client ends up with except `skip` fields: folded key → (key as
+    /// written, value), fallback first and main overriding, like the client's decode.
+    pub(crate) fn effective_settings(
+        &self,
+        skip: &[&str],
+    ) -> std::collections::BTreeMap<String, (String, Value)> {
+        let mut out = std::collections::BTreeMap::new();
+        for file in self.decode_order() {
+            for (key, value) in &file.object {
+                if !skip.iter().any(|f| keys::matches(key, f)) {
+                    out.insert(keys::fold(key), (key.clone(), value.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The `TenantToken` the client sends (main overrides fallback; `None` if unset or null).
+    pub fn tenant_token(&self) -> Option<&str> {
+        let mut found = None;
+        for file in self.decode_order() {
+            if let Some(Value::String(t)) = file.get("TenantToken") {
+                found = Some(t.as_str());
+            }
+        }
+        found
+    }
+
+    /// Sets the token the client sends: every file that has a `TenantToken` (any case) gets the
+    /// new one in its place; if none has one, the server file gets it.
+    pub(crate) fn set_tenant_token(&mut self, token: &str) {
+        let mut found = false;
+        for file in [self.main.as_mut(), self.fallback.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            found |= file.replace_field("TenantToken", Value::String(token.to_string()));
+        }
+        if !found {
+            self.ensure_home()
+                .object
+                .insert("TenantToken".into(), Value::String(token.to_string()));
+        }
+    }
+
     /// The file holding the server setting, as `(is_main)`; where a stage writes its servers.
     pub(crate) fn server_home_is_main(&self) -> bool {
         match (&self.main, &self.fallback) {
@@ -205,9 +250,9 @@ fn read_optional(path: &Path) -> Result<Option<ConfigFile>, ConfigError> {
     match std::fs::read(path) {
         Ok(bytes) => ConfigFile::parse(path.display().to_string(), &bytes).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Io {
+        Err(error) => Err(ConfigError::Io {
             origin: path.display().to_string(),
-            source,
+            error,
         }),
     }
 }

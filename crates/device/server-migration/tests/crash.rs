@@ -78,9 +78,19 @@ fn snapshot(dev: &Device) -> Vec<(String, Option<Vec<u8>>, u32)> {
     out
 }
 
-/// Recovers, then recovers again and asserts the second run changed nothing at all.
+/// Recovers, then recovers again and asserts the second run changed nothing at all, and that
+/// no temp file is left anywhere under the device root.
 fn recover_idempotent(dev: &Device, ctx: &str) {
     recover(dev, ctx);
+    let temps: Vec<String> = snapshot(dev)
+        .into_iter()
+        .map(|e| e.0)
+        .filter(|p| p.ends_with(".server-migration.tmp"))
+        .collect();
+    assert!(
+        temps.is_empty(),
+        "{ctx}: recovery left temp files: {temps:?}"
+    );
     let once = snapshot(dev);
     recover(dev, ctx);
     let twice = snapshot(dev);
@@ -293,8 +303,10 @@ fn process_crash_during_install_of_removal_and_symlinked_fallback() {
             "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"new-only\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\
              \"files\":{{\"/etc/mender/mender.conf\":\"main.conf\",\"/var/lib/mender/mender.conf\":null}}}}"
         );
-        let main_new =
-            format!("{{\n  \"ServerURL\": \"{NEW}\",\n  \"TenantToken\": \"tok-1234\"\n}}\n");
+        // The device's own settings, merged into main (replace mode refuses to change them).
+        let main_new = format!(
+            "{{\n  \"ServerURL\": \"{NEW}\",\n  \"UpdatePollIntervalSeconds\": 5,\n  \"InventoryPollIntervalSeconds\": 5,\n  \"TenantToken\": \"tok-1234\"\n}}\n"
+        );
         let mut n = 1u64;
         loop {
             let dev = dual_device();

@@ -384,8 +384,10 @@ fn rollback_without_install_is_a_no_op() {
 fn replace_mode_writes_rendered_files_and_removes_absent_ones() {
     let dev = Device::debian();
     let tree = dev.tree("stage1-replace", None);
+    // The device's own settings, all in the fallback now (replace mode may move keys between
+    // the files, never change them).
     let fallback_new = format!(
-        "{{\n  \"TenantToken\": \"tok-1234\",\n  \"Servers\": [{{\"ServerURL\": \"{OLD}\"}}, {{\"ServerURL\": \"{NEW}\"}}]\n}}\n"
+        "{{\n  \"TenantToken\": \"tok-1234\",\n  \"UpdatePollIntervalSeconds\": 5,\n  \"InventoryPollIntervalSeconds\": 5,\n  \"Servers\": [{{\"ServerURL\": \"{OLD}\"}}, {{\"ServerURL\": \"{NEW}\"}}]\n}}\n"
     );
     fs::write(tree.join("files/var-lib-mender.conf"), &fallback_new).unwrap();
     let plan = format!(
@@ -401,12 +403,39 @@ fn replace_mode_writes_rendered_files_and_removes_absent_ones() {
 }
 
 #[test]
+fn replace_mode_refuses_a_device_whose_own_settings_differ() {
+    // The captured config had other poll intervals than this device: replace mode would
+    // overwrite the device's values, so it refuses with nothing changed.
+    let dev = Device::debian();
+    let before = dev.configs();
+    let tree = dev.tree("replace-foreign", None);
+    let fallback_new = format!(
+        "{{\"TenantToken\": \"tok-1234\", \"UpdatePollIntervalSeconds\": 60, \"InventoryPollIntervalSeconds\": 5, \"Servers\": [{{\"ServerURL\": \"{OLD}\"}}, {{\"ServerURL\": \"{NEW}\"}}]}}\n"
+    );
+    fs::write(tree.join("files/fb.conf"), &fallback_new).unwrap();
+    let plan = format!(
+        "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"dual\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\
+         \"files\":{{\"/etc/mender/mender.conf\":null,\"/var/lib/mender/mender.conf\":\"fb.conf\"}}}}"
+    );
+    fs::write(tree.join("files/plan.json"), plan).unwrap();
+    let out = dev.run(&["ArtifactInstall", tree.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("UpdatePollIntervalSeconds") && err.contains("--mode patch"),
+        "{err}"
+    );
+    assert_eq!(dev.configs(), before);
+}
+
+#[test]
 fn removed_file_comes_back_on_rollback_with_mode() {
     let dev = Device::debian();
     let before = dev.configs();
     let tree = dev.tree("replace", None);
-    let fallback_new =
-        format!("{{\"Servers\": [{{\"ServerURL\": \"{OLD}\"}}, {{\"ServerURL\": \"{NEW}\"}}]}}\n");
+    let fallback_new = format!(
+        "{{\"TenantToken\": \"tok-1234\", \"UpdatePollIntervalSeconds\": 5, \"InventoryPollIntervalSeconds\": 5, \"Servers\": [{{\"ServerURL\": \"{OLD}\"}}, {{\"ServerURL\": \"{NEW}\"}}]}}\n"
+    );
     fs::write(tree.join("files/fb.conf"), &fallback_new).unwrap();
     let plan = format!(
         "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"dual\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\

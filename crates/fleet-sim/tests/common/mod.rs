@@ -173,10 +173,16 @@ pub fn build_artifacts(
     std::fs::create_dir_all(dir).unwrap();
     let captured = dir.join(format!("{name}-captured.conf"));
     std::fs::write(&captured, format!("{{\"ServerURL\": \"{old}\"}}\n")).unwrap();
-    // The module binary only needs to exist: the simulated single-file module records the
-    // module as installed under its file name.
+    // The module binary is never run: the simulated single-file module records the module as
+    // installed under its file name. `artifacts` checks it is an x86-64 program (`--arch`), so
+    // it is a minimal static ELF header.
     let module = dir.join("server-migration");
-    std::fs::write(&module, b"#!/bin/sh\nexit 0\n").unwrap();
+    let mut elf = vec![0u8; 128];
+    elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    elf[16] = 2; // ET_EXEC
+    elf[18] = 62; // EM_X86_64
+    elf[24] = 1; // entry point
+    std::fs::write(&module, elf).unwrap();
     let args: Vec<String> = [
         "mender-migrate",
         "artifacts",
@@ -194,6 +200,8 @@ pub fn build_artifacts(
         dir.to_str().unwrap(),
         "--module-binary",
         module.to_str().unwrap(),
+        "--arch",
+        "x86_64",
         "--force",
     ]
     .iter()
@@ -205,7 +213,7 @@ pub fn build_artifacts(
         format!("{:?}", std::process::ExitCode::SUCCESS)
     );
     Artifacts {
-        module_install: dir.join(format!("{name}-module-install.mender")),
+        module_install: dir.join(format!("{name}-module-install-x86_64.mender")),
         stage1: dir.join(format!("{name}-stage1-dual.mender")),
         stage2: dir.join(format!("{name}-stage2-new-only.mender")),
         name: name.to_string(),

@@ -36,6 +36,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 struct LoginBody {
     #[serde(default)]
     no_expiry: bool,
+    /// Two-factor code (hosted/Enterprise); required when the server has one configured.
+    #[serde(default)]
+    token2fa: Option<String>,
 }
 
 fn jwt_response(status: StatusCode, token: String) -> Response {
@@ -54,6 +57,13 @@ pub(super) async fn login(
     };
     let (user, password) = basic_credentials(&headers)
         .ok_or_else(|| ApiError::unauthorized("missing or malformed Basic credentials"))?;
+    if let Some(code) = &shared.login_2fa_code {
+        if options.token2fa.as_deref() != Some(code.as_str()) {
+            return Err(ApiError::unauthorized(
+                "unauthorized: two-factor code required",
+            ));
+        }
+    }
     let token = shared
         .auth
         .login(&user, &password, options.no_expiry)

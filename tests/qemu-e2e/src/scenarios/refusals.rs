@@ -129,7 +129,8 @@ pub(crate) fn stage2_first(run: &mut Run) -> Result<()> {
         String::from_utf8_lossy(&main_after)
     );
     run.expect_journal(
-        &["Artifact dependency \"server-migration.stage\" not satisfied"],
+        // The client logs through logrus, which escapes the quotes inside `msg="..."`.
+        &[r#"Artifact dependency \"server-migration.stage\" not satisfied by currently installed artifact"#],
         "the client itself must refuse stage 2 on its depends",
     )?;
     run.log("stage 2 refused by the client's own depends check; config byte-identical");

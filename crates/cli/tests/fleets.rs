@@ -1,0 +1,458 @@
+//! Real-fleet cases from the user trial: the module's architecture, tenant tokens, extra
+//! servers, signed fleets, usage errors (exit 2) and JSON output. No output is left behind on
+//! any error.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+const OLD: &str = "https://old.mender.example.com";
+const DR: &str = "https://dr.mender.example.com";
+const NEW: &str = "https://new.mender.example.com";
+
+fn write(dir: &Path, name: &str, content: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// `artifacts` into `dir/out` with the given module binary and flags (no defaults added).
+fn artifacts(dir: &Path, config: &str, extra: &[&str]) -> std::process::Output {
+    let out = dir.join("out");
+    let mut args = vec![
+        "artifacts",
+        "--config",
+        config,
+        "--new-server",
+        NEW,
+        "--name",
+        "f",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+fn read_payload(artifact: &Path) -> Vec<u8> {
+    // the whole artifact, uncompressed payloads included (`--compression none`)
+    std::fs::read(artifact).unwrap()
+}
+
+#[test]
+fn without_target_or_module_it_refuses_and_says_how_to_pick() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = artifacts(dir.path(), EXAMPLE, &["--device-type", "raspberrypi4"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("uname -m") && err.contains("aarch64-unknown-linux-musl"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out").exists(),
+        "output directory left behind"
+    );
+    // an unknown triple is a usage error too
+    let out = artifacts(
+        dir.path(),
+        EXAMPLE,
+        &[
+            "--device-type",
+            "x",
+            "--target",
+            "armv7-unknown-linux-musleabihf",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // --module-binary alone does not say which CPU the devices have
+    let m = write(dir.path(), "m", &fake_elf(183, 64, None));
+    let out = artifacts(
+        dir.path(),
+        EXAMPLE,
+        &["--device-type", "x", "--module-binary", &m],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--arch"));
+}
+
+#[test]
+fn module_binary_is_checked_against_the_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(dir.path(), "script", b"#!/bin/sh\nexit 0\n");
+    let text_file = write(dir.path(), "notes.txt", b"hello");
+    let x86 = write(dir.path(), "x86", &fake_elf(62, 64, None));
+    let arm32 = write(dir.path(), "arm32", &fake_elf(40, 32, None));
+    for (module, arch, needle) in [
+        (&script, "aarch64", "script"),
+        (&text_file, "aarch64", "not an ELF"),
+        (&x86, "aarch64", "x86-64"),
+        (&arm32, "aarch64", "ARM, 32-bit"),
+    ] {
+        let out = artifacts(
+            dir.path(),
+            EXAMPLE,
+            &[
+                "--device-type",
+                "rpi",
+                "--module-binary",
+                module,
+                "--arch",
+                arch,
+            ],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{module}: {err}");
+        assert!(
+            err.contains(needle) && err.contains(module.as_str()),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("out").exists(),
+            "output directory left behind"
+        );
+    }
+    // a directory
+    let out = artifacts(
+        dir.path(),
+        EXAMPLE,
+        &[
+            "--device-type",
+            "rpi",
+            "--module-binary",
+            dir.path().to_str().unwrap(),
+            "--arch",
+            "x86_64",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("is a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+    // the right machine: accepted; dynamic linking is said, the name carries the arch
+    let dynamic = write(
+        dir.path(),
+        "dyn",
+        &fake_elf(40, 32, Some("/lib/ld-linux-armhf.so.3")),
+    );
+    let out = artifacts(
+        dir.path(),
+        EXAMPLE,
+        &[
+            "--device-type",
+            "bbb",
+            "--module-binary",
+            &dynamic,
+            "--arch",
+            "armv7l",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("dynamically linked"), "{stdout}");
+    assert!(stdout.contains("static build is preferred"), "{stdout}");
+    assert!(dir
+        .path()
+        .join("out/f-module-install-armv7.mender")
+        .is_file());
+}
+
+#[test]
+fn device_types_are_checked_and_deduplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write(dir.path(), "m", &fake_elf(62, 64, None));
+    for bad in ["", "  ", " rpi"] {
+        let out = artifacts(
+            dir.path(),
+            EXAMPLE,
+            &[
+                "--device-type",
+                bad,
+                "--module-binary",
+                &m,
+                "--arch",
+                "x86_64",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+        assert!(
+            !dir.path().join("out").exists(),
+            "{bad:?}: output directory left behind"
+        );
+    }
+    let out = artifacts(
+        dir.path(),
+        EXAMPLE,
+        &[
+            "--device-type",
+            "rpi",
+            "--device-type",
+            "bbb",
+            "--device-type",
+            "rpi",
+            "--module-binary",
+            &m,
+            "--arch",
+            "x86_64",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["device_types"], serde_json::json!(["rpi", "bbb"]));
+    assert_eq!(report["arch"], "x86_64");
+    let arts = report["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 3);
+    for a in arts {
+        let path = a["path"].as_str().unwrap();
+        assert_eq!(
+            a["size"].as_u64().unwrap(),
+            std::fs::metadata(path).unwrap().len()
+        );
+        assert_eq!(a["sha256"].as_str().unwrap().len(), 64);
+    }
+    assert_eq!(arts[0]["artifact_name"], "f-module-install-x86_64");
+    assert_eq!(arts[1]["stage"], "stage1");
+}
+
+#[test]
+fn errors_are_one_json_object_with_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "bad.conf",
+        b"{\"ServerURL\": \"https://old.example.com\",}",
+    );
+    let m = write(dir.path(), "m", &fake_elf(62, 64, None));
+    let out = artifacts(
+        dir.path(),
+        &conf,
+        &[
+            "--device-type",
+            "x",
+            "--module-binary",
+            &m,
+            "--arch",
+            "x86_64",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err: Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("stderr is not one JSON object ({e}): {}", text(&out.stderr)));
+    assert!(err["error"].as_str().unwrap().contains("bad.conf"), "{err}");
+    assert_eq!(err["exit_code"], 1);
+    // a usage error, too
+    let out = cli(&["plan", "--json", "--config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["exit_code"], 2);
+}
+
+#[test]
+fn config_that_is_a_directory_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(&[
+        "plan",
+        "--config",
+        dir.path().to_str().unwrap(),
+        "--new-server",
+        NEW,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("is a directory"), "{err}");
+}
+
+#[test]
+fn verify_key_device_needs_sign_key_or_allow_unsigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "m.conf",
+        format!(r#"{{"ServerURL": "{OLD}", "ArtifactVerifyKey": "/etc/mender/key.pem"}}"#)
+            .as_bytes(),
+    );
+    let m = write(dir.path(), "m", &fake_elf(62, 64, None));
+    let base = [
+        "--device-type",
+        "x",
+        "--module-binary",
+        &m,
+        "--arch",
+        "x86_64",
+    ];
+    let out = artifacts(dir.path(), &conf, &base);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--sign-key"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("out").exists());
+    let mut allowed = base.to_vec();
+    allowed.push("--allow-unsigned");
+    let out = artifacts(dir.path(), &conf, &allowed);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn extra_servers_are_refused_unless_kept_or_old_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "ha.conf",
+        format!(r#"{{"Servers": [{{"ServerURL": "{OLD}"}}, {{"ServerURL": "{DR}"}}]}}"#).as_bytes(),
+    );
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["plan", "--config", &conf, "--new-server", NEW, "--json"];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let out = plan(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(DR) && err.contains("--keep-server"), "{err}");
+
+    let out = plan(&["--keep-server", DR]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s1 = &v["stage1"]["/etc/mender/mender.conf"]["Servers"];
+    assert_eq!(
+        *s1,
+        serde_json::json!([{"ServerURL": OLD}, {"ServerURL": NEW}, {"ServerURL": DR}])
+    );
+    let s2 = &v["stage2"]["/etc/mender/mender.conf"];
+    assert_eq!(
+        s2["Servers"],
+        serde_json::json!([{"ServerURL": NEW}, {"ServerURL": DR}])
+    );
+    assert!(s2.get("ServerURL").is_none());
+
+    let out = plan(&["--old-server", OLD]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = v["warnings"].to_string();
+    assert!(
+        warnings.contains("drops") && warnings.contains(DR),
+        "{warnings}"
+    );
+    assert_eq!(
+        v["stage1"]["/etc/mender/mender.conf"]["Servers"],
+        serde_json::json!([{"ServerURL": OLD}, {"ServerURL": NEW}])
+    );
+    // a kept server must be one the devices list
+    let out = plan(&["--keep-server", "https://other.example.com"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "NEWTENANT.secret-token-value.Zx9Q";
+    let token = write(dir.path(), "token", format!("{secret}\n").as_bytes());
+    let m = write(dir.path(), "m", &fake_elf(62, 64, None));
+    for mode in ["patch", "replace"] {
+        let out = artifacts(
+            dir.path(),
+            EXAMPLE,
+            &[
+                "--device-type",
+                "x",
+                "--module-binary",
+                &m,
+                "--arch",
+                "x86_64",
+                "--new-tenant-token-file",
+                &token,
+                "--compression",
+                "none",
+                "--mode",
+                mode,
+                "--force",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!printed.contains(secret), "token printed: {printed}");
+        for stage in ["f-stage1-dual.mender", "f-stage2-new-only.mender"] {
+            let bytes = read_payload(&dir.path().join("out").join(stage));
+            let hay = String::from_utf8_lossy(&bytes);
+            assert!(
+                hay.contains(secret),
+                "{mode} {stage} does not carry the new token"
+            );
+        }
+    }
+    let out = cli(&[
+        "plan",
+        "--config",
+        EXAMPLE,
+        "--new-server",
+        NEW,
+        "--new-tenant-token-file",
+        &token,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains(secret), "{all}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tenant_token"]["stages"], "********Zx9Q");
+    assert_eq!(
+        v["stage1"]["/etc/mender/mender.conf"]["TenantToken"],
+        "********Zx9Q"
+    );
+    assert_eq!(
+        v["stage2"]["/etc/mender/mender.conf"]["TenantToken"],
+        "********Zx9Q"
+    );
+    let route = v["tenant_token"]["route"].as_str().unwrap();
+    assert!(route.contains("only the servers can tell"), "{route}");
+    // empty token file
+    let empty = write(dir.path(), "empty", b"\n");
+    let out = cli(&[
+        "plan",
+        "--config",
+        EXAMPLE,
+        "--new-server",
+        NEW,
+        "--new-tenant-token-file",
+        &empty,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("empty"));
+}
+
+#[test]
+fn plan_help_documents_the_json_it_prints() {
+    let help = text(&cli(&["plan", "--help"]).stdout);
+    let out = cli(&[
+        "plan",
+        "--config",
+        EXAMPLE,
+        "--new-server",
+        NEW,
+        "--target",
+        "aarch64-unknown-linux-musl",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in v.as_object().unwrap().keys() {
+        assert!(
+            help.contains(&format!("\"{key}\"")),
+            "plan --help lacks {key}:\n{help}"
+        );
+    }
+    for key in v["tenant_token"].as_object().unwrap().keys() {
+        assert!(
+            help.contains(&format!("\"{key}\"")),
+            "plan --help lacks {key}"
+        );
+    }
+    assert!(help.contains("null means"), "{help}");
+}
