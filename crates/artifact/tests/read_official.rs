@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use menderartifact::*;
 use sha2::Digest;
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
