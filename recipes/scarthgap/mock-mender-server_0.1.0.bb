@@ -8,11 +8,11 @@ inherit cargo
 # mock-mender-server is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mock-mender-server/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "c54d442d5e424df68434dcc3a8072e93f4eb99ec"
+SRCREV = "1648b8ed6dcc326c36938d5310c277638f77c68f"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mock-mender-server"
-PV:append = ".AUTOINC+c54d442d5e"
+PV:append = ".AUTOINC+1648b8ed6d"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
@@ -35,6 +35,7 @@ SRC_URI += " \
     crate://crates.io/base64ct/1.8.3 \
     crate://crates.io/bitflags/2.13.2 \
     crate://crates.io/block-buffer/0.10.4 \
+    crate://crates.io/block-buffer/0.12.1 \
     crate://crates.io/bumpalo/3.20.3 \
     crate://crates.io/bytes/1.12.1 \
     crate://crates.io/cc/1.11.1 \
@@ -44,13 +45,16 @@ SRC_URI += " \
     crate://crates.io/clap_derive/4.6.7 \
     crate://crates.io/clap_lex/1.1.1 \
     crate://crates.io/colorchoice/1.0.5 \
+    crate://crates.io/const-oid/0.10.3 \
     crate://crates.io/const-oid/0.9.6 \
     crate://crates.io/core_detect/1.0.0 \
     crate://crates.io/cpufeatures/0.2.17 \
+    crate://crates.io/cpufeatures/0.3.1 \
     crate://crates.io/crc/3.4.0 \
     crate://crates.io/crc-catalog/2.5.0 \
     crate://crates.io/crypto-bigint/0.5.5 \
     crate://crates.io/crypto-common/0.1.6 \
+    crate://crates.io/crypto-common/0.2.2 \
     crate://crates.io/curve25519-dalek/4.1.3 \
     crate://crates.io/curve25519-dalek-derive/0.1.1 \
     crate://crates.io/data-encoding/2.11.1 \
@@ -58,6 +62,7 @@ SRC_URI += " \
     crate://crates.io/der-parser/9.0.0 \
     crate://crates.io/deranged/0.5.9 \
     crate://crates.io/digest/0.10.7 \
+    crate://crates.io/digest/0.11.3 \
     crate://crates.io/displaydoc/0.2.7 \
     crate://crates.io/ecdsa/0.16.9 \
     crate://crates.io/ed25519/2.2.3 \
@@ -93,6 +98,7 @@ SRC_URI += " \
     crate://crates.io/httparse/1.10.1 \
     crate://crates.io/httpdate/1.0.3 \
     crate://crates.io/humantime/2.4.0 \
+    crate://crates.io/hybrid-array/0.4.15 \
     crate://crates.io/hyper/1.12.0 \
     crate://crates.io/hyper-util/0.1.21 \
     crate://crates.io/icu_collections/2.4.0 \
@@ -116,6 +122,7 @@ SRC_URI += " \
     crate://crates.io/linux-raw-sys/0.12.1 \
     crate://crates.io/litemap/0.8.3 \
     crate://crates.io/log/0.4.35 \
+    crate://crates.io/lzma-rust2/0.25.0 \
     crate://crates.io/matchit/0.8.4 \
     crate://crates.io/md-5/0.10.6 \
     crate://crates.io/memchr/2.8.3 \
@@ -175,6 +182,7 @@ SRC_URI += " \
     crate://crates.io/serde_spanned/1.1.3 \
     crate://crates.io/serde_urlencoded/0.7.1 \
     crate://crates.io/sha2/0.10.9 \
+    crate://crates.io/sha2/0.11.1 \
     crate://crates.io/shlex/2.0.1 \
     crate://crates.io/signal-hook-registry/1.4.8 \
     crate://crates.io/signature/2.2.0 \
@@ -285,6 +293,7 @@ SRC_URI[base64-0.22.1.sha256sum] = "72b3254f16251a8381aa12e40e3c4d2f0199f8c6508f
 SRC_URI[base64ct-1.8.3.sha256sum] = "2af50177e190e07a26ab74f8b1efbfe2ef87da2116221318cb1c2e82baf7de06"
 SRC_URI[bitflags-2.13.2.sha256sum] = "3ded4057c258ba199e2d26386d3af3780957ecaee6c4ef4041c6b4b8b97c0b06"
 SRC_URI[block-buffer-0.10.4.sha256sum] = "3078c7629b62d3f0439517fa394996acacc5cbc91c5a20d8c658e77abd503a71"
+SRC_URI[block-buffer-0.12.1.sha256sum] = "d2f6c7dbe95a6ed67ad9f18e57daf93a2f034c524b99fd2b76d18fdfeb6660aa"
 SRC_URI[bumpalo-3.20.3.sha256sum] = "72f5acc6cb2ba439de613abc23857ec3d78374d8ed5ac84e9d11336e87da8649"
 SRC_URI[bytes-1.12.1.sha256sum] = "fc652a48c352aef3ea3aed32080501cf3ef6ed5da78602a020c991775b0aff04"
 SRC_URI[cc-1.11.1.sha256sum] = "4ff2a8126fff0f8c839080d619675a585e61720bb12d2baceae45769fd66f155"
@@ -294,13 +303,16 @@ SRC_URI[clap_builder-4.6.7.sha256sum] = "ec0797fb7aeb1406c84efac526901f7ec3ead21
 SRC_URI[clap_derive-4.6.7.sha256sum] = "f9c751b79415d4e559e3d1fcf128e09e720eb673a06d26cf6f392d37d75b66e0"
 SRC_URI[clap_lex-1.1.1.sha256sum] = "1c133bc6a41be0d194c306b5506d15e6feeea7b1d6604bd3f8310dfb2ca96486"
 SRC_URI[colorchoice-1.0.5.sha256sum] = "1d07550c9036bf2ae0c684c4297d503f838287c83c53686d05370d0e139ae570"
+SRC_URI[const-oid-0.10.3.sha256sum] = "be95d4a884358a21a199689323c29e9256b4a1b315e22f183d155422041d3a9a"
 SRC_URI[const-oid-0.9.6.sha256sum] = "c2459377285ad874054d797f3ccebf984978aa39129f6eafde5cdc8315b612f8"
 SRC_URI[core_detect-1.0.0.sha256sum] = "7f8f80099a98041a3d1622845c271458a2d73e688351bf3cb999266764b81d48"
 SRC_URI[cpufeatures-0.2.17.sha256sum] = "59ed5838eebb26a2bb2e58f6d5b5316989ae9d08bab10e0e6d103e656d1b0280"
+SRC_URI[cpufeatures-0.3.1.sha256sum] = "5ca28b0ae3115b884660db4118d803791fd6756b6e88f39c0f3f7859060d7566"
 SRC_URI[crc-3.4.0.sha256sum] = "5eb8a2a1cd12ab0d987a5d5e825195d372001a4094a0376319d5a0ad71c1ba0d"
 SRC_URI[crc-catalog-2.5.0.sha256sum] = "217698eaf96b4a3f0bc4f3662aaa55bdf913cd54d7204591faa790070c6d0853"
 SRC_URI[crypto-bigint-0.5.5.sha256sum] = "0dc92fb57ca44df6db8059111ab3af99a63d5d0f8375d9972e319a379c6bab76"
 SRC_URI[crypto-common-0.1.6.sha256sum] = "1bfb12502f3fc46cca1bb51ac28df9d618d813cdc3d2f25b9fe775a34af26bb3"
+SRC_URI[crypto-common-0.2.2.sha256sum] = "ce6e4c961d6cd6c9a86db418387425e8bdeaf05b3c8bc1411e6dca4c252f1453"
 SRC_URI[curve25519-dalek-4.1.3.sha256sum] = "97fb8b7c4503de7d6ae7b42ab72a5a59857b4c937ec27a3d4539dba95b5ab2be"
 SRC_URI[curve25519-dalek-derive-0.1.1.sha256sum] = "f46882e17999c6cc590af592290432be3bce0428cb0d5f8b6715e4dc7b383eb3"
 SRC_URI[data-encoding-2.11.1.sha256sum] = "4583a4551df46e2792f82ceeac45e850d2e2d5debba0b91f102385cda5b11f06"
@@ -308,6 +320,7 @@ SRC_URI[der-0.7.10.sha256sum] = "e7c1832837b905bbfb5101e07cc24c8deddf52f93225eee
 SRC_URI[der-parser-9.0.0.sha256sum] = "5cd0a5c643689626bec213c4d8bd4d96acc8ffdb4ad4bb6bc16abf27d5f4b553"
 SRC_URI[deranged-0.5.9.sha256sum] = "9e9de72ce2ad1f90dc62fa25f0f430ef85eb4b0d8fa0be4f30373bc40a21d28e"
 SRC_URI[digest-0.10.7.sha256sum] = "9ed9a281f7bc9b7576e61468ba615a66a5c8cfdff42420a70aa82701a3b1e292"
+SRC_URI[digest-0.11.3.sha256sum] = "f1dd6dbb5841937940781866fa1281a1ff7bd3bf827091440879f9994983d5c2"
 SRC_URI[displaydoc-0.2.7.sha256sum] = "c6232dd377dcc64799954cbd3a9bb882e9cdc1308ccd87b1c098f1fb2eaf82a8"
 SRC_URI[ecdsa-0.16.9.sha256sum] = "ee27f32b5c5292967d2d4a9d7f1e0b0aed2c15daded5a60300e4abb9d8020bca"
 SRC_URI[ed25519-2.2.3.sha256sum] = "115531babc129696a58c64a4fef0a8bf9e9698629fb97e9e40767d235cfbcd53"
@@ -343,6 +356,7 @@ SRC_URI[http-body-util-0.1.5.sha256sum] = "23169fe34a5fbcdd3f3862e78fb9b6fccd5f0
 SRC_URI[httparse-1.10.1.sha256sum] = "6dbf3de79e51f3d586ab4cb9d5c3e2c14aa28ed23d180cf89b4df0454a69cc87"
 SRC_URI[httpdate-1.0.3.sha256sum] = "df3b46402a9d5adb4c86a0cf463f42e19994e3ee891101b1841f30a545cb49a9"
 SRC_URI[humantime-2.4.0.sha256sum] = "15cdd26707701c53297e2fa6afb323d55fbc1d0810c3aec078ae3ef0424c3c15"
+SRC_URI[hybrid-array-0.4.15.sha256sum] = "27f864f10dfb56725ce5ce5472bc52252c8f93a4ab86327122cebf62c5f59a17"
 SRC_URI[hyper-1.12.0.sha256sum] = "2c3e324da4c95177d6291d4c8730197c0d1822f8a9766814a4a44fa5ab797c9c"
 SRC_URI[hyper-util-0.1.21.sha256sum] = "ddc03d96684f9226b8a787cdb71488417b53ab5ea8fdb1dac946cb9431cc8bff"
 SRC_URI[icu_collections-2.4.0.sha256sum] = "fe090a42a0d3140fed8c63263ed1fecc02422cb2f4bfe55cd8de2de1b8e105dd"
@@ -366,6 +380,7 @@ SRC_URI[libm-0.2.16.sha256sum] = "b6d2cec3eae94f9f509c767b45932f1ada8350c4bdb85a
 SRC_URI[linux-raw-sys-0.12.1.sha256sum] = "32a66949e030da00e8c7d4434b251670a91556f4144941d37452769c25d58a53"
 SRC_URI[litemap-0.8.3.sha256sum] = "47d9d19d1d6efa0109d2f65ff4c85cddd50bd572e5a00127ab10987290bcefae"
 SRC_URI[log-0.4.35.sha256sum] = "5d15f86d12da44cd8d4ec3c73984537eb7f4cadcb9776a575a0a8a05ca11005c"
+SRC_URI[lzma-rust2-0.25.0.sha256sum] = "ef1d73c59a56771343712b22ea5615092c612c16ba291c0979e3105dfeec4890"
 SRC_URI[matchit-0.8.4.sha256sum] = "47e1ffaa40ddd1f3ed91f717a33c8c0ee23fff369e3aa8772b9605cc1d22f4c3"
 SRC_URI[md-5-0.10.6.sha256sum] = "d89e7ee0cfbedfc4da3340218492196241d89eefb6dab27de5df917a6d2e78cf"
 SRC_URI[memchr-2.8.3.sha256sum] = "cf8baf1c55e62ffcace7a9f06f4bd9cd3f0c4beb022d3b367256b91b87513d98"
@@ -425,6 +440,7 @@ SRC_URI[serde_path_to_error-0.1.20.sha256sum] = "10a9ff822e371bb5403e391ecd83e18
 SRC_URI[serde_spanned-1.1.3.sha256sum] = "9c187e0a369471c550af028cba56d4f4fa2a489ad28151ae95a4d340a2a8b782"
 SRC_URI[serde_urlencoded-0.7.1.sha256sum] = "d3491c14715ca2294c4d6a88f15e84739788c1d030eed8c110436aafdaa2f3fd"
 SRC_URI[sha2-0.10.9.sha256sum] = "a7507d819769d01a365ab707794a4084392c824f54a7a6a7862f8c3d0892b283"
+SRC_URI[sha2-0.11.1.sha256sum] = "47d7069beb7d6ac7b9acd1039986e73443f24234f41074da099d6f994ac9ad19"
 SRC_URI[shlex-2.0.1.sha256sum] = "f8fadd59c855ef2080decdef8ff161eb6661b86933c9d82e5ba29dc602a55aba"
 SRC_URI[signal-hook-registry-1.4.8.sha256sum] = "c4db69cba1110affc0e9f7bcd48bbf87b3f4fc7c61fc9155afd4c469eb3d6c1b"
 SRC_URI[signature-2.2.0.sha256sum] = "77549399552de45a898a580c1b41d445bf730df867cc44e6c0233bbc4b8329de"
@@ -556,6 +572,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/bitflags-2.13.2/LICENSE-MIT;md5=362255802eb5aa87810d12ddf3cfedb4 \
     file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.10.4/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.10.4/LICENSE-MIT;md5=db8988fb55e64671a78e93339449dc49 \
+    file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.12.1/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/block-buffer-0.12.1/LICENSE-MIT;md5=54e25feeb2dcef91d3c01b3f0107d6c0 \
     file://${CARGO_VENDORING_DIRECTORY}/bumpalo-3.20.3/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/bumpalo-3.20.3/LICENSE-MIT;md5=d2a8ace46274344901508f30c865ab76 \
     file://${CARGO_VENDORING_DIRECTORY}/bytes-1.12.1/LICENSE;md5=b9ef559d4c4c1ecee0a5d244a3658efa \
@@ -573,16 +591,22 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/clap_lex-1.1.1/LICENSE-MIT;md5=6f750de2a3ad8cd72da3293d988b92b9 \
     file://${CARGO_VENDORING_DIRECTORY}/colorchoice-1.0.5/LICENSE-APACHE;md5=fa818a259cbed7ce8bc2a22d35a464fc \
     file://${CARGO_VENDORING_DIRECTORY}/colorchoice-1.0.5/LICENSE-MIT;md5=6f750de2a3ad8cd72da3293d988b92b9 \
+    file://${CARGO_VENDORING_DIRECTORY}/const-oid-0.10.3/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/const-oid-0.10.3/LICENSE-MIT;md5=5f006feecd977867907f13e9874ef079 \
     file://${CARGO_VENDORING_DIRECTORY}/const-oid-0.9.6/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/const-oid-0.9.6/LICENSE-MIT;md5=5e35482afd7e851e1578b6e7ce9e212e \
     file://${CARGO_VENDORING_DIRECTORY}/core_detect-1.0.0/LICENSE-APACHE;md5=57bbea5deedf2de7b498b3a6e4a3d311 \
     file://${CARGO_VENDORING_DIRECTORY}/core_detect-1.0.0/LICENSE-MIT;md5=33fefb56b90ca3bd26d24d051e146fc4 \
     file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.2.17/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.2.17/LICENSE-MIT;md5=157ef71d81b8995297d83b365dc58e48 \
+    file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.3.1/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/cpufeatures-0.3.1/LICENSE-MIT;md5=5f006feecd977867907f13e9874ef079 \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-bigint-0.5.5/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-bigint-0.5.5/LICENSE-MIT;md5=66089406d4d1efd8a063b66ca217462a \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.1.6/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.1.6/LICENSE-MIT;md5=da9cd5f61e7b1cfde94ccb40aa076f82 \
+    file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.2.2/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/crypto-common-0.2.2/LICENSE-MIT;md5=c95998d9726070a399c90a8c94662283 \
     file://${CARGO_VENDORING_DIRECTORY}/curve25519-dalek-4.1.3/LICENSE;md5=00205204b8f59ad22156353619d1ff87 \
     file://${CARGO_VENDORING_DIRECTORY}/curve25519-dalek-derive-0.1.1/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/curve25519-dalek-derive-0.1.1/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
@@ -595,6 +619,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/deranged-0.5.9/LICENSE-MIT;md5=0f1ed6542545a83a4139937857d73a06 \
     file://${CARGO_VENDORING_DIRECTORY}/digest-0.10.7/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/digest-0.10.7/LICENSE-MIT;md5=7232afe8a77d9cd4478063ecb985e886 \
+    file://${CARGO_VENDORING_DIRECTORY}/digest-0.11.3/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/digest-0.11.3/LICENSE-MIT;md5=44c1ae44d95b2b1cf2ff187964751c02 \
     file://${CARGO_VENDORING_DIRECTORY}/displaydoc-0.2.7/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/displaydoc-0.2.7/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/ecdsa-0.16.9/LICENSE-APACHE;md5=55478cc90c792d2efebe6dd5e5b7db04 \
@@ -663,6 +689,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/httpdate-1.0.3/LICENSE-MIT;md5=78a543c6775f1b68699c88c1e62182b6 \
     file://${CARGO_VENDORING_DIRECTORY}/humantime-2.4.0/LICENSE-APACHE;md5=fa818a259cbed7ce8bc2a22d35a464fc \
     file://${CARGO_VENDORING_DIRECTORY}/humantime-2.4.0/LICENSE-MIT;md5=17be2f3b21a3dfc40302bcee2aee54d4 \
+    file://${CARGO_VENDORING_DIRECTORY}/hybrid-array-0.4.15/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/hybrid-array-0.4.15/LICENSE-MIT;md5=a37fee17b028d77a347fcb2b9624b6c2 \
     file://${CARGO_VENDORING_DIRECTORY}/hyper-1.12.0/LICENSE;md5=0ef9b02c0190e2db77d71a203bfba0c8 \
     file://${CARGO_VENDORING_DIRECTORY}/hyper-util-0.1.21/LICENSE;md5=1ea5c9a714fd8182b6ae015965f03602 \
     file://${CARGO_VENDORING_DIRECTORY}/indexmap-2.14.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
@@ -686,6 +714,7 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/linux-raw-sys-0.12.1/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/log-0.4.35/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/log-0.4.35/LICENSE-MIT;md5=362255802eb5aa87810d12ddf3cfedb4 \
+    file://${CARGO_VENDORING_DIRECTORY}/lzma-rust2-0.25.0/LICENSE;md5=2b42edef8fa55315f34f2370b4715ca9 \
     file://${CARGO_VENDORING_DIRECTORY}/matchit-0.8.4/LICENSE;md5=ddaad1536d994e3eadda625353d810a9 \
     file://${CARGO_VENDORING_DIRECTORY}/matchit-0.8.4/LICENSE.httprouter;md5=f85688063699957f6fa44fa2caacd4a1 \
     file://${CARGO_VENDORING_DIRECTORY}/memchr-2.8.3/COPYING;md5=034e2d49ef70c35b64be514bef39415a \
@@ -799,6 +828,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/serde_urlencoded-0.7.1/LICENSE-MIT;md5=891ecdc6911fc5df130ff02b163ca218 \
     file://${CARGO_VENDORING_DIRECTORY}/sha2-0.10.9/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/sha2-0.10.9/LICENSE-MIT;md5=f4ccec4b9fbc0216b1de1d24a8fd91e0 \
+    file://${CARGO_VENDORING_DIRECTORY}/sha2-0.11.1/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
+    file://${CARGO_VENDORING_DIRECTORY}/sha2-0.11.1/LICENSE-MIT;md5=42d7b2453fede910c45cd8fbec3642cd \
     file://${CARGO_VENDORING_DIRECTORY}/shlex-2.0.1/LICENSE-APACHE;md5=09833d0487ddca0ba1667b10066567de \
     file://${CARGO_VENDORING_DIRECTORY}/shlex-2.0.1/LICENSE-MIT;md5=717e4c947a2d90add0a92bcd94c2ec58 \
     file://${CARGO_VENDORING_DIRECTORY}/signal-hook-registry-1.4.8/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \

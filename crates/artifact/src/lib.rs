@@ -1,5 +1,5 @@
 //! Native streaming writer and reader for Mender Artifact format v3 (module-image and
-//! rootfs-image payloads, gzip or no compression, RSA / ECDSA P-256 manifest signatures),
+//! rootfs-image payloads, gzip, xz (read; written slowly) or no compression, RSA / ECDSA P-256 manifest signatures),
 //! compatible with `mender-artifact` 3.9 and the Mender client.
 //!
 //! Writing: build an [`ArtifactSpec`] (or use [`module_image_single_file`]) and call

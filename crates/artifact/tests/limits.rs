@@ -66,6 +66,14 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// One xz stream at preset 0 (fast in debug builds), as the official tool's reader expects.
+fn xz(data: &[u8]) -> Vec<u8> {
+    let mut w =
+        lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(0)).unwrap();
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
 fn err_of(bytes: &[u8]) -> ArtifactError {
     read_info(bytes).expect_err("artifact was accepted")
 }
@@ -146,7 +154,7 @@ fn traversal_in_header_tar_is_refused() {
 
 #[test]
 fn traversal_and_absolute_names_in_data_tar_are_refused() {
-    for compression in [Compression::None, Compression::Gzip] {
+    for compression in [Compression::None, Compression::Gzip, Compression::Xz] {
         let art = valid_artifact(compression);
         let data_name = format!("data/0000.tar{}", compression.suffix());
         for bad in ["../a.txt", "/a.txt", "sub/../../a.txt"] {
@@ -154,6 +162,7 @@ fn traversal_and_absolute_names_in_data_tar_are_refused() {
             let inner = assemble(&[(bad.to_string(), b"alpha\n".to_vec())]);
             let inner = match compression {
                 Compression::Gzip => gzip(&inner),
+                Compression::Xz => xz(&inner),
                 Compression::None => inner,
             };
             set_member(&mut m, &data_name, inner);
@@ -322,4 +331,127 @@ fn writer_refuses_headers_the_reader_would_refuse() {
         matches!(&err, ArtifactError::InvalidSpec(s) if s.contains("meta-data is")),
         "{err}"
     );
+}
+
+#[test]
+fn xz_header_decompression_bomb_is_refused() {
+    // The header tar with a 40 MiB state script of zeros, in one xz stream (a few KiB):
+    // over the 32 MiB limit for the decompressed header.
+    let art = valid_artifact(Compression::Xz);
+    let mut m = members(&art);
+    let header = m
+        .iter()
+        .find(|(n, _)| n == "header.tar.xz")
+        .unwrap()
+        .1
+        .clone();
+    let mut inner_tar = Vec::new();
+    Compression::Xz
+        .decoder(header.as_slice())
+        .read_to_end(&mut inner_tar)
+        .unwrap();
+    let mut inner = members(&inner_tar);
+    let script_size: u64 = 40 << 20;
+    let mut plain = Vec::new();
+    let (hi_name, hi) = &inner[0];
+    plain.extend_from_slice(raw_header(hi_name, hi.len() as u64).as_bytes());
+    plain.extend_from_slice(hi);
+    plain.resize(plain.len().div_ceil(512) * 512, 0);
+    plain.extend_from_slice(raw_header("scripts/ArtifactInstall_Enter_00", script_size).as_bytes());
+    plain.resize(plain.len() + script_size as usize, 0);
+    plain.extend_from_slice(&assemble(&inner.split_off(1)));
+    let bomb = xz(&plain);
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    set_header(&mut m, "header.tar.xz", bomb);
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "header.tar.xz" && *limit == MAX_HEADER_BYTES),
+        "{err}"
+    );
+}
+
+#[test]
+fn xz_endless_data_after_an_inner_tar_is_refused() {
+    let art = valid_artifact(Compression::Xz);
+    let mut m = members(&art);
+    let data = m
+        .iter()
+        .find(|(n, _)| n == "data/0000.tar.xz")
+        .unwrap()
+        .1
+        .clone();
+    let mut inner_tar = Vec::new();
+    Compression::Xz
+        .decoder(data.as_slice())
+        .read_to_end(&mut inner_tar)
+        .unwrap();
+    inner_tar.extend(std::iter::repeat_n(0u8, 4 << 20));
+    set_member(&mut m, "data/0000.tar.xz", xz(&inner_tar));
+    let err = err_of(&assemble(&m));
+    assert!(
+        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "data/0000.tar.xz" && *limit == 1 << 20),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_xz_member_is_a_clear_error() {
+    let art = valid_artifact(Compression::Xz);
+    let mut m = members(&art);
+    let data = &mut m
+        .iter_mut()
+        .find(|(n, _)| n == "data/0000.tar.xz")
+        .unwrap()
+        .1;
+    let mid = data.len() / 2;
+    data[mid] ^= 0x55;
+    let err = err_of(&assemble(&m));
+    let text = err.to_string();
+    assert!(text.contains("data/0000.tar.xz"), "{text}");
+}
+
+#[test]
+fn xz_with_a_huge_dictionary_is_refused_before_allocating() {
+    // An LZMA2 block header that declares a 2 GiB dictionary: refused by the decoder's
+    // memory limit, not allocated.
+    let art = valid_artifact(Compression::Xz);
+    let m = members(&art);
+    let data = m
+        .iter()
+        .find(|(n, _)| n == "data/0000.tar.xz")
+        .unwrap()
+        .1
+        .clone();
+    // After the 12-byte stream header, the block header: size byte, flags, (optional sizes),
+    // filter id 0x21 (LZMA2), props size 1, dictionary byte, padding, CRC32.
+    let hsize = (data[12] as usize + 1) * 4;
+    let pos = 12
+        + data[12..12 + hsize]
+            .windows(2)
+            .position(|w| w == [0x21, 0x01])
+            .expect("lzma2 filter flags");
+    let mut bad = data.clone();
+    bad[pos + 2] = 38; // (2 | 0) << (19 + 11): 2 GiB
+                       // Recompute the block header's CRC32 so only the dictionary size is at fault.
+    let crc = crc32(&bad[12..12 + hsize - 4]);
+    bad[12 + hsize - 4..12 + hsize].copy_from_slice(&crc.to_le_bytes());
+    let mut m = m;
+    set_member(&mut m, "data/0000.tar.xz", bad);
+    let err = err_of(&assemble(&m));
+    assert!(err.to_string().contains("data/0000.tar.xz"), "{err}");
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

@@ -1,5 +1,5 @@
 //! Our reader must read artifacts written by the official `mender-artifact` 3.9 tool:
-//! module-image and rootfs-image, gzip and none, unsigned and signed (RSA, ECDSA P-256).
+//! module-image and rootfs-image, gzip, none and lzma (xz), unsigned and signed (RSA, ECDSA P-256).
 
 mod common;
 
@@ -216,14 +216,74 @@ fn reads_official_signed_artifacts() {
 }
 
 #[test]
-fn official_lzma_artifact_gives_clear_unsupported_error() {
+fn reads_official_lzma_rootfs_and_module_artifacts() {
     let Some(tool) = mender_artifact() else {
         return;
     };
+    let mkfs = ["/usr/sbin", "/sbin", "/usr/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join("mkfs.ext4"))
+        .find(|p| p.exists())
+        .or_else(|| {
+            test_support::require_tool("this test", "mkfs.ext4", "run .ci/install-deps (e2fsprogs)")
+        });
+    let Some(mkfs) = mkfs else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let f1 = dir.path().join("payload.bin");
+    let d = dir.path();
+    let root = d.join("root");
+    std::fs::create_dir_all(root.join("etc/mender")).unwrap();
+    std::fs::write(root.join("etc/mender/mender.conf"), b"{}\n").unwrap();
+    let blob: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    std::fs::write(root.join("blob"), &blob).unwrap();
+    let img = d.join("rootfs.ext4");
+    let out = std::process::Command::new(mkfs)
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("4M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = std::fs::read(&img).unwrap();
+
+    let r = d.join("r-lzma.mender");
+    write_official(
+        &tool,
+        &[
+            "write",
+            "rootfs-image",
+            "--compression",
+            "lzma",
+            "-n",
+            "rootfs-xz",
+            "-t",
+            "dev1",
+        ],
+        &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
+    );
+    let mut streamed = Vec::new();
+    let info = read_payloads(std::fs::File::open(&r).unwrap(), None, |_, content| {
+        content.read_to_end(&mut streamed)?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(info.provides["rootfs-image.version"], "rootfs-xz");
+    assert_eq!(info.provides["rootfs-image.checksum"], sha_hex(&image));
+    assert_eq!(info.payload_files.len(), 1);
+    assert_eq!(info.payload_files[0].size, image.len() as u64);
+    assert!(streamed == image, "streamed payload differs from the image");
+
+    let f1 = d.join("payload.bin");
     std::fs::write(&f1, b"x").unwrap();
-    let m = dir.path().join("x.mender");
+    let m = d.join("m-lzma.mender");
     write_official(
         &tool,
         &[
@@ -240,9 +300,6 @@ fn official_lzma_artifact_gives_clear_unsupported_error() {
         ],
         &["-f".as_ref(), f1.as_os_str(), "-o".as_ref(), m.as_os_str()],
     );
-    let err = read_info(std::fs::File::open(&m).unwrap()).unwrap_err();
-    assert!(
-        matches!(err, ArtifactError::UnsupportedCompression(ref n) if n == "header.tar.xz"),
-        "{err}"
-    );
+    let info = read_info(std::fs::File::open(&m).unwrap()).unwrap();
+    assert_eq!(info.payload_files[0].sha256, sha_hex(b"x"));
 }

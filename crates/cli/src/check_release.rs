@@ -27,7 +27,7 @@ impl From<StageArg> for Stage {
 
 #[derive(Debug, Args)]
 pub struct CheckReleaseArgs {
-    /// The release artifact (`.mender`) to check.
+    /// The release artifact (`.mender`) to check: gzip, lzma (xz) or uncompressed members.
     pub artifact: PathBuf,
     /// The stage the fleet has reached.
     #[arg(long, value_enum)]

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct RootfsArgs {
-    /// The current release: a rootfs-image artifact.
+    /// The current release: a rootfs-image artifact, gzip, lzma (xz) or uncompressed. The new
+    /// artifact is written with gzip (uncompressed stays uncompressed): an lzma input comes
+    /// out larger but is written many times faster, and every Mender client reads gzip.
     #[arg(long, value_name = "CURRENT.mender")]
     pub from: PathBuf,
     /// The stage whose config the new artifact carries.

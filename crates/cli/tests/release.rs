@@ -296,6 +296,82 @@ fn rootfs_from_an_official_artifact_changes_only_the_config() {
 }
 
 #[test]
+fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
+    // `mender-artifact --compression lzma` (Yocto's ARTIFACTIMG_COMPRESSION = "lzma"):
+    // check-release reads it; rootfs --from writes the stage artifact with gzip.
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let conf = format!("{{\n  \"ServerURL\": \"{OLD}\",\n  \"RootfsPartA\": \"/dev/sda2\"\n}}\n");
+    let img = image(d, &conf);
+    let current = official_artifact(d, &img, &["--compression", "lzma"]);
+    let gate = check_release(&current, "dual");
+    assert_eq!(gate.status.code(), Some(1), "{}", text(&gate.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&gate.stdout).unwrap();
+    assert_eq!(v["pass"], false);
+
+    let out_dir = d.join("out");
+    let o = rootfs(&current, &out_dir, "dual", &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let staged = out_dir.join("rel-1-stage1-dual.mender");
+    run(Command::new("mender-artifact").arg("validate").arg(&staged));
+    let listing = run(Command::new("tar").arg("tf").arg(&staged));
+    assert!(
+        text(&listing.stdout).contains("data/0000.tar.gz"),
+        "{}",
+        text(&listing.stdout)
+    );
+    let new_img = d.join("new.ext4");
+    extract_image(&staged, &new_img);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&debugfs_cat(&new_img, "/etc/mender/mender.conf")).unwrap();
+    assert_eq!(cfg["Servers"][0]["ServerURL"], OLD);
+    assert_eq!(cfg["Servers"][1]["ServerURL"], NEW);
+    let gate = check_release(&staged, "dual");
+    assert!(gate.status.success(), "{}", text(&gate.stdout));
+
+    // A stage-1 release written with lzma passes, like a gzip one.
+    let img1 = d.join("stage1.ext4");
+    extract_image(&staged, &img1);
+    let art1 = d.join("s1-lzma.mender");
+    run(Command::new("mender-artifact")
+        .args([
+            "write",
+            "rootfs-image",
+            "-n",
+            "rel-2",
+            "-t",
+            "qemux86-64",
+            "--compression",
+            "lzma",
+            "-f",
+        ])
+        .arg(&img1)
+        .arg("-o")
+        .arg(&art1));
+    let gate = check_release(&art1, "dual");
+    assert!(gate.status.success(), "{}", text(&gate.stdout));
+
+    // A corrupt xz member is an error naming the artifact and the problem (the payload's
+    // checksum, or the xz check when the damage hits the stream's framing), exit 1.
+    let mut bytes = std::fs::read(&current).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    let bad = d.join("corrupt.mender");
+    std::fs::write(&bad, bytes).unwrap();
+    let gate = check_release(&bad, "dual");
+    assert_eq!(gate.status.code(), Some(1));
+    let all = format!("{}{}", text(&gate.stdout), text(&gate.stderr));
+    assert!(all.contains("corrupt.mender"), "{all}");
+    assert!(
+        all.contains("data/0000.tar.xz") || all.contains("checksum mismatch"),
+        "{all}"
+    );
+}
+
+#[test]
 fn signed_input_is_re_signed_with_sign_key() {
     if !tools() || !have("openssl") {
         return;

@@ -22,6 +22,8 @@ const HOLE: usize = 64 * 1024;
 pub(crate) enum MemberCompression {
     Gzip,
     None,
+    /// `mender-artifact --compression lzma`.
+    Xz,
 }
 
 impl MemberCompression {
@@ -29,8 +31,9 @@ impl MemberCompression {
         match member.strip_prefix(base) {
             Some(".gz") => Ok(MemberCompression::Gzip),
             Some("") => Ok(MemberCompression::None),
+            Some(".xz") => Ok(MemberCompression::Xz),
             Some(other) => Err(format!(
-                "member '{member}' uses '{other}' compression, which this tool cannot read yet (gzip and none are supported)"
+                "member '{member}' uses '{other}' compression, which this tool cannot read yet (gzip, xz and none are supported)"
             )),
             None => Err(format!("unexpected member '{member}'")),
         }
@@ -41,6 +44,7 @@ impl MemberCompression {
             // Multi-member tolerant: a block-parallel writer may emit several gzip members.
             MemberCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(r)),
             MemberCompression::None => Box::new(r),
+            MemberCompression::Xz => menderartifact::Compression::Xz.decoder(r),
         }
     }
 }

@@ -8,10 +8,10 @@ inherit cargo
 # migration-stage-config is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/migration-stage-config/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1;destsuffix=${BP}"
-SRCREV = "c54d442d5e424df68434dcc3a8072e93f4eb99ec"
+SRCREV = "1648b8ed6dcc326c36938d5310c277638f77c68f"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p migration-stage-config"
-PV:append = ".AUTOINC+c54d442d5e"
+PV:append = ".AUTOINC+1648b8ed6d"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

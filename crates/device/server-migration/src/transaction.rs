@@ -265,6 +265,12 @@ impl<'a> Store<'a> {
     /// journal, or `None` if there is none.
     pub fn recover(&self) -> Result<Option<Journal>> {
         let Some(mut journal) = self.load()? else {
+            // Interrupted during the very first journal write: only its temp file is left
+            // (found by the QEMU power-loss runs at the journal's first fsync and rename).
+            atomic::remove_stale_temp(
+                self.faults,
+                &self.state_dir.join(crate::journal::JOURNAL_FILE),
+            )?;
             return Ok(None);
         };
         match journal.phase {

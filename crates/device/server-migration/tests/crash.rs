@@ -78,9 +78,19 @@ fn snapshot(dev: &Device) -> Vec<(String, Option<Vec<u8>>, u32)> {
     out
 }
 
-/// Recovers, then recovers again and asserts the second run changed nothing at all.
+/// Recovers, then recovers again and asserts the second run changed nothing at all, and that
+/// no temp file is left anywhere under the device root.
 fn recover_idempotent(dev: &Device, ctx: &str) {
     recover(dev, ctx);
+    let temps: Vec<String> = snapshot(dev)
+        .into_iter()
+        .map(|e| e.0)
+        .filter(|p| p.ends_with(".server-migration.tmp"))
+        .collect();
+    assert!(
+        temps.is_empty(),
+        "{ctx}: recovery left temp files: {temps:?}"
+    );
     let once = snapshot(dev);
     recover(dev, ctx);
     let twice = snapshot(dev);
