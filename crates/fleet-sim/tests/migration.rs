@@ -369,7 +369,8 @@ fn a_power_cut_during_the_stage_install_leaves_the_old_config() {
     s.mgmt_old.upload(&arts.module_install);
     s.mgmt_old.upload(&arts.stage1);
     let ids = old_ids(&s);
-    s.mgmt_old.deploy("module", "mig-module-install-x86_64", &ids);
+    s.mgmt_old
+        .deploy("module", "mig-module-install-x86_64", &ids);
     wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
     s.mgmt_old.deploy("stage1", "mig-stage1-dual", &ids);
     let report = wait_outcomes(&s.fleet, "mig-stage1-dual", s.n);
