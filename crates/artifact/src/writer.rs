@@ -198,7 +198,10 @@ fn append_payload_file<W: Write>(
     let mut src = ExactReader::new(reader, size, true, label);
     let res = tarfmt::append_stream(tar, &name, size, mode, mtime, Owner::Root, &mut src);
     src.outcome(res, "writing the compressed data tar to the temp file")?;
-    let sha256 = format!("{:x}", src.hasher.take().expect("hashing reader").finalize());
+    let sha256 = format!(
+        "{:x}",
+        src.hasher.take().expect("hashing reader").finalize()
+    );
     Ok(HashedFile { name, sha256 })
 }
 

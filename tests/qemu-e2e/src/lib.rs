@@ -17,7 +17,8 @@ pub mod vm;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 
-const IMAGE_USAGE: &str = "usage: cargo xtask qemu-image [--rebuild-base] [--module PATH | --without-module]
+const IMAGE_USAGE: &str =
+    "usage: cargo xtask qemu-image [--rebuild-base] [--module PATH | --without-module]
 
 Builds (or reuses from target/qemu-cache/, or $QEMU_E2E_CACHE) the Debian bookworm guest image:
   base layer     mmdebstrap of bookworm with systemd and mender-client 3.4 (cached by package set)

@@ -32,7 +32,8 @@ impl LoggedRequest for RequestLogEntry {
         self.path == routes::AUTH_REQUESTS
     }
     fn is_device_api(&self) -> bool {
-        self.path.starts_with(routes::DEVICES_PREFIX) || self.path.starts_with(routes::DOWNLOAD_PREFIX)
+        self.path.starts_with(routes::DEVICES_PREFIX)
+            || self.path.starts_with(routes::DOWNLOAD_PREFIX)
     }
 }
 

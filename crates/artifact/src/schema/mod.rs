@@ -119,7 +119,6 @@ pub(crate) fn valid_script_name(name: &str) -> bool {
         })
 }
 
-
 /// The `version` member. Unknown keys are refused, as the Go reader does.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
