@@ -16,10 +16,10 @@ use std::process::Output;
 
 type Configs = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The files after a clean install of `plan` on a fresh device of the same kind.
-fn new_configs(make: fn() -> Device, plan_bytes: &[u8]) -> Configs {
-    let dev = make();
-    let tree = dev.tree("ref", Some(plan_bytes));
+/// The files after a clean install of stage 1 on a fresh Debian device.
+fn new_configs() -> Configs {
+    let dev = Device::debian();
+    let tree = dev.tree("ref", Some(&stage1()));
     dev.client(&tree, &[INSTALL_34], &[]);
     dev.configs()
 }
@@ -140,21 +140,16 @@ fn check_crash_point(
 
 /// Runs `state` with a crash at steps 1, 2, … until it completes; `prefix` runs first without
 /// faults. After each crash: recovery, consistency, then `after` (the client's continuation)
-/// must succeed and leave `expect_final`. Returns the number of crash points.
-fn crash_loop(
-    make: fn() -> Device,
-    plan_bytes: &[u8],
-    prefix: &[&str],
-    state: &str,
-    after: &[&str],
-    expect_final: &str,
-) -> u64 {
-    let old = make().configs();
-    let new = new_configs(make, plan_bytes);
+/// must succeed and leave `expect_final`. Returns the number of crash points. The scenario:
+/// stage 1 on the Debian device (both files change).
+fn crash_loop(prefix: &[&str], state: &str, after: &[&str], expect_final: &str) -> u64 {
+    let plan_bytes = &stage1();
+    let old = Device::debian().configs();
+    let new = new_configs();
     assert_ne!(old.0, new.0, "scenario must change the main file");
     assert_ne!(old.1, new.1, "scenario must change the fallback file");
     crash_points(state, |n| {
-        let dev = make();
+        let dev = Device::debian();
         let tree = dev.tree("stage", Some(plan_bytes));
         dev.sequence(&tree, prefix, &[]);
         let out = dev.state_crashing_at(state, &tree, n);
@@ -186,89 +181,61 @@ fn stage1() -> Vec<u8> {
     plan(Stage::Dual, Restart::Reboot)
 }
 
+/// Crash points of ArtifactInstall (after Download and SupportsRollback) of stage 1 on the
+/// Debian device, each followed by recovery and the client's `after` phases.
+fn install_crash_points(after: &[&[&str]], expect_final: &str) -> u64 {
+    let prefix = &INSTALL_34[..2];
+    let after = after.concat();
+    crash_loop(prefix, "ArtifactInstall", &after, expect_final)
+}
+
+/// Reports how many crash points `what` covered and fails below `at_least` (a test that stops
+/// crashing early would otherwise pass vacuously).
+fn assert_covered(what: &str, n: u64, at_least: u64) {
+    eprintln!("{what}: {n} crash points");
+    assert!(
+        n >= at_least,
+        "{what} covered only {n} crash points, expected at least {at_least}"
+    );
+}
+
 #[test]
 fn process_crash_during_install_recovers_then_client_rolls_back() {
     // The 3.4 client resumes an update killed in ArtifactInstall with a rollback.
-    let n = crash_loop(
-        Device::debian,
-        &stage1(),
-        &INSTALL_34[..2],
-        "ArtifactInstall",
-        &[ROLLBACK_34, FAILURE].concat(),
-        "old",
-    );
-    eprintln!("install: {n} crash points");
-    assert!(
-        n >= 25,
-        "install covered only {n} crash points, expected at least 25"
-    );
+    let n = install_crash_points(&[ROLLBACK_34, FAILURE], "old");
+    assert_covered("install", n, 25);
 }
 
 #[test]
 fn process_crash_during_install_recovers_then_retry_installs() {
     // After recovery a fresh install of the same artifact must succeed (no stale state blocks it).
-    let n = crash_loop(
-        Device::debian,
-        &stage1(),
-        &INSTALL_34[..2],
-        "ArtifactInstall",
-        &[&["ArtifactInstall", "ArtifactVerifyReboot"], COMMIT].concat(),
+    let n = install_crash_points(
+        &[&["ArtifactInstall", "ArtifactVerifyReboot"], COMMIT],
         "new",
     );
-    eprintln!("install (retry): {n} crash points");
-    assert!(
-        n >= 25,
-        "install covered only {n} crash points, expected at least 25"
-    );
+    assert_covered("install (retry)", n, 25);
 }
 
 #[test]
 fn process_crash_during_rollback_ends_old() {
     let n = crash_loop(
-        Device::debian,
-        &stage1(),
         &[INSTALL_34, REBOOT_34].concat(),
         "ArtifactRollback",
         &[&["ArtifactRollback"], ROLLBACK_REBOOT, FAILURE].concat(),
         "old",
     );
-    eprintln!("rollback: {n} crash points");
-    assert!(
-        n >= 14,
-        "rollback covered only {n} crash points, expected at least 14"
-    );
+    assert_covered("rollback", n, 14);
 }
 
 #[test]
 fn process_crash_during_commit_and_cleanup_ends_new() {
     let prefix = [INSTALL_34, REBOOT_34].concat();
-    let a = crash_loop(
-        Device::debian,
-        &stage1(),
-        &prefix,
-        "ArtifactCommit",
-        COMMIT,
-        "new",
-    );
+    let a = crash_loop(&prefix, "ArtifactCommit", COMMIT, "new");
     let mut with_commit = prefix.to_vec();
     with_commit.push("ArtifactCommit");
-    let b = crash_loop(
-        Device::debian,
-        &stage1(),
-        &with_commit,
-        "Cleanup",
-        &["Cleanup"],
-        "new",
-    );
-    eprintln!("commit: {a} crash points, cleanup: {b} crash points");
-    assert!(
-        a >= 4,
-        "commit covered only {a} crash points, expected at least 4"
-    );
-    assert!(
-        b >= 4,
-        "cleanup covered only {b} crash points, expected at least 4"
-    );
+    let b = crash_loop(&with_commit, "Cleanup", &["Cleanup"], "new");
+    assert_covered("commit", a, 4);
+    assert_covered("cleanup", b, 4);
 }
 
 #[test]
@@ -305,11 +272,7 @@ fn process_crash_during_install_of_removal_and_symlinked_fallback() {
         check_crash_point(&ctx, &dev, &tree, &out, &rollback, (&old, &new), "old");
         false
     });
-    eprintln!("replace install with removal: {n} crash points");
-    assert!(
-        n >= 22,
-        "replace install covered only {n} crash points, expected at least 22"
-    );
+    assert_covered("replace install with removal", n, 22);
 }
 
 #[test]
@@ -317,7 +280,7 @@ fn process_crash_during_recovery_itself() {
     // Crash the install at every step, then crash the recovery at every step, then recover.
     let plan_bytes = stage1();
     let old = Device::debian().configs();
-    let new = new_configs(Device::debian, &plan_bytes);
+    let new = new_configs();
     let mut covered = 0u64;
     crash_points("install", |n| {
         let probe = Device::debian();
@@ -344,11 +307,7 @@ fn process_crash_during_recovery_itself() {
         });
         false
     });
-    eprintln!("recovery crash points (summed over install crash points): {covered}");
-    assert!(
-        covered >= 200,
-        "recovery covered only {covered} crash points, expected at least 200"
-    );
+    assert_covered("recovery (summed over install crash points)", covered, 200);
 }
 
 #[test]
