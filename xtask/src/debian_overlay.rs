@@ -157,3 +157,38 @@ fn certificate_path(plan: &menderconf::MigrationPlan) -> Result<Option<String>> 
     }
     Ok(Some(path.trim_start_matches('/').to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn stage_configs_with_the_token_are_owner_only() {
+        let out = tempfile::tempdir().unwrap();
+        let root = crate::project_root();
+        let config = root.join(overlay::EXAMPLE_CONFIG);
+        let args = Args {
+            check: false,
+            config: Some(config.clone()),
+            fallback_config: None,
+            new_server: Some("https://new.example.com".into()),
+            old_server: None,
+            out: Some(out.path().join("overlays")),
+            module_binary: None,
+            server_cert: None,
+            force: false,
+        };
+        custom(&args, &config, b"#!/bin/sh\n").unwrap();
+        for stage in [Stage::Dual, Stage::NewOnly] {
+            let conf = out
+                .path()
+                .join("overlays")
+                .join(overlay::stage_dir(stage))
+                .join(overlay::CONFIG_PATH);
+            assert!(std::fs::read_to_string(&conf).unwrap().contains("TenantToken"));
+            let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", conf.display());
+        }
+    }
+}

@@ -92,3 +92,39 @@ fn layer_recipes() -> Result<Vec<(String, String)>> {
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn baked_stage_configs_with_the_token_are_owner_only() {
+        let out = tempfile::tempdir().unwrap();
+        let root = crate::project_root();
+        run(&Args {
+            inputs: MigrationInputs {
+                config: root.join("examples/captured/etc/mender/mender.conf"),
+                fallback_config: None,
+                new_server: "https://new.example.com".into(),
+                old_server: None,
+                keep_servers: Vec::new(),
+                new_tenant_token_file: None,
+            },
+            device_types: vec!["raspberrypi4".into()],
+            name: "meta-test".into(),
+            out: out.path().to_path_buf(),
+            force: false,
+        })
+        .unwrap();
+        for stage in ["dual", "new-only"] {
+            let conf = out.path().join(format!(
+                "meta-test/recipes-mender/mender-client/files/migration-{stage}/mender.conf"
+            ));
+            let text = std::fs::read_to_string(&conf).unwrap();
+            assert!(text.contains("TenantToken"), "{}", conf.display());
+            let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", conf.display());
+        }
+    }
+}
