@@ -186,7 +186,9 @@ mod tests {
                 .join("overlays")
                 .join(overlay::stage_dir(stage))
                 .join(overlay::CONFIG_PATH);
-            assert!(std::fs::read_to_string(&conf).unwrap().contains("TenantToken"));
+            assert!(std::fs::read_to_string(&conf)
+                .unwrap()
+                .contains("TenantToken"));
             let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{}", conf.display());
         }
