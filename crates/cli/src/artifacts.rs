@@ -378,10 +378,11 @@ fn write_all(
     )?;
     let mut staged = vec![(finish(spec, module_install)?, module_install)];
     for (stage, path) in [(Stage::Dual, stage1), (Stage::NewOnly, stage2)] {
-        staged.push((
-            finish(stage_spec(plan, stage, args, device_types)?, path)?,
-            path,
-        ));
+        let file = finish(stage_spec(plan, stage, args, device_types)?, path)?;
+        if carries_tenant_token(plan, stage, args.mode) {
+            owner_only(&file)?;
+        }
+        staged.push((file, path));
     }
     for (from, to) in staged {
         std::fs::rename(&from, to).with_context(|| {
@@ -392,6 +393,24 @@ fn write_all(
         })?;
     }
     Ok(())
+}
+
+/// Whether a stage artifact holds a `TenantToken`: the new tenant's (in `plan.json`), or the
+/// captured one inside the rendered files of replace mode.
+fn carries_tenant_token(plan: &MigrationPlan, stage: Stage, mode: ModeArg) -> bool {
+    plan.options.new_tenant_token.is_some()
+        || (mode == ModeArg::Replace
+            && plan
+                .stage_files(stage)
+                .tenant_token()
+                .is_some_and(|t| !t.is_empty()))
+}
+
+/// Mode 0600: a file holding a secret must not be readable by group or others.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("{}: cannot make it owner-only (0600)", path.display()))
 }
 
 /// One stage artifact: payload type `server-migration`, `plan.json` (+ rendered files in
