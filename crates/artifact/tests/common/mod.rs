@@ -1,6 +1,8 @@
 //! Shared test helpers: locating `mender-artifact`/`openssl`, key generation, running the tool.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
