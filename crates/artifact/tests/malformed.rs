@@ -265,22 +265,19 @@ fn bad_manifest_lines() {
         matches!(&err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/ghost.bin"]),
         "{err}"
     );
-    let no_b: String = manifest
-        .lines()
-        .filter(|l| !l.ends_with("b.bin"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let err = err_of(&with_manifest(no_b));
+    let without_line = |suffix: &str| -> String {
+        manifest
+            .lines()
+            .filter(|l| !l.ends_with(suffix))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let err = err_of(&with_manifest(without_line("b.bin")));
     assert!(
         matches!(&err, ArtifactError::NotInManifest(n) if n == "data/0000/b.bin"),
         "{err}"
     );
-    let no_header: String = manifest
-        .lines()
-        .filter(|l| !l.ends_with("header.tar"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let err = err_of(&with_manifest(no_header));
+    let err = err_of(&with_manifest(without_line("header.tar")));
     assert!(
         matches!(&err, ArtifactError::NotInManifest(n) if n == "header.tar"),
         "{err}"

@@ -137,22 +137,22 @@ pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
     openssl_run(openssl, &args);
 }
 
-/// `mender-artifact validate [-k pub] file`.
-pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+/// `mender-artifact <subcommand> [-k pub] file`.
+fn with_key(tool: &Path, subcommand: &str, file: &Path, public: Option<&Path>) -> Output {
     let mut c = Command::new(tool);
-    c.arg("validate");
+    c.arg(subcommand);
     if let Some(p) = public {
         c.arg("-k").arg(p);
     }
     run(c.arg(file))
 }
 
+/// `mender-artifact validate [-k pub] file`.
+pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+    with_key(tool, "validate", file, public)
+}
+
 /// `mender-artifact read [-k pub] file`.
 pub fn read(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
-    let mut c = Command::new(tool);
-    c.arg("read");
-    if let Some(p) = public {
-        c.arg("-k").arg(p);
-    }
-    run(c.arg(file))
+    with_key(tool, "read", file, public)
 }
