@@ -61,11 +61,7 @@ fn image(dir: &Path, conf: &str) -> PathBuf {
     std::fs::write(root.join("usr/bin/tool"), &blob).unwrap();
     std::os::unix::fs::symlink("/data/mender", root.join("var/lib/mender")).unwrap();
     let img = dir.join("rootfs.ext4");
-    run(Command::new(sbin("mkfs.ext4").unwrap())
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&img)
-        .arg("4M"));
+    test_support::mkfs_ext4("this test", &root, &img, "4M").expect("tools() checked mkfs.ext4");
     img
 }
 

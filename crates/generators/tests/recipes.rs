@@ -87,11 +87,7 @@ fn run_metadata(workspace_dir: &str) -> serde_json::Value {
         .args(["metadata", "--format-version", "1", "--locked"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::assert_success("cargo metadata", &out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

@@ -7,8 +7,8 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Whether the suite runs in CI: `CI` is set to anything but empty, `0` or `false` (CI services
 /// set `CI=true`; `cargo xtask test` sets it too).
@@ -61,6 +61,22 @@ pub fn assert_success(what: &str, out: &Output) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Makes the ext4 image `img` of `size` (mkfs units, e.g. `4M`) holding the directory `root`,
+/// the way every suite makes root filesystems: `mkfs.ext4 -d`, nothing mounted. `None` when
+/// e2fsprogs is missing (after [`require_tool`]'s notice; the test returns early).
+pub fn mkfs_ext4(test: &str, root: &Path, img: &Path, size: &str) -> Option<()> {
+    let mkfs = require_tool(test, "mkfs.ext4", "run .ci/install-deps (e2fsprogs)")?;
+    let out = Command::new(mkfs)
+        .args(["-q", "-F", "-d"])
+        .arg(root)
+        .arg(img)
+        .arg(size)
+        .output()
+        .expect("running mkfs.ext4");
+    assert_success("mkfs.ext4", &out);
+    Some(())
 }
 
 /// `tool`'s path on `PATH` plus `/usr/sbin` and `/sbin`.
