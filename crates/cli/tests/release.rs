@@ -374,21 +374,9 @@ fn signed_input_is_re_signed_with_sign_key() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let key = d.join("key.pem");
-    let public = d.join("pub.pem");
+    let openssl = test_support::which("openssl").expect("checked above");
+    let (key, public) = test_support::gen_key(&openssl, d, test_support::KeyKind::P256Sec1);
     let key_s = key.to_str().unwrap();
-    run(Command::new("openssl").args([
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        key_s,
-    ]));
-    run(Command::new("openssl")
-        .args(["ec", "-in", key_s, "-pubout", "-out"])
-        .arg(&public));
     let img = image(d, &format!("{{\"ServerURL\": \"{OLD}\"}}"));
     let current = official_artifact(d, &img, &["-k", key_s, "--compression", "none"]);
     run(Command::new("mender-artifact")

@@ -3,85 +3,29 @@
 mod common;
 
 use common::*;
+use test_support::{gen_key, KeyKind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        text(&out.stderr)
-    );
+    test_support::assert_success(&format!("openssl {args:?}"), &out);
 }
 
-/// (private key PEM, public key PEM) for each algorithm and PEM form we accept.
+/// (form, private key PEM, public key PEM) for each algorithm and PEM form we accept.
 fn keys(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &p("rsa2048-pkcs8.pem"),
-    ]);
-    openssl(&[
-        "rsa",
-        "-in",
-        &p("rsa2048-pkcs8.pem"),
-        "-traditional",
-        "-out",
-        &p("rsa2048-pkcs1.pem"),
-    ]);
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:3072",
-        "-out",
-        &p("rsa3072-pkcs8.pem"),
-    ]);
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &p("p256-sec1.pem"),
-    ]);
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        &p("p256-sec1.pem"),
-        "-out",
-        &p("p256-pkcs8.pem"),
-    ]);
+    let openssl = test_support::which("openssl").expect("the caller checked openssl");
     [
-        "rsa2048-pkcs8",
-        "rsa2048-pkcs1",
-        "rsa3072-pkcs8",
-        "p256-sec1",
-        "p256-pkcs8",
+        KeyKind::Rsa2048Pkcs8,
+        KeyKind::Rsa2048Pkcs1,
+        KeyKind::Rsa3072Pkcs8,
+        KeyKind::P256Sec1,
+        KeyKind::P256Pkcs8,
     ]
-    .iter()
-    .map(|name| {
-        let private = dir.join(format!("{name}.pem"));
-        let public = dir.join(format!("{name}.pub.pem"));
-        openssl(&[
-            "pkey",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ]);
-        (name.to_string(), private, public)
+    .into_iter()
+    .map(|kind| {
+        let (private, public) = gen_key(&openssl, dir, kind);
+        (format!("{kind:?}"), private, public)
     })
     .collect()
 }

@@ -48,78 +48,7 @@ pub fn openssl_run(openssl: &Path, args: &[&str]) {
     );
 }
 
-/// Key kinds the tests generate with the openssl CLI.
-#[derive(Clone, Copy, Debug)]
-pub enum KeyKind {
-    Rsa2048Pkcs1,
-    Rsa3072Pkcs8,
-    Rsa3072Pkcs1,
-    P256Sec1,
-    P256Pkcs8,
-}
-
-/// Generates a private key and its SPKI public key in `dir`; returns (private, public).
-pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{kind:?}.key.pem"));
-    let public = dir.join(format!("{kind:?}.pub.pem"));
-    let k = key.to_str().unwrap();
-    match kind {
-        KeyKind::Rsa2048Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "2048"])
-        }
-        KeyKind::Rsa3072Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "3072"])
-        }
-        KeyKind::Rsa3072Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:3072",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Sec1 => openssl_run(
-            openssl,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                k,
-            ],
-        ),
-    }
-    openssl_run(
-        openssl,
-        &[
-            "pkey",
-            "-in",
-            k,
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    );
-    (key, public)
-}
+pub use test_support::{gen_key, KeyKind};
 
 /// Converts a PKCS#8 key to the traditional form that mender-artifact 3.9 can load.
 pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {

@@ -1,6 +1,7 @@
 //! Test helpers shared by every suite (device and host workspaces; it lives in the device one,
 //! which depends on no host crate): one definition of "running in CI", one way to handle a test
-//! whose tool or privilege is missing, and one assertion that a child process succeeded. Locally
+//! whose tool or privilege is missing, one assertion that a child process succeeded, and the
+//! fixtures several suites make alike (ext4 images, openssl signing keys). Locally
 //! a test missing its tool is skipped with a notice written straight to the terminal's stderr
 //! (the test harness captures `eprintln!` of passing tests, which would hide the skip); in CI it
 //! fails, naming what to install. No dependencies, Rust 1.75.
@@ -77,6 +78,102 @@ pub fn mkfs_ext4(test: &str, root: &Path, img: &Path, size: &str) -> Option<()> 
         .expect("running mkfs.ext4");
     assert_success("mkfs.ext4", &out);
     Some(())
+}
+
+/// Runs `openssl` with `args`, panicking with its stderr on failure.
+fn openssl_run(openssl: &Path, args: &[&str]) {
+    let out = Command::new(openssl)
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert_success(&format!("openssl {args:?}"), &out);
+}
+
+/// Signing-key forms the suites generate with the openssl CLI (every form the tools read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa2048Pkcs1,
+    Rsa2048Pkcs8,
+    Rsa3072Pkcs8,
+    Rsa3072Pkcs1,
+    P256Sec1,
+    P256Pkcs8,
+}
+
+/// Generates a `kind` private key and its SPKI public key in `dir` with `openssl` (the path of
+/// the tool); returns (private, public).
+pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{kind:?}.key.pem"));
+    let public = dir.join(format!("{kind:?}.pub.pem"));
+    let k = key.to_str().unwrap();
+    match kind {
+        KeyKind::Rsa2048Pkcs1 => {
+            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "2048"])
+        }
+        KeyKind::Rsa2048Pkcs8 => openssl_run(
+            openssl,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                k,
+            ],
+        ),
+        KeyKind::Rsa3072Pkcs1 => {
+            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "3072"])
+        }
+        KeyKind::Rsa3072Pkcs8 => openssl_run(
+            openssl,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:3072",
+                "-out",
+                k,
+            ],
+        ),
+        KeyKind::P256Sec1 => openssl_run(
+            openssl,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                k,
+            ],
+        ),
+        KeyKind::P256Pkcs8 => openssl_run(
+            openssl,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                k,
+            ],
+        ),
+    }
+    openssl_run(
+        openssl,
+        &[
+            "pkey",
+            "-in",
+            k,
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    );
+    (key, public)
 }
 
 /// `tool`'s path on `PATH` plus `/usr/sbin` and `/sbin`.
