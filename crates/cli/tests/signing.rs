@@ -137,15 +137,9 @@ fn unusable_signing_keys_are_refused_before_writing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    openssl(&[
-        "ecparam",
-        "-name",
-        "secp384r1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &p("p384.pem"),
-    ]);
+    let openssl_path = test_support::which("openssl").expect("checked above");
+    let (p384, _) = gen_key(&openssl_path, dir.path(), KeyKind::P384Sec1);
+    std::fs::rename(p384, p("p384.pem")).unwrap();
     openssl(&[
         "genpkey",
         "-algorithm",

@@ -98,6 +98,10 @@ pub enum KeyKind {
     Rsa3072Pkcs1,
     P256Sec1,
     P256Pkcs8,
+    /// Forms the tools refuse (they sign with RSA or P-256 only).
+    P384Sec1,
+    P384Pkcs8,
+    Ed25519,
 }
 
 /// Generates a `kind` private key and its SPKI public key in `dir` with `openssl` (the path of
@@ -106,62 +110,23 @@ pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) 
     let key = dir.join(format!("{kind:?}.key.pem"));
     let public = dir.join(format!("{kind:?}.pub.pem"));
     let k = key.to_str().unwrap();
-    match kind {
-        KeyKind::Rsa2048Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "2048"])
-        }
-        KeyKind::Rsa2048Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::Rsa3072Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "3072"])
-        }
-        KeyKind::Rsa3072Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:3072",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Sec1 => openssl_run(
-            openssl,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                k,
-            ],
-        ),
-    }
+    let genrsa = |bits| vec!["genrsa", "-traditional", "-out", k, bits];
+    let genpkey = |algorithm, option| {
+        vec!["genpkey", "-algorithm", algorithm, "-pkeyopt", option, "-out", k]
+    };
+    let ecparam = |curve| vec!["ecparam", "-name", curve, "-genkey", "-noout", "-out", k];
+    let args = match kind {
+        KeyKind::Rsa2048Pkcs1 => genrsa("2048"),
+        KeyKind::Rsa2048Pkcs8 => genpkey("RSA", "rsa_keygen_bits:2048"),
+        KeyKind::Rsa3072Pkcs1 => genrsa("3072"),
+        KeyKind::Rsa3072Pkcs8 => genpkey("RSA", "rsa_keygen_bits:3072"),
+        KeyKind::P256Sec1 => ecparam("prime256v1"),
+        KeyKind::P256Pkcs8 => genpkey("EC", "ec_paramgen_curve:P-256"),
+        KeyKind::P384Sec1 => ecparam("secp384r1"),
+        KeyKind::P384Pkcs8 => genpkey("EC", "ec_paramgen_curve:P-384"),
+        KeyKind::Ed25519 => vec!["genpkey", "-algorithm", "ed25519", "-out", k],
+    };
+    openssl_run(openssl, &args);
     openssl_run(
         openssl,
         &[
