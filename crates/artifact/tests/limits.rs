@@ -154,7 +154,10 @@ fn header_decompression_bombs_are_refused() {
             matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if *member == name && *limit == MAX_HEADER_BYTES),
             "{name}: {err}"
         );
-        assert!(err.to_string().contains("decompression bomb"), "{name}: {err}");
+        assert!(
+            err.to_string().contains("decompression bomb"),
+            "{name}: {err}"
+        );
     }
 }
 

@@ -230,8 +230,13 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
         .collect();
     std::fs::write(root.join("blob"), &blob).unwrap();
     let img = d.join("rootfs.ext4");
-    if test_support::mkfs_ext4("reads_official_lzma_rootfs_and_module_artifacts", &root, &img, "4M")
-        .is_none()
+    if test_support::mkfs_ext4(
+        "reads_official_lzma_rootfs_and_module_artifacts",
+        &root,
+        &img,
+        "4M",
+    )
+    .is_none()
     {
         return;
     }

@@ -392,13 +392,19 @@ fn signed_input_is_re_signed_with_sign_key() {
     let key_s = key.to_str().unwrap();
     let img = image(d, &format!("{{\"ServerURL\": \"{OLD}\"}}"));
     let current = official_artifact(d, &img, &["-k", key_s, "--compression", "none"]);
-    test_support::assert_success("mender-artifact validate -k", &validate(&current, Some(&public)));
+    test_support::assert_success(
+        "mender-artifact validate -k",
+        &validate(&current, Some(&public)),
+    );
 
     let out_dir = d.join("out");
     let o = rootfs(&current, &out_dir, "new-only", &["--sign-key", key_s]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let staged = out_dir.join("rel-1-stage2-new-only.mender");
-    test_support::assert_success("mender-artifact validate -k", &validate(&staged, Some(&public)));
+    test_support::assert_success(
+        "mender-artifact validate -k",
+        &validate(&staged, Some(&public)),
+    );
     let new_img = d.join("new.ext4");
     extract_image(&staged, &new_img);
     let cfg = image_config(&new_img);

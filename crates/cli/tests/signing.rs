@@ -3,9 +3,9 @@
 mod common;
 
 use common::*;
-use test_support::{gen_key, KeyKind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use test_support::{gen_key, KeyKind};
 
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().unwrap();
@@ -175,7 +175,11 @@ fn plan_warns_when_the_device_verifies_signatures_and_no_key_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mender.conf");
     std::fs::write(&conf, r#"{"ServerURL": "https://old.example.com", "ArtifactVerifyKey": "/etc/mender/artifact-verify-key.pem"}"#).unwrap();
-    let out = plan(conf.to_str().unwrap(), "https://new.example.com", &["--json"]);
+    let out = plan(
+        conf.to_str().unwrap(),
+        "https://new.example.com",
+        &["--json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

@@ -508,10 +508,7 @@ impl<'a> Run<'a> {
             },
         )?;
         self.account_reboots(&result);
-        let statuses: Vec<&str> = result["history"]
-            .as_array()
-            .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
-            .unwrap_or_default();
+        let statuses = history_statuses(&result);
         self.log(&format!(
             "{name}: {} (reports: {})",
             result["status"].as_str().unwrap_or("?"),
@@ -957,6 +954,14 @@ pub fn build_mock_server() -> Result<PathBuf> {
         ensure!(status.success(), "building mock-mender-server failed");
         Ok(host::target_dir().join("debug/mock-mender-server"))
     })
+}
+
+/// The statuses a device deployment reported, in order (its `history`).
+pub fn history_statuses(device_deployment: &Value) -> Vec<&str> {
+    device_deployment["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// The image the scenarios boot, with `module` (built from this tree).

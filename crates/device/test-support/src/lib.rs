@@ -112,7 +112,15 @@ pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) 
     let k = key.to_str().unwrap();
     let genrsa = |bits| vec!["genrsa", "-traditional", "-out", k, bits];
     let genpkey = |algorithm, option| {
-        vec!["genpkey", "-algorithm", algorithm, "-pkeyopt", option, "-out", k]
+        vec![
+            "genpkey",
+            "-algorithm",
+            algorithm,
+            "-pkeyopt",
+            option,
+            "-out",
+            k,
+        ]
     };
     let ecparam = |curve| vec!["ecparam", "-name", curve, "-genkey", "-noout", "-out", k];
     let args = match kind {
