@@ -464,7 +464,7 @@ fn replace_main_by_fallback(dev: &Device, name: &str, fallback: &str) -> std::pa
     dev.replace_tree(
         name,
         "dual",
-        &[(MAIN_DEVICE, None), (FALLBACK_DEVICE, Some("fb.conf"))],
+        &[(MAIN, None), (FALLBACK, Some("fb.conf"))],
         &[("fb.conf", fallback)],
     )
 }
@@ -543,10 +543,7 @@ fn new_file_gets_mode_0600_and_file_symlink_is_kept() {
     let tree = dev.replace_tree(
         "replace",
         "dual",
-        &[
-            (MAIN_DEVICE, Some("main.conf")),
-            (FALLBACK_DEVICE, Some("fb.conf")),
-        ],
+        &[(MAIN, Some("main.conf")), (FALLBACK, Some("fb.conf"))],
         &[
             ("main.conf", &servers_config(&[OLD, NEW])),
             ("fb.conf", "{\"TenantToken\": \"tok-1234\"}\n"),
