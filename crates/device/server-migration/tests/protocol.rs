@@ -77,6 +77,8 @@ struct Ran {
 impl ClientRun {
     fn run(&self) {
         let name = self.name;
+        // Shown with a failure's output, also for a failing `then` check.
+        eprintln!("client run: {name}");
         let dev = (self.device)();
         let before = dev.configs();
         let systemd_log = self.systemd_run.map(|code| dev.fake_systemd_run(code));
@@ -97,7 +99,8 @@ impl ClientRun {
         match self.servers {
             Some(expected) => {
                 assert_eq!(servers(&dev), expected, "{name}: servers");
-                loaded(&dev).validate().unwrap();
+                let valid = loaded(&dev).validate();
+                valid.unwrap_or_else(|e| panic!("{name}: result invalid: {e}"));
             }
             None => assert_eq!(dev.configs(), before, "{name}: files must be the old ones"),
         }
