@@ -60,7 +60,8 @@ pub fn require_tools(tools: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Looks a program up on `PATH` (plus the sbin directories, which a non-login root shell may lack).
+/// Looks a program up on `PATH` (plus the sbin directories, which a non-login root shell may
+/// lack): the same lookup the tests' skips use.
 pub use test_support::which;
 
 /// Runs a command to completion; a non-zero exit is an error carrying its stderr.
