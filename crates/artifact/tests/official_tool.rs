@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use test_support::{gen_key, KeyKind};
 use menderartifact::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,6 @@ use menderartifact::{
 };
 use menderconf::{ServerUrl, Stage};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const OLD: &str = "https://old.example.com";
 const NEW: &str = "https://new.example.com";

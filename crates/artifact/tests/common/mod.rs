@@ -48,8 +48,6 @@ pub fn openssl_run(openssl: &Path, args: &[&str]) {
     );
 }
 
-pub use test_support::{gen_key, KeyKind};
-
 /// Converts a PKCS#8 key to the traditional form that mender-artifact 3.9 can load.
 pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
     let sub = if rsa { "rsa" } else { "ec" };
