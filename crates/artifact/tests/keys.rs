@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use test_support::{gen_key, KeyKind};
 use menderartifact::*;
+use test_support::{gen_key, KeyKind};
 
 #[test]
 fn supported_key_formats_sign_and_verify() {

@@ -138,15 +138,26 @@ fn header_bomb(compression: Compression, header_tar: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Per compressed form (gzip, xz): the members of a valid artifact, the name of its member
+/// `base` plus the suffix, and that member decompressed.
+fn compressed_cases(base: &str) -> Vec<(Compression, Members, String, Vec<u8>)> {
+    [Compression::Gzip, Compression::Xz]
+        .into_iter()
+        .map(|compression| {
+            let m = members(&valid_artifact(compression));
+            let name = format!("{base}{}", compression.suffix());
+            let plain = decompress(compression, member(&m, &name));
+            (compression, m, name, plain)
+        })
+        .collect()
+}
+
 #[test]
 fn header_decompression_bombs_are_refused() {
     // 40 MiB of zeros in a state script compress to a few KiB: over the 32 MiB limit for
     // the decompressed header.
-    for compression in [Compression::Gzip, Compression::Xz] {
-        let art = valid_artifact(compression);
-        let mut m = members(&art);
-        let name = format!("header.tar{}", compression.suffix());
-        let bomb = header_bomb(compression, &decompress(compression, member(&m, &name)));
+    for (compression, mut m, name, header_tar) in compressed_cases("header.tar") {
+        let bomb = header_bomb(compression, &header_tar);
         assert!(bomb.len() < 1 << 20, "{name}: {}", bomb.len());
         set_header(&mut m, &name, bomb);
         let err = err_of(&assemble(&m));
@@ -164,11 +175,8 @@ fn header_decompression_bombs_are_refused() {
 #[test]
 fn endless_data_after_an_inner_tar_is_refused() {
     // A valid data tar followed by 4 MiB of zeros inside the same compressed stream.
-    for compression in [Compression::Gzip, Compression::Xz] {
-        let art = valid_artifact(compression);
-        let mut m = members(&art);
-        let name = format!("data/0000.tar{}", compression.suffix());
-        let data_tar = decompress(compression, member(&m, &name));
+    for (compression, mut m, name, data_tar) in compressed_cases("data/0000.tar") {
+        let fresh = m.clone();
         let mut endless = data_tar.clone();
         endless.extend(std::iter::repeat_n(0u8, 4 << 20));
         set_member(&mut m, &name, compress(compression, &endless));
@@ -181,7 +189,7 @@ fn endless_data_after_an_inner_tar_is_refused() {
             // GNU tar's record padding (to 10 KiB) is not a bomb.
             let mut padded = data_tar;
             padded.resize(padded.len().div_ceil(10240) * 10240, 0);
-            let mut m = members(&art);
+            let mut m = fresh;
             set_member(&mut m, &name, compress(compression, &padded));
             read_info(assemble(&m).as_slice()).expect("record padding is accepted");
         }

@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
-use test_support::{gen_key, KeyKind};
 use menderartifact::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use test_support::{gen_key, KeyKind};
 
 fn module_spec(dir: &Path, compression: Compression) -> ArtifactSpec {
     let f1 = dir.join("file1.txt");

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
-use test_support::{gen_key, KeyKind};
 use menderartifact::*;
 use sha2::Digest;
 use std::path::Path;
 use std::process::Command;
+use test_support::{gen_key, KeyKind};
 
 fn sha_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data)
