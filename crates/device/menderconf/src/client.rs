@@ -125,6 +125,8 @@ mod tests {
         assert!(V3.contradicts(V5) && V5.contradicts(V3) && V4.contradicts(V3));
         assert!(!V4.contradicts(V5) && !Any.contradicts(V3) && !V3.contradicts(Any));
         assert!(!V3.reads_bom() && V4.reads_bom() && V5.reads_bom() && Any.reads_bom());
-        assert!(!V3.ignores_wrong_types() && !Any.ignores_wrong_types() && V5.ignores_wrong_types());
+        assert!(
+            !V3.ignores_wrong_types() && !Any.ignores_wrong_types() && V5.ignores_wrong_types()
+        );
     }
 }

@@ -74,7 +74,10 @@ impl ConfigFile {
 
     /// Wrongly typed settings: an error for 3.x and `Any` (and for a server key always), a
     /// warning each for 4.x/5.x, which ignore them.
-    pub(crate) fn type_warnings(&self, client: ClientGeneration) -> Result<Vec<Warning>, ConfigError> {
+    pub(crate) fn type_warnings(
+        &self,
+        client: ClientGeneration,
+    ) -> Result<Vec<Warning>, ConfigError> {
         let mut warnings = Vec::new();
         for (key, value) in &self.object {
             let Some((name, kind)) = keys::known_kind(keys::TOP_LEVEL, key) else {

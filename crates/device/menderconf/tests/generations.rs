@@ -37,15 +37,24 @@ fn a_byte_order_mark_is_read_by_4_5_and_any_and_refused_for_3_naming_the_file() 
         let plan = plan_for(&bytes, client).unwrap_or_else(|e| panic!("{client}: {e}"));
         for stage in [Stage::Dual, Stage::NewOnly] {
             let written = plan.stage_files(stage).main.as_ref().unwrap().to_bytes();
-            assert!(written.starts_with(b"{"), "{client} {stage}: a BOM is never written");
+            assert!(
+                written.starts_with(b"{"),
+                "{client} {stage}: a BOM is never written"
+            );
         }
-        assert_eq!(plan.stage2.main.as_ref().unwrap().get("RetryPollCount"), Some(&3.into()));
+        assert_eq!(
+            plan.stage2.main.as_ref().unwrap().get("RetryPollCount"),
+            Some(&3.into())
+        );
     }
     let err = plan_for(&bytes, V3).unwrap_err();
     assert!(matches!(err, ConfigError::Bom { .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.starts_with(MAIN_CONFIG_PATH), "{text}");
-    assert!(text.contains("byte order mark") && text.contains("3.x"), "{text}");
+    assert!(
+        text.contains("byte order mark") && text.contains("3.x"),
+        "{text}"
+    );
     // Not the invalid-JSON message that claimed 4.x/5.x ignore such a file.
     assert!(!text.contains("ignore the whole file"), "{text}");
 }
@@ -54,7 +63,11 @@ fn a_byte_order_mark_is_read_by_4_5_and_any_and_refused_for_3_naming_the_file() 
 fn loading_a_bom_file_warns_for_any_and_names_the_file_for_3() {
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("mender.conf");
-    std::fs::write(&main, with_bom(r#"{"ServerURL": "https://old.example.com"}"#)).unwrap();
+    std::fs::write(
+        &main,
+        with_bom(r#"{"ServerURL": "https://old.example.com"}"#),
+    )
+    .unwrap();
     let (set, warnings) = ConfigSet::load_for(&main, None, Any).unwrap();
     assert_eq!(set.servers(), vec![url(OLD)]);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -62,7 +75,9 @@ fn loading_a_bom_file_warns_for_any_and_names_the_file_for_3() {
     assert!(warnings[0].0.contains(&main.display().to_string()));
     let (_, warnings) = ConfigSet::load_for(&main, None, V5).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    let err = ConfigSet::load_for(&main, None, V3).unwrap_err().to_string();
+    let err = ConfigSet::load_for(&main, None, V3)
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with(&main.display().to_string()), "{err}");
     // The default rules are `any`'s.
     assert_eq!(ConfigSet::load(&main, None).unwrap(), set);
@@ -93,7 +108,10 @@ fn a_wrong_value_type_is_fatal_for_3_and_any_and_a_warning_for_4_5() {
         let stage = plan.stage_plan(Stage::Dual);
         assert_eq!(stage.client, client);
         let json = String::from_utf8(stage.to_json()).unwrap();
-        assert!(json.contains(&format!("\"client\": \"{}\"", client.as_str())), "{json}");
+        assert!(
+            json.contains(&format!("\"client\": \"{}\"", client.as_str())),
+            "{json}"
+        );
         assert_eq!(StagePlan::from_json(json.as_bytes()).unwrap(), stage);
         stage.apply(&plan.captured).unwrap();
     }
