@@ -30,64 +30,60 @@ fn plan(config: &str, extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn a_bom_config_is_planned_for_4_5_and_any_and_refused_for_3_naming_the_file() {
+fn each_client_generation_gets_its_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let config = bom_config(dir.path());
-    for client in ["4", "5", "any"] {
-        let out = plan(&config, &["--client", client, "--json"]);
-        assert!(out.status.success(), "{client}: {}", text(&out.stderr));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["client"]["generation"], client);
-        assert!(v["client"]["rules"]
-            .as_str()
-            .unwrap()
-            .contains("byte order mark"));
-        let bom_warned = v["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w.as_str().unwrap().contains("byte order mark"));
-        // `any` says that a 3.x client cannot read the file; 4/5 read it without a word.
-        assert_eq!(bom_warned, client == "any", "{client}: {}", v["warnings"]);
-        assert_eq!(
-            v["stage1"]["/etc/mender/mender.conf"]["Servers"][1]["ServerURL"],
-            NEW
-        );
+    let bom = bom_config(dir.path());
+    let typed = dir.path().join("typed.conf");
+    let typed_text = format!("{{\"ServerURL\": \"{OLD}\", \"RetryPollIntervalSeconds\": \"300\"}}");
+    std::fs::write(&typed, typed_text).unwrap();
+    let typed = typed.display().to_string();
+    // (captured config, --client, planned?, what the output or the error says)
+    let cases = [
+        (&bom, "3", false, "byte order mark"),
+        (&bom, "4", true, "NEW"),
+        (&bom, "5", true, "NEW"),
+        (&bom, "any", true, "a 3.x client exits 1 on this file"),
+        (&typed, "3", false, "RetryPollIntervalSeconds"),
+        (
+            &typed,
+            "4",
+            true,
+            "the 4.x client ignores `RetryPollIntervalSeconds`",
+        ),
+        (
+            &typed,
+            "5",
+            true,
+            "the 5.x client ignores `RetryPollIntervalSeconds`",
+        ),
+        (&typed, "any", false, "RetryPollIntervalSeconds"),
+    ];
+    for (config, client, planned, says) in cases {
+        let out = plan(config, &["--client", client, "--json"]);
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr)).replace(NEW, "NEW");
+        assert_eq!(out.status.success(), planned, "{client} {config}: {all}");
+        assert!(all.contains(says), "{client} {config}: {all}");
+        if planned {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["client"]["generation"], client);
+            assert_eq!(
+                v["stage1"]["/etc/mender/mender.conf"]["Servers"][1]["ServerURL"],
+                NEW
+            );
+        } else {
+            // The refusal names the file, and is not the invalid-JSON message that claimed
+            // 4.x/5.x ignore such a file.
+            assert!(all.contains(config.as_str()), "{all}");
+            assert!(!all.contains("ignore the whole file"), "{all}");
+        }
     }
-    let out = plan(&config, &["--client", "3"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    // The default is `any`, and the text report says so.
+    let out = plan(&bom, &[]);
+    let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
-        err.contains(&config) && err.contains("byte order mark"),
-        "{err}"
+        out.status.success() && report.contains("client:     any client"),
+        "{report}"
     );
-    assert!(!err.contains("ignore the whole file"), "{err}");
-    // The default is `any`.
-    let out = plan(&config, &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("client:     any client"),
-        "{}",
-        text(&out.stdout)
-    );
-}
-
-#[test]
-fn a_wrong_value_type_is_a_warning_only_for_4_5() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("typed.conf");
-    std::fs::write(
-        &config,
-        format!("{{\"ServerURL\": \"{OLD}\", \"RetryPollIntervalSeconds\": \"300\"}}"),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
-    for (client, ok) in [("3", false), ("4", true), ("5", true), ("any", false)] {
-        let out = plan(config, &["--client", client]);
-        assert_eq!(out.status.success(), ok, "{client}: {}", text(&out.stderr));
-        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-        assert!(all.contains("RetryPollIntervalSeconds"), "{client}: {all}");
-    }
 }
 
 #[test]

@@ -81,21 +81,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn restarts_the_units_of_the_installed_client() {
-        let d = tempfile::tempdir().unwrap();
-        let root = DeviceRoot::new(d.path());
-        let (p, args) = restart_command(&DeviceClient::detect(&root));
-        assert_eq!(p, "systemd-run");
-        assert_eq!(
-            args.join(" "),
-            "--on-active=30 --unit=server-migration-restart systemctl restart mender-client"
-        );
-        std::fs::create_dir_all(d.path().join("usr/bin")).unwrap();
-        std::fs::write(d.path().join("usr/bin/mender-update"), "").unwrap();
-        let (_, args) = restart_command(&DeviceClient::detect(&root));
-        assert_eq!(
-            args.join(" "),
-            "--on-active=30 --unit=server-migration-restart systemctl restart mender-authd mender-updated"
-        );
+    fn restarts_the_units_of_the_client() {
+        for (cpp, units) in [
+            (false, "mender-client"),
+            (true, "mender-authd mender-updated"),
+        ] {
+            let (program, args) = restart_command(&DeviceClient {
+                cpp,
+                evidence: String::new(),
+            });
+            assert_eq!(
+                format!("{program} {}", args.join(" ")),
+                format!("systemd-run --on-active=30 --unit=server-migration-restart systemctl restart {units}")
+            );
+        }
     }
 }

@@ -5,28 +5,35 @@
 mod common;
 
 use common::*;
-use menderconf::{ClientGeneration, ConfigFile, Mode, Restart, ServerUrl, Stage, StagePlan};
+use menderconf::{ClientGeneration, ConfigFile, Restart, Stage, StagePlan};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The 4.x/5.x client's program, where its Debian/Yocto packages put it.
-fn install_cpp_client(dev: &Device) {
-    dev.write("usr/bin/mender-update", "#!/bin/sh\n", 0o755);
+/// A Debian device; with the 4.x/5.x client's program (where its packages put it) if `cpp`.
+fn device(cpp: bool) -> Device {
+    let dev = Device::debian();
+    if cpp {
+        dev.write("usr/bin/mender-update", "#!/bin/sh\n", 0o755);
+    }
+    dev
 }
 
-fn plan_for(stage: Stage, restart: Restart, client: ClientGeneration) -> Vec<u8> {
-    let mut p = StagePlan::new(
-        stage,
-        Mode::Patch,
-        ServerUrl::parse(OLD).unwrap(),
-        ServerUrl::parse(NEW).unwrap(),
-    );
-    p.restart = restart;
+/// A stage-1 FILE_TREE whose plan was built with `--client client`.
+fn stage1(dev: &Device, restart: Restart, client: ClientGeneration) -> PathBuf {
+    let mut p = StagePlan::from_json(&plan(Stage::Dual, restart)).unwrap();
     p.client = client;
-    p.to_json()
+    dev.tree("stage1", Some(&p.to_json()))
+}
+
+/// ArtifactInstall of a stage 1 built for `client`: (exit code, stderr).
+fn install(dev: &Device, client: ClientGeneration) -> (i32, String) {
+    let tree = stage1(dev, Restart::Reboot, client);
+    let (code, _, err) = dev.state("ArtifactInstall", &tree);
+    (code, err)
 }
 
 fn write_main_with_bom(dev: &Device) {
@@ -42,18 +49,12 @@ fn a_bom_config_on_a_4_5_device_is_migrated_and_written_without_the_bom() {
         ClientGeneration::V4,
         ClientGeneration::V5,
     ] {
-        let dev = Device::debian();
-        install_cpp_client(&dev);
+        let dev = device(true);
         write_main_with_bom(&dev);
-        let tree = dev.tree(
-            "stage1",
-            Some(&plan_for(Stage::Dual, Restart::Reboot, client)),
-        );
-        let (code, _, err) = dev.state("ArtifactInstall", &tree);
+        let (code, err) = install(&dev, client);
         assert_eq!(code, 0, "{client}: {err}");
         assert!(err.contains("client 4.x/5.x"), "{err}");
-        let (main, _) = dev.configs();
-        let main = main.unwrap();
+        let main = dev.configs().0.unwrap();
         assert!(
             main.starts_with(b"{"),
             "{client}: {}",
@@ -64,106 +65,78 @@ fn a_bom_config_on_a_4_5_device_is_migrated_and_written_without_the_bom() {
     }
 }
 
+/// Devices the module must refuse, nothing changed: (4.x/5.x device?, main config or the
+/// Debian one, --client, what the error says).
 #[test]
-fn a_bom_config_on_a_3_device_is_refused_naming_the_file_and_nothing_changes() {
-    let dev = Device::debian();
-    write_main_with_bom(&dev);
-    let before = dev.configs();
-    let tree = dev.tree(
-        "stage1",
-        Some(&plan_for(
-            Stage::Dual,
-            Restart::Reboot,
+fn refusals_per_generation_change_nothing() {
+    let typed =
+        "{\"ServerURL\": \"https://old.example.com\", \"UpdatePollIntervalSeconds\": \"5\"}\n";
+    let cases = [
+        (
+            false,
+            Some("bom"),
             ClientGeneration::Any,
-        )),
-    );
-    let (code, _, err) = dev.state("ArtifactInstall", &tree);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("/etc/mender/mender.conf") && err.contains("byte order mark"),
-        "{err}"
-    );
-    assert_eq!(dev.configs(), before);
-}
-
-#[test]
-fn a_plan_for_the_other_generation_is_refused_and_nothing_changes() {
-    for (cpp_device, planned) in [(true, ClientGeneration::V3), (false, ClientGeneration::V5)] {
-        let dev = Device::debian();
-        if cpp_device {
-            install_cpp_client(&dev);
+            "/etc/mender/mender.conf: starts with a UTF-8 byte order mark",
+        ),
+        (
+            false,
+            Some(typed),
+            ClientGeneration::Any,
+            "`UpdatePollIntervalSeconds` must be an integer",
+        ),
+        (
+            true,
+            None,
+            ClientGeneration::V3,
+            "built for client 3.x (--client 3) but this device runs client 4.x/5.x",
+        ),
+        (
+            false,
+            None,
+            ClientGeneration::V5,
+            "built for client 5.x (--client 5) but this device runs client 3.x",
+        ),
+    ];
+    for (cpp, main, client, says) in cases {
+        let dev = device(cpp);
+        match main {
+            Some("bom") => write_main_with_bom(&dev),
+            Some(text) => dev.write(MAIN, text, 0o644),
+            None => {}
         }
         let before = dev.configs();
-        let tree = dev.tree(
-            "stage1",
-            Some(&plan_for(Stage::Dual, Restart::Reboot, planned)),
-        );
-        let (code, _, err) = dev.state("ArtifactInstall", &tree);
-        assert_eq!(code, 1, "{planned}: {err}");
-        assert!(
-            err.contains(&format!("--client {}", planned.as_str()))
-                && err.contains("nothing was changed"),
-            "{err}"
-        );
-        assert_eq!(dev.configs(), before, "{planned}");
-        // Nothing installed: the client's later states find nothing to do.
-        let (code, out, _) = dev.state("NeedsArtifactReboot", &tree);
-        assert_eq!((code, out.trim()), (0, "No"));
+        let (code, err) = install(&dev, client);
+        assert_eq!(code, 1, "{client}: {err}");
+        assert!(err.contains(says), "{client}: {err}");
+        assert_eq!(dev.configs(), before, "{client}: {err}");
     }
 }
 
 #[test]
-fn a_wrong_value_type_is_kept_on_4_5_devices_and_refused_on_3() {
+fn a_wrong_value_type_is_kept_on_a_4_5_device_with_a_warning() {
+    let dev = device(true);
     let main =
         "{\"ServerURL\": \"https://old.example.com\", \"UpdatePollIntervalSeconds\": \"5\"}\n";
-    for cpp_device in [true, false] {
-        let dev = Device::debian();
-        dev.write(MAIN, main, 0o644);
-        if cpp_device {
-            install_cpp_client(&dev);
-        }
-        let tree = dev.tree(
-            "stage1",
-            Some(&plan_for(
-                Stage::Dual,
-                Restart::Reboot,
-                ClientGeneration::Any,
-            )),
-        );
-        let (code, _, err) = dev.state("ArtifactInstall", &tree);
-        assert!(err.contains("UpdatePollIntervalSeconds"), "{err}");
-        if cpp_device {
-            assert_eq!(code, 0, "{err}");
-            assert!(err.contains("warning"), "{err}");
-            let file = ConfigFile::parse_for("m", &dev.configs().0.unwrap(), ClientGeneration::V5)
-                .unwrap();
-            assert_eq!(file.get("UpdatePollIntervalSeconds"), Some(&"5".into()));
-        } else {
-            assert_eq!(code, 1, "{err}");
-            assert_eq!(dev.configs().0.unwrap(), main.as_bytes());
-        }
-    }
+    dev.write(MAIN, main, 0o644);
+    let (code, err) = install(&dev, ClientGeneration::Any);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning") && err.contains("UpdatePollIntervalSeconds"),
+        "{err}"
+    );
+    let file = ConfigFile::parse_for("m", &dev.configs().0.unwrap(), ClientGeneration::V5).unwrap();
+    assert_eq!(file.get("UpdatePollIntervalSeconds"), Some(&"5".into()));
 }
 
 #[test]
 fn service_restart_restarts_the_units_of_the_client_found() {
-    for (cpp_device, units) in [
+    for (cpp, units) in [
         (false, "mender-client"),
         (true, "mender-authd mender-updated"),
     ] {
-        let dev = Device::debian();
-        if cpp_device {
-            install_cpp_client(&dev);
-        }
+        let dev = device(cpp);
         let log = dev.fake_systemd_run(0);
-        let tree = dev.tree(
-            "stage1",
-            Some(&plan_for(
-                Stage::Dual,
-                Restart::Service,
-                ClientGeneration::Any,
-            )),
-        );
+        let tree = stage1(&dev, Restart::Service, ClientGeneration::Any);
         dev.sequence(
             &tree,
             &[
@@ -208,17 +181,9 @@ fn stderr_writes(dev: &Device, args: &[&str]) -> Vec<String> {
 
 #[test]
 fn every_diagnostic_write_is_one_whole_line() {
-    let dev = Device::debian();
-    install_cpp_client(&dev);
+    let dev = device(true);
     dev.write("usr/share/mender/inventory/.keep", "", 0o644);
-    let tree = dev.tree(
-        "stage1",
-        Some(&plan_for(
-            Stage::Dual,
-            Restart::Reboot,
-            ClientGeneration::Any,
-        )),
-    );
+    let tree = stage1(&dev, Restart::Reboot, ClientGeneration::Any);
     let install = stderr_writes(&dev, &["ArtifactInstall", tree.to_str().unwrap()]);
     // The client line, the installed line and the inventory script line.
     assert!(install.len() >= 3, "{install:?}");
