@@ -52,7 +52,7 @@ fn stage1(dev: &Device) -> PathBuf {
 
 /// A replace-mode stage 1 whose plan maps the main file to `name`, with no payload files.
 fn replace_main_with(dev: &Device, name: &str) -> PathBuf {
-    dev.replace_tree("replace", "dual", &[(MAIN_DEVICE, Some(name))], &[])
+    dev.replace_tree("replace", "dual", &[(MAIN, Some(name))], &[])
 }
 
 const REFUSALS: &[Refusal] = &[
@@ -87,7 +87,7 @@ const REFUSALS: &[Refusal] = &[
         device: Device::debian,
         tree: |dev| {
             let main = servers_config(&[OLD, NEW]);
-            let files = [(MAIN_DEVICE, Some("main.conf"))];
+            let files = [(MAIN, Some("main.conf"))];
             dev.replace_tree("conflict", "dual", &files, &[("main.conf", &main)])
         },
         message: &["ServerURL", "Servers"],
@@ -96,10 +96,7 @@ const REFUSALS: &[Refusal] = &[
         name: "empty Servers",
         device: Device::debian,
         tree: |dev| {
-            let files = [
-                (MAIN_DEVICE, Some("main.conf")),
-                (FALLBACK_DEVICE, Some("fb.conf")),
-            ];
+            let files = [(MAIN, Some("main.conf")), (FALLBACK, Some("fb.conf"))];
             let payload = [
                 ("main.conf", "{\"Servers\": []}\n"),
                 ("fb.conf", "{\"TenantToken\": \"tok-1234\"}\n"),

@@ -260,7 +260,7 @@ fn process_crash_during_install_of_removal_and_symlinked_fallback() {
         let tree = dev.replace_tree(
             "s2",
             "new-only",
-            &[(MAIN_DEVICE, Some("main.conf")), (FALLBACK_DEVICE, None)],
+            &[(MAIN, Some("main.conf")), (FALLBACK, None)],
             &[("main.conf", &main_new)],
         );
         let out = dev.state_crashing_at("ArtifactInstall", &tree, n);

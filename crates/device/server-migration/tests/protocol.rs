@@ -77,6 +77,8 @@ struct Ran {
 impl ClientRun {
     fn run(&self) {
         let name = self.name;
+        // Shown with a failure's output, also for a failing `then` check.
+        eprintln!("client run: {name}");
         let dev = (self.device)();
         let before = dev.configs();
         let systemd_log = self.systemd_run.map(|code| dev.fake_systemd_run(code));
@@ -97,7 +99,8 @@ impl ClientRun {
         match self.servers {
             Some(expected) => {
                 assert_eq!(servers(&dev), expected, "{name}: servers");
-                loaded(&dev).validate().unwrap();
+                let valid = loaded(&dev).validate();
+                valid.unwrap_or_else(|e| panic!("{name}: result invalid: {e}"));
             }
             None => assert_eq!(dev.configs(), before, "{name}: files must be the old ones"),
         }
@@ -464,7 +467,7 @@ fn replace_main_by_fallback(dev: &Device, name: &str, fallback: &str) -> std::pa
     dev.replace_tree(
         name,
         "dual",
-        &[(MAIN_DEVICE, None), (FALLBACK_DEVICE, Some("fb.conf"))],
+        &[(MAIN, None), (FALLBACK, Some("fb.conf"))],
         &[("fb.conf", fallback)],
     )
 }
@@ -543,10 +546,7 @@ fn new_file_gets_mode_0600_and_file_symlink_is_kept() {
     let tree = dev.replace_tree(
         "replace",
         "dual",
-        &[
-            (MAIN_DEVICE, Some("main.conf")),
-            (FALLBACK_DEVICE, Some("fb.conf")),
-        ],
+        &[(MAIN, Some("main.conf")), (FALLBACK, Some("fb.conf"))],
         &[
             ("main.conf", &servers_config(&[OLD, NEW])),
             ("fb.conf", "{\"TenantToken\": \"tok-1234\"}\n"),

@@ -11,18 +11,11 @@ use std::process::{Command, Output};
 pub const BIN: &str = env!("CARGO_BIN_EXE_server-migration");
 pub const OLD: &str = "https://old.example.com";
 pub const NEW: &str = "https://new.example.com";
-pub const MAIN: &str = "etc/mender/mender.conf";
-/// The two config files as the client (and a plan) names them.
-pub const MAIN_DEVICE: &str = "/etc/mender/mender.conf";
-pub const FALLBACK_DEVICE: &str = "/var/lib/mender/mender.conf";
+/// The two config files as the client (and a plan) names them; [`Device::path`] takes them too.
+pub const MAIN: &str = "/etc/mender/mender.conf";
+pub const FALLBACK: &str = "/var/lib/mender/mender.conf";
 /// The fallback's real location: `/var/lib/mender` is a symlink to `/data/mender` on Debian.
 pub const FALLBACK_REAL: &str = "data/mender/mender.conf";
-
-/// Main config with `ServerURL` and other keys (bytes deliberately not in menderconf's format).
-pub const MAIN_OLD: &str = "{\"ServerURL\": \"https://old.example.com\", \"UpdatePollIntervalSeconds\": 5,\n \"InventoryPollIntervalSeconds\": 5}\n";
-/// Fallback config holding a second `ServerURL` and the tenant token.
-pub const FALLBACK_OLD: &str =
-    "{\"TenantToken\": \"tok-1234\", \"ServerURL\": \"https://old.example.com\"}\n";
 
 /// A device file system under a temp dir, Debian-style.
 pub struct Device {
@@ -34,18 +27,20 @@ pub struct Device {
 }
 
 impl Device {
-    /// Both files present (main 0644, fallback 0600), `/var/lib/mender -> /data/mender`.
+    /// Both files present (main 0644, fallback 0600), `/var/lib/mender -> /data/mender`. Main
+    /// has `ServerURL` and other keys (bytes deliberately not in menderconf's format).
     pub fn debian() -> Device {
-        let d = Device::empty();
-        d.write(MAIN, MAIN_OLD, 0o644);
-        d.write(FALLBACK_REAL, FALLBACK_OLD, 0o600);
+        let d = Device::fallback_only();
+        let main = format!("{{\"ServerURL\": \"{OLD}\", \"UpdatePollIntervalSeconds\": 5,\n \"InventoryPollIntervalSeconds\": 5}}\n");
+        d.write(MAIN, &main, 0o644);
         d
     }
 
-    /// Only the Debian fallback holds the config.
+    /// Only the Debian fallback holds the config: a second `ServerURL` and the tenant token.
     pub fn fallback_only() -> Device {
         let d = Device::empty();
-        d.write(FALLBACK_REAL, FALLBACK_OLD, 0o600);
+        let fallback = format!("{{\"TenantToken\": \"tok-1234\", \"ServerURL\": \"{OLD}\"}}\n");
+        d.write(FALLBACK_REAL, &fallback, 0o600);
         d
     }
 
@@ -69,8 +64,9 @@ impl Device {
         self.dir.path()
     }
 
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+    /// `path` (relative, or absolute as on the device) inside the device root.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.dir.path().join(path.trim_start_matches('/'))
     }
 
     pub fn write(&self, rel: &str, contents: &str, mode: u32) {
