@@ -38,7 +38,7 @@ fn install(dev: &Device, client: ClientGeneration) -> (i32, String) {
 
 fn write_main_with_bom(dev: &Device) {
     let mut bytes = BOM.to_vec();
-    bytes.extend_from_slice(MAIN_OLD.as_bytes());
+    bytes.extend(std::fs::read(dev.path(MAIN)).unwrap());
     std::fs::write(dev.path(MAIN), bytes).unwrap();
 }
 
@@ -137,17 +137,9 @@ fn service_restart_restarts_the_units_of_the_client_found() {
         let dev = device(cpp);
         let log = dev.fake_systemd_run(0);
         let tree = stage1(&dev, Restart::Service, ClientGeneration::Any);
-        dev.sequence(
+        dev.client(
             &tree,
-            &[
-                "ProvidePayloadFileSizes",
-                "Download",
-                "ArtifactInstall",
-                "NeedsArtifactReboot",
-                "SupportsRollback",
-                "ArtifactCommit",
-                "Cleanup",
-            ],
+            &[INSTALL_5X, QUESTIONS_5X, &["ArtifactCommit", "Cleanup"]],
             &[],
         );
         let logged = std::fs::read_to_string(&log).unwrap();
