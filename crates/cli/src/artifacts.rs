@@ -539,7 +539,7 @@ fn summary(
             .get_name(),
         if args.sign_key.is_some() { "yes" } else { "no" }
     );
-    let _ = writeln!(out, "  client: {}", plan.options.client.rules());
+    let _ = writeln!(out, "  rules: {}", plan.options.client.rules());
     let _ = writeln!(
         out,
         "  stage 1 sets Servers [{}, {}]; stage 2 sets ServerURL {}",

@@ -161,7 +161,7 @@ fn plan_text(
     let _ = writeln!(out, "Migration plan");
     let _ = writeln!(out, "  old server: {}", plan.old_server);
     let _ = writeln!(out, "  new server: {}", plan.new_server);
-    let _ = writeln!(out, "  client:     {}", plan.options.client.rules());
+    let _ = writeln!(out, "  rules:      {}", plan.options.client.rules());
     let _ = writeln!(
         out,
         "  tenant:     {}",

@@ -81,7 +81,7 @@ fn each_client_generation_gets_its_rules() {
     let out = plan(&bom, &[]);
     let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
-        out.status.success() && report.contains("client:     any client"),
+        out.status.success() && report.contains("rules:      any client"),
         "{report}"
     );
 }
