@@ -102,10 +102,9 @@ fn assert_tool_accepts(tool: &Path, file: &Path, public: Option<&Path>) -> Strin
 
 #[test]
 fn unsigned_module_and_rootfs_pass_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     for (i, c) in [Compression::Gzip, Compression::None]
         .into_iter()
         .enumerate()
@@ -165,10 +164,9 @@ fn unsigned_module_and_rootfs_pass_official_tool() {
 
 #[test]
 fn single_file_artifact_passes_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.conf");
     std::fs::write(&file, b"setting=1\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -329,10 +327,9 @@ fn wrong_key_and_tampered_manifest_fail_everywhere() {
 #[test]
 fn header_json_matches_official_tool_bytes() {
     // Same inputs through both writers: header-info and type-info must be byte-identical.
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, b"abc").unwrap();
     let meta_text = r#"{"zz":{"b":[1,"x<y>&z"],"a":true},"aa":null,"n":-3}"#;
@@ -340,31 +337,24 @@ fn header_json_matches_official_tool_bytes() {
     std::fs::write(&meta_file, meta_text).unwrap();
     let theirs = dir.path().join("theirs.mender");
     let o = run(std::process::Command::new(&tool)
-        .args([
-            "write",
-            "module-image",
-            "-T",
-            "my-module",
-            "-n",
-            "rel-2",
-            "-t",
-            "qemux86-64",
-            "-t",
+        .args(my_module_args(
             "raspberrypi4",
-            "-g",
-            "grpA",
-            "-N",
-            "rel-1",
-            "-G",
-            "grpB",
-            "-p",
-            "custom.key:val1",
-            "-d",
-            "dep.key:dval",
-            "--clears-provides",
-            "foo.*",
-            "-o",
-        ])
+            &[
+                "-g",
+                "grpA",
+                "-N",
+                "rel-1",
+                "-G",
+                "grpB",
+                "-p",
+                "custom.key:val1",
+                "-d",
+                "dep.key:dval",
+                "--clears-provides",
+                "foo.*",
+                "-o",
+            ],
+        ))
         .arg(&theirs)
         .arg("-f")
         .arg(&f1)

@@ -133,10 +133,9 @@ fn run_tool(tool: &Path, args: &[&str], files: &[&Path], out: &Path) {
 
 #[test]
 fn module_image_tar_headers_match_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, vec![42u8; 70_000]).unwrap();
     let f2 = dir.path().join("app.conf");
@@ -144,20 +143,7 @@ fn module_image_tar_headers_match_official_tool() {
     let theirs = dir.path().join("theirs.mender");
     run_tool(
         &tool,
-        &[
-            "write",
-            "module-image",
-            "--compression",
-            "none",
-            "-T",
-            "my-module",
-            "-n",
-            "rel-2",
-            "-t",
-            "qemux86-64",
-            "-t",
-            "raspberrypi4",
-        ],
+        &my_module_args("raspberrypi4", &["--compression", "none"]),
         &[&f1, &f2],
         &theirs,
     );
@@ -182,10 +168,9 @@ fn module_image_tar_headers_match_official_tool() {
 
 #[test]
 fn rootfs_image_tar_headers_match_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("rootfs.ext4");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&img, &data).unwrap();
@@ -222,10 +207,9 @@ fn rootfs_image_tar_headers_match_official_tool() {
 #[test]
 fn gzip_member_headers_match_official_tool() {
     // With gzip only the outer member names and headers can be compared byte for byte.
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, b"abc").unwrap();
     let theirs = dir.path().join("theirs.mender");

@@ -20,6 +20,30 @@ pub fn mender_artifact() -> Option<PathBuf> {
     tool("mender-artifact", "mender-artifact")
 }
 
+/// `mender-artifact` and a scratch directory for what the test writes with it.
+pub fn mender_artifact_and_scratch() -> Option<(PathBuf, tempfile::TempDir)> {
+    Some((mender_artifact()?, tempfile::tempdir().unwrap()))
+}
+
+/// `mender-artifact write module-image` arguments for the comparison tests' module artifact
+/// (type `my-module`, name `rel-2`, devices `qemux86-64` and `other_device`), then `extra`.
+pub fn my_module_args<'a>(other_device: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "write",
+        "module-image",
+        "-T",
+        "my-module",
+        "-n",
+        "rel-2",
+        "-t",
+        "qemux86-64",
+        "-t",
+        other_device,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 pub fn openssl() -> Option<PathBuf> {
     tool("openssl", "openssl")
 }
