@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use menderartifact::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use test_support::{gen_key, KeyKind};
 
@@ -17,24 +16,12 @@ fn module_spec(dir: &Path, compression: Compression) -> ArtifactSpec {
     std::fs::write(&f2, &blob).unwrap();
     let meta: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(r#"{"zeta":1,"alpha":{"b":"<x&y>","a":[1,2]}}"#).unwrap();
-    let mut spec = ArtifactSpec::new(
-        "rel-2",
-        vec!["qemux86-64".into(), "raspberrypi4".into()],
-        Payload::Module {
-            type_name: "my-module".into(),
-            files: vec![
-                PayloadFile::from_path(&f1).unwrap(),
-                PayloadFile::from_path(&f2).unwrap(),
-                PayloadFile::from_bytes("inline.cfg", b"k=v\n".to_vec(), 0o640),
-            ],
-            meta_data: Some(meta),
-        },
-    );
-    spec.group = Some("grpA".into());
-    spec.depends_artifact_names = vec!["rel-1".into()];
-    spec.provides.insert("custom.key".into(), "val1".into());
-    spec.depends.insert("dep.key".into(), "dval".into());
-    spec.clears_provides = vec!["foo.*".into()];
+    let files = vec![
+        PayloadFile::from_path(&f1).unwrap(),
+        PayloadFile::from_path(&f2).unwrap(),
+        PayloadFile::from_bytes("inline.cfg", b"k=v\n".to_vec(), 0o640),
+    ];
+    let mut spec = my_module_spec(files, Some(meta), true);
     spec.scripts = vec![
         PayloadFile::from_bytes(
             "ArtifactCommit_Leave_10_cleanup",
@@ -339,21 +326,7 @@ fn header_json_matches_official_tool_bytes() {
     let o = run(std::process::Command::new(&tool)
         .args(my_module_args(
             "raspberrypi4",
-            &[
-                "-g",
-                "grpA",
-                "-N",
-                "rel-1",
-                "-G",
-                "grpB",
-                "-p",
-                "custom.key:val1",
-                "-d",
-                "dep.key:dval",
-                "--clears-provides",
-                "foo.*",
-                "-o",
-            ],
+            &[&MY_MODULE_EXTRAS[..], &["-G", "grpB", "-o"]].concat(),
         ))
         .arg(&theirs)
         .arg("-f")
@@ -361,21 +334,12 @@ fn header_json_matches_official_tool_bytes() {
         .arg("-m")
         .arg(&meta_file));
     assert!(o.status.success(), "{}", out_text(&o));
-    let mut spec = ArtifactSpec::new(
-        "rel-2",
-        vec!["qemux86-64".into(), "raspberrypi4".into()],
-        Payload::Module {
-            type_name: "my-module".into(),
-            files: vec![PayloadFile::from_path(&f1).unwrap()],
-            meta_data: Some(serde_json::from_str(meta_text).unwrap()),
-        },
+    let mut spec = my_module_spec(
+        vec![PayloadFile::from_path(&f1).unwrap()],
+        Some(serde_json::from_str(meta_text).unwrap()),
+        true,
     );
-    spec.group = Some("grpA".into());
-    spec.depends_artifact_names = vec!["rel-1".into()];
     spec.depends_groups = vec!["grpB".into()];
-    spec.provides = BTreeMap::from([("custom.key".to_string(), "val1".to_string())]);
-    spec.depends = BTreeMap::from([("dep.key".to_string(), "dval".to_string())]);
-    spec.clears_provides = vec!["foo.*".into()];
     let ours = write_to(dir.path(), "ours.mender", spec);
     let a = header_members(&std::fs::read(&theirs).unwrap());
     let b = header_members(&std::fs::read(&ours).unwrap());

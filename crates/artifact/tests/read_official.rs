@@ -50,20 +50,7 @@ fn reads_official_module_and_rootfs_artifacts() {
             &tool,
             &my_module_args(
                 "rpi4",
-                &[
-                    "--compression",
-                    compression,
-                    "-g",
-                    "grpA",
-                    "-N",
-                    "rel-1",
-                    "-p",
-                    "custom.key:val1",
-                    "-d",
-                    "dep.key:dval",
-                    "--clears-provides",
-                    "foo.*",
-                ],
+                &[&["--compression", compression][..], &MY_MODULE_EXTRAS].concat(),
             ),
             &[
                 "-f".as_ref(),

@@ -147,18 +147,11 @@ fn module_image_tar_headers_match_official_tool() {
         &[&f1, &f2],
         &theirs,
     );
-    let mut spec = ArtifactSpec::new(
-        "rel-2",
-        vec!["qemux86-64".into(), "raspberrypi4".into()],
-        Payload::Module {
-            type_name: "my-module".into(),
-            files: vec![
-                PayloadFile::from_path(&f1).unwrap(),
-                PayloadFile::from_path(&f2).unwrap(),
-            ],
-            meta_data: None,
-        },
-    );
+    let files = vec![
+        PayloadFile::from_path(&f1).unwrap(),
+        PayloadFile::from_path(&f2).unwrap(),
+    ];
+    let mut spec = my_module_spec(files, None, false);
     spec.compression = Compression::None;
     spec.mtime = Some(header_mtime(&theirs));
     let ours = dir.path().join("ours.mender");
