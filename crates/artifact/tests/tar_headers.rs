@@ -89,6 +89,16 @@ fn member<'a>(pairs: &'a [(RawMember, RawMember)], name: &str) -> &'a (RawMember
 }
 
 /// Compares outer, header and data tars of an artifact pair written without compression.
+/// Writes `spec` uncompressed with `theirs`'s header mtime into `dir` and compares the two
+/// artifacts' layouts byte for byte.
+fn assert_uncompressed_twin_matches(mut spec: ArtifactSpec, theirs: &Path, dir: &Path) {
+    spec.compression = Compression::None;
+    spec.mtime = Some(header_mtime(theirs));
+    let ours = dir.join("ours.mender");
+    write_artifact_to_path(spec, &ours).unwrap();
+    assert_same_artifact_layout(&ours, theirs);
+}
+
 fn assert_same_artifact_layout(ours: &Path, theirs: &Path) {
     let ours = std::fs::read(ours).unwrap();
     let theirs = std::fs::read(theirs).unwrap();
@@ -151,12 +161,8 @@ fn module_image_tar_headers_match_official_tool() {
         PayloadFile::from_path(&f1).unwrap(),
         PayloadFile::from_path(&f2).unwrap(),
     ];
-    let mut spec = my_module_spec(files, None, false);
-    spec.compression = Compression::None;
-    spec.mtime = Some(header_mtime(&theirs));
-    let ours = dir.path().join("ours.mender");
-    write_artifact_to_path(spec, &ours).unwrap();
-    assert_same_artifact_layout(&ours, &theirs);
+    let spec = my_module_spec(files, None, false);
+    assert_uncompressed_twin_matches(spec, &theirs, dir.path());
 }
 
 #[test]
@@ -183,18 +189,14 @@ fn rootfs_image_tar_headers_match_official_tool() {
         &[&img],
         &theirs,
     );
-    let mut spec = ArtifactSpec::new(
+    let spec = ArtifactSpec::new(
         "rootfs-1",
         vec!["dev1".into()],
         Payload::RootfsImage {
             file: PayloadFile::from_path(&img).unwrap(),
         },
     );
-    spec.compression = Compression::None;
-    spec.mtime = Some(header_mtime(&theirs));
-    let ours = dir.path().join("ours.mender");
-    write_artifact_to_path(spec, &ours).unwrap();
-    assert_same_artifact_layout(&ours, &theirs);
+    assert_uncompressed_twin_matches(spec, &theirs, dir.path());
 }
 
 #[test]
