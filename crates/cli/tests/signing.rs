@@ -79,7 +79,7 @@ fn signed_artifacts_verify_with_the_official_tool_and_ours() {
                     text(&o.stderr)
                 );
             }
-            let ours = inspect_verified(&path, &public);
+            let ours = inspect_verified(&path, public);
             assert!(
                 ours.status.success(),
                 "{name} inspect {artifact}: {}",
@@ -104,7 +104,7 @@ fn signed_artifacts_verify_with_the_official_tool_and_ours() {
                 !o.status.success(),
                 "{name}: official tool accepted the wrong key"
             );
-            let ours = inspect_verified(&path, &other_public);
+            let ours = inspect_verified(&path, other_public);
             assert_eq!(
                 ours.status.code(),
                 Some(1),
