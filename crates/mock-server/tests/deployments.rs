@@ -219,6 +219,22 @@ fn active_deployment_cap() {
         &mgmt,
         json!({"name": "3", "artifact_name": "a1", "devices": ["x"]}),
     );
+    // Default refusal: 400 with the services' JSON error body (the real status is not public).
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 active deployments"),
+        "{}",
+        r.text()
+    );
+    // The status is configurable.
+    server.update_settings(|s| s.max_active_deployments_status = 403);
+    let r = create(
+        &mgmt,
+        json!({"name": "3", "artifact_name": "a1", "devices": ["x"]}),
+    );
     assert_eq!(r.status, 403, "{}", r.text());
     // Aborting one frees a slot.
     let id = first
