@@ -7,10 +7,10 @@ use crate::config::{ClientGeneration, LoadedConfig};
 use crate::install::{self, ConfigFiles, ParsedArtifact};
 use crate::keys::DeviceKey;
 use crate::net::{Kind, Resp};
-use hyper::body::Bytes;
 use crate::{
     Counts, DeploymentOutcome, DeviceIdentity, DeviceReport, DeviceState, FleetSpec, Shared,
 };
+use hyper::body::Bytes;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -748,7 +748,8 @@ impl Device {
     /// `Err(())` = 409, the deployment was aborted.
     async fn report(&mut self, shared: &Shared, id: &str, status: &str) -> Result<bool, ()> {
         let path = format!("/api/devices/v1/deployments/device/deployments/{id}/status");
-        let body = Bytes::from(serde_json::to_vec(&json!({ "status": status })).expect("JSON serialises"));
+        let body =
+            Bytes::from(serde_json::to_vec(&json!({ "status": status })).expect("JSON serialises"));
         let n = tries(&shared.spec.knobs);
         for attempt in 0..n {
             if attempt > 0 {

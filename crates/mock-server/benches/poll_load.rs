@@ -366,5 +366,8 @@ fn check_request_log(addr: SocketAddr, devices: usize, polls: usize) {
         .filter(|e| e["device_id"].is_string() && e["status"].is_u64())
         .count();
     assert_eq!(polled, polls, "polls logged with their device");
-    println!("request log: {} entries, {polled} polls attributed", log.len());
+    println!(
+        "request log: {} entries, {polled} polls attributed",
+        log.len()
+    );
 }

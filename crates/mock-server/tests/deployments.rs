@@ -173,16 +173,10 @@ fn devices_list_is_lazy_and_paged_and_abort_per_device() {
             .json(),
         json!([])
     );
-    assert_eq!(
-        mgmt.call("GET", &format!("{list_url}?status=bogus"), None)
-            .status,
-        400
-    );
-    assert_eq!(
-        mgmt.call("GET", &format!("{list_url}?per_page=501"), None)
-            .status,
-        400
-    );
+    mgmt.expect_statuses(&[
+        ("GET", &format!("{list_url}?status=bogus"), 400),
+        ("GET", &format!("{list_url}?per_page=501"), 400),
+    ]);
     // B never polls: drop it from the batch; the deployment then finishes.
     assert_eq!(mgmt.deployment(&dep)["status"], "inprogress");
     let r = mgmt.call("DELETE", &format!("{DEPLOYMENTS}/devices/{b_id}"), None);

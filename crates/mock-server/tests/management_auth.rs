@@ -109,7 +109,13 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
             // A login token is no admin token.
             ("GET", "/admin/faults", b, None, 401),
             // Logout revokes it.
-            ("POST", "/api/management/v1/useradm/auth/logout", b, None, 202),
+            (
+                "POST",
+                "/api/management/v1/useradm/auth/logout",
+                b,
+                None,
+                202,
+            ),
             ("GET", DEVICES, b, None, 401),
         ],
     );
@@ -283,7 +289,13 @@ fn two_factor_code_when_configured() {
         &server,
         &[
             ("POST", LOGIN, Some(&auth), None, 401),
-            ("POST", LOGIN, Some(&auth), Some(r#"{"token2fa":"000000"}"#), 401),
+            (
+                "POST",
+                LOGIN,
+                Some(&auth),
+                Some(r#"{"token2fa":"000000"}"#),
+                401,
+            ),
         ],
     );
     let r = call(

@@ -112,7 +112,9 @@ pub(super) async fn artifact_get(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    json_or_404(&shared, "artifact", |s| s.artifacts.get(&id).map(artifact_view))
+    json_or_404(&shared, "artifact", |s| {
+        s.artifacts.get(&id).map(artifact_view)
+    })
 }
 
 /// Streams the `artifact` part to a temp file in the artifact dir, indexes it with the

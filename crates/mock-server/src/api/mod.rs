@@ -16,8 +16,8 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{delete, get, post, put};
 use axum::response::IntoResponse as _;
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 
 use crate::error::{ApiError, ApiResult};
