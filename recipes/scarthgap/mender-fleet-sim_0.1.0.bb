@@ -8,11 +8,11 @@ inherit cargo
 # mender-fleet-sim is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-fleet-sim/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "93fc41f200524353d065573761f7eec23e65ba85"
+SRCREV = "b59186729e4bf965bc14d6b74a08bcc493cab722"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-fleet-sim"
-PV:append = ".AUTOINC+93fc41f200"
+PV:append = ".AUTOINC+b59186729e"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

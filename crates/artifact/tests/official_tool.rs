@@ -7,6 +7,7 @@ use common::*;
 use menderartifact::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use test_support::{gen_key, KeyKind};
 
 fn module_spec(dir: &Path, compression: Compression) -> ArtifactSpec {
     let f1 = dir.join("file1.txt");

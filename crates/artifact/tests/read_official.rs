@@ -8,6 +8,7 @@ use menderartifact::*;
 use sha2::Digest;
 use std::path::Path;
 use std::process::Command;
+use test_support::{gen_key, KeyKind};
 
 fn sha_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data)
@@ -220,16 +221,6 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     let Some(tool) = mender_artifact() else {
         return;
     };
-    let mkfs = ["/usr/sbin", "/sbin", "/usr/bin"]
-        .iter()
-        .map(|d| std::path::Path::new(d).join("mkfs.ext4"))
-        .find(|p| p.exists())
-        .or_else(|| {
-            test_support::require_tool("this test", "mkfs.ext4", "run .ci/install-deps (e2fsprogs)")
-        });
-    let Some(mkfs) = mkfs else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let root = d.join("root");
@@ -240,18 +231,16 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
         .collect();
     std::fs::write(root.join("blob"), &blob).unwrap();
     let img = d.join("rootfs.ext4");
-    let out = std::process::Command::new(mkfs)
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&img)
-        .arg("4M")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if test_support::mkfs_ext4(
+        "reads_official_lzma_rootfs_and_module_artifacts",
+        &root,
+        &img,
+        "4M",
+    )
+    .is_none()
+    {
+        return;
+    }
     let image = std::fs::read(&img).unwrap();
 
     let r = d.join("r-lzma.mender");

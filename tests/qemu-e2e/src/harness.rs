@@ -13,7 +13,7 @@ use crate::host;
 use crate::image::{self, GuestImage, MODULE_GUEST_PATH};
 use crate::progress::{note, secs};
 use crate::scenarios::Scenario;
-use crate::servers::{now_epoch, parse_rfc3339, MockOptions, MockServer};
+use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _, MockOptions, MockServer};
 use crate::speed::{self, budget};
 use crate::vm::{tail_file, BootState, Disk, Forward, Vm, VmConfig};
 use anyhow::{bail, ensure, Context, Result};
@@ -508,10 +508,7 @@ impl<'a> Run<'a> {
             },
         )?;
         self.account_reboots(&result);
-        let statuses: Vec<&str> = result["history"]
-            .as_array()
-            .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
-            .unwrap_or_default();
+        let statuses = history_statuses(&result);
         self.log(&format!(
             "{name}: {} (reports: {})",
             result["status"].as_str().unwrap_or("?"),
@@ -959,12 +956,19 @@ pub fn build_mock_server() -> Result<PathBuf> {
     })
 }
 
-/// The image the scenarios boot (with the module built from this tree).
-pub fn scenario_image() -> Result<GuestImage> {
+/// The statuses a device deployment reported, in order (its `history`).
+pub fn history_statuses(device_deployment: &Value) -> Vec<&str> {
+    device_deployment["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// The image the scenarios boot, with `module` (built from this tree).
+pub fn scenario_image(module: PathBuf) -> Result<GuestImage> {
     image::ensure_image(&image::ImageRequest {
         rebuild_base: false,
-        module_binary: None,
-        without_module: false,
+        module_binary: Some(module),
     })
 }
 

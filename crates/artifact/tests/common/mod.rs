@@ -1,6 +1,8 @@
 //! Shared test helpers: locating `mender-artifact`/`openssl`, key generation, running the tool.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -46,79 +48,6 @@ pub fn openssl_run(openssl: &Path, args: &[&str]) {
     );
 }
 
-/// Key kinds the tests generate with the openssl CLI.
-#[derive(Clone, Copy, Debug)]
-pub enum KeyKind {
-    Rsa2048Pkcs1,
-    Rsa3072Pkcs8,
-    Rsa3072Pkcs1,
-    P256Sec1,
-    P256Pkcs8,
-}
-
-/// Generates a private key and its SPKI public key in `dir`; returns (private, public).
-pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{kind:?}.key.pem"));
-    let public = dir.join(format!("{kind:?}.pub.pem"));
-    let k = key.to_str().unwrap();
-    match kind {
-        KeyKind::Rsa2048Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "2048"])
-        }
-        KeyKind::Rsa3072Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "3072"])
-        }
-        KeyKind::Rsa3072Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:3072",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Sec1 => openssl_run(
-            openssl,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                k,
-            ],
-        ),
-    }
-    openssl_run(
-        openssl,
-        &[
-            "pkey",
-            "-in",
-            k,
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    );
-    (key, public)
-}
-
 /// Converts a PKCS#8 key to the traditional form that mender-artifact 3.9 can load.
 pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
     let sub = if rsa { "rsa" } else { "ec" };
@@ -135,22 +64,22 @@ pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
     openssl_run(openssl, &args);
 }
 
-/// `mender-artifact validate [-k pub] file`.
-pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+/// `mender-artifact <subcommand> [-k pub] file`.
+fn with_key(tool: &Path, subcommand: &str, file: &Path, public: Option<&Path>) -> Output {
     let mut c = Command::new(tool);
-    c.arg("validate");
+    c.arg(subcommand);
     if let Some(p) = public {
         c.arg("-k").arg(p);
     }
     run(c.arg(file))
 }
 
+/// `mender-artifact validate [-k pub] file`.
+pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+    with_key(tool, "validate", file, public)
+}
+
 /// `mender-artifact read [-k pub] file`.
 pub fn read(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
-    let mut c = Command::new(tool);
-    c.arg("read");
-    if let Some(p) = public {
-        c.arg("-k").arg(p);
-    }
-    run(c.arg(file))
+    with_key(tool, "read", file, public)
 }

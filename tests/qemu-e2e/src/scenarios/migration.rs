@@ -3,8 +3,8 @@
 
 use crate::artifacts::{artifact_name, ArtifactKind, Mode, Transport, Verify};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF, UNSIGNED_REFUSAL, VERIFY_KEY};
-use crate::harness::{Run, Which};
-use crate::servers::{now_epoch, parse_rfc3339};
+use crate::harness::{history_statuses, Run, Which};
+use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
@@ -234,10 +234,7 @@ pub(crate) fn refuse_unsigned(run: &mut Run, unsigned: &Path) -> Result<()> {
     let fallback_before = disk.read(FALLBACK_CONF)?;
     let r = run.deploy(Which::Old, unsigned)?;
     run.expect_status(&r, "failure")?;
-    let statuses: Vec<&str> = r["history"]
-        .as_array()
-        .map(|h| h.iter().filter_map(|x| x["status"].as_str()).collect())
-        .unwrap_or_default();
+    let statuses = history_statuses(&r);
     ensure!(
         !statuses
             .iter()
