@@ -462,6 +462,29 @@ fn is_status_filter(f: &str) -> bool {
         || ["pause", "active", "finished"].contains(&f)
 }
 
+/// The device records of deployment `id` that pass `keep`, with the deployment's artifact;
+/// `None` when there is no such deployment.
+fn device_views(
+    s: &crate::state::State,
+    id: &str,
+    history: bool,
+    keep: impl Fn(&crate::state::DeviceDeployment) -> bool,
+) -> Option<Vec<Value>> {
+    let d = s.deployments.get(id)?;
+    let image = s
+        .artifacts
+        .values()
+        .find(|a| a.name == d.artifact_name)
+        .map(artifact_view);
+    Some(
+        d.devices
+            .iter()
+            .filter(|(_, dd)| keep(dd))
+            .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, history))
+            .collect(),
+    )
+}
+
 fn device_deployment_view(
     device_id: &str,
     dd: &crate::state::DeviceDeployment,
@@ -503,24 +526,12 @@ pub(super) async fn deployment_devices_list(
     }
     let all = shared
         .read(|s| {
-            let d = s.deployments.get(&id)?;
-            let image = s
-                .artifacts
-                .values()
-                .find(|a| a.name == d.artifact_name)
-                .map(artifact_view);
-            Some(
-                d.devices
-                    .iter()
-                    .filter(|(_, dd)| dd.polled)
-                    .filter(|(_, dd)| {
-                        status
-                            .as_deref()
-                            .is_none_or(|f| status_matches(f, &dd.status))
-                    })
-                    .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, false))
-                    .collect::<Vec<_>>(),
-            )
+            device_views(s, &id, false, |dd| {
+                dd.polled
+                    && status
+                        .as_deref()
+                        .is_none_or(|f| status_matches(f, &dd.status))
+            })
         })
         .ok_or_else(|| ApiError::not_found("deployment not found"))?;
     let path = format!("/api/management/v1/deployments/deployments/{id}/devices/list");
@@ -574,18 +585,7 @@ pub(super) async fn deployment_devices(
     Path(id): Path<String>,
 ) -> ApiResult {
     json_or_404(&shared, "deployment", |s| {
-        let d = s.deployments.get(&id)?;
-        let image = s
-            .artifacts
-            .values()
-            .find(|a| a.name == d.artifact_name)
-            .map(artifact_view);
-        Some(
-            d.devices
-                .iter()
-                .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, true))
-                .collect::<Vec<_>>(),
-        )
+        device_views(s, &id, true, |_| true)
     })
 }
 
