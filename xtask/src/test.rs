@@ -73,6 +73,16 @@ pub struct Args {
     no_qemu: bool,
 }
 
+/// Clippy's flags for both workspaces: every target, the lock as committed, warnings denied.
+const CLIPPY_ARGS: &[&str] = &[
+    "--workspace",
+    "--all-targets",
+    "--locked",
+    "--",
+    "-D",
+    "warnings",
+];
+
 pub fn run(args: &Args) -> Result<()> {
     let qemu = !args.no_qemu;
     let root = crate::project_root();
@@ -149,15 +159,7 @@ pub fn run(args: &Args) -> Result<()> {
     // Lints after the tests, so a lint finding never hides a test failure.
     step(
         "cargo clippy --workspace --all-targets -- -D warnings",
-        at_root(&cargo).args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
+        at_root(&cargo).arg("clippy").args(CLIPPY_ARGS),
     )?;
     step(
         "cargo clippy (device workspace) -- -D warnings",
@@ -165,14 +167,7 @@ pub fn run(args: &Args) -> Result<()> {
             .arg("clippy")
             .arg("--manifest-path")
             .arg(&device_manifest)
-            .args([
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ]),
+            .args(CLIPPY_ARGS),
     )?;
     // A representative fuzz run (30 s per target); long runs are `cargo xtask fuzz --runs N`.
     step(

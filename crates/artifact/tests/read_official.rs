@@ -28,10 +28,9 @@ fn write_official(tool: &Path, args: &[&str], extra: &[&std::ffi::OsStr]) {
 
 #[test]
 fn reads_official_module_and_rootfs_artifacts() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let f1 = d.join("file1.txt");
     let f2 = d.join("file2.bin");
@@ -49,30 +48,10 @@ fn reads_official_module_and_rootfs_artifacts() {
         let m = d.join(format!("m-{compression}.mender"));
         write_official(
             &tool,
-            &[
-                "write",
-                "module-image",
-                "--compression",
-                compression,
-                "-T",
-                "my-module",
-                "-n",
-                "rel-2",
-                "-t",
-                "qemux86-64",
-                "-t",
+            &my_module_args(
                 "rpi4",
-                "-g",
-                "grpA",
-                "-N",
-                "rel-1",
-                "-p",
-                "custom.key:val1",
-                "-d",
-                "dep.key:dval",
-                "--clears-provides",
-                "foo.*",
-            ],
+                &[&["--compression", compression][..], &MY_MODULE_EXTRAS].concat(),
+            ),
             &[
                 "-f".as_ref(),
                 f1.as_os_str(),
@@ -218,10 +197,9 @@ fn reads_official_signed_artifacts() {
 
 #[test]
 fn reads_official_lzma_rootfs_and_module_artifacts() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let root = d.join("root");
     std::fs::create_dir_all(root.join("etc/mender")).unwrap();

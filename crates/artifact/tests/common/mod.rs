@@ -20,6 +20,70 @@ pub fn mender_artifact() -> Option<PathBuf> {
     tool("mender-artifact", "mender-artifact")
 }
 
+/// `mender-artifact` and a scratch directory for what the test writes with it.
+pub fn mender_artifact_and_scratch() -> Option<(PathBuf, tempfile::TempDir)> {
+    Some((mender_artifact()?, tempfile::tempdir().unwrap()))
+}
+
+/// `mender-artifact write module-image` arguments for the comparison tests' module artifact
+/// (type `my-module`, name `rel-2`, devices `qemux86-64` and `other_device`), then `extra`.
+pub fn my_module_args<'a>(other_device: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "write",
+        "module-image",
+        "-T",
+        "my-module",
+        "-n",
+        "rel-2",
+        "-t",
+        "qemux86-64",
+        "-t",
+        other_device,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The group, depends, provides and clears both writers are given for the module artifact.
+pub const MY_MODULE_EXTRAS: [&str; 10] = [
+    "-g",
+    "grpA",
+    "-N",
+    "rel-1",
+    "-p",
+    "custom.key:val1",
+    "-d",
+    "dep.key:dval",
+    "--clears-provides",
+    "foo.*",
+];
+
+/// Our writer's counterpart of [`my_module_args`] for `raspberrypi4`: a `my-module` payload
+/// of `files` and `meta_data`; `extras` adds [`MY_MODULE_EXTRAS`].
+pub fn my_module_spec(
+    files: Vec<menderartifact::PayloadFile>,
+    meta_data: Option<serde_json::Map<String, serde_json::Value>>,
+    extras: bool,
+) -> menderartifact::ArtifactSpec {
+    let mut spec = menderartifact::ArtifactSpec::new(
+        "rel-2",
+        vec!["qemux86-64".into(), "raspberrypi4".into()],
+        menderartifact::Payload::Module {
+            type_name: "my-module".into(),
+            files,
+            meta_data,
+        },
+    );
+    if extras {
+        spec.group = Some("grpA".into());
+        spec.depends_artifact_names = vec!["rel-1".into()];
+        spec.provides.insert("custom.key".into(), "val1".into());
+        spec.depends.insert("dep.key".into(), "dval".into());
+        spec.clears_provides = vec!["foo.*".into()];
+    }
+    spec
+}
+
 pub fn openssl() -> Option<PathBuf> {
     tool("openssl", "openssl")
 }

@@ -3,7 +3,7 @@
 
 use crate::artifacts::{artifact_name, ArtifactKind, Mode, Transport, Verify};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF, UNSIGNED_REFUSAL, VERIFY_KEY};
-use crate::harness::{history_statuses, Run, Which};
+use crate::harness::{inventory_attr, Run, Which};
 use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
@@ -56,24 +56,12 @@ pub(crate) fn full_migration(
         );
         run.wait_service_restart(Which::Old, &r)?;
     }
-    let dev = run.device_id(Which::Old)?;
-    let inv = run.wait_for(
+    let inv = run.wait_inventory(
+        Which::Old,
         "inventory on old reporting the dual stage",
-        budget(30),
-        |run| {
-            let inv = run.server(Which::Old)?.inventory(&dev)?;
-            let dual = inv["attributes"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|x| x["name"] == "server_migration_stage" && x["value"] == "dual")
-            });
-            Ok(dual.then_some(inv))
-        },
+        |inv| inventory_attr(inv, "server_migration_stage").is_some_and(|v| v == "dual"),
     )?;
-    let servers_attr = inv["attributes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == "server_migration_servers"))
-        .map(|x| x["value"].clone())
-        .unwrap_or_default();
+    let servers_attr = inventory_attr(&inv, "server_migration_servers").unwrap_or_default();
     ensure!(
         servers_attr == serde_json::json!([run.old_url(), run.new_url()]),
         "after stage 1 the device reports servers {servers_attr}, expected [old, new]"
@@ -105,20 +93,11 @@ pub(crate) fn full_migration(
         .and_then(|x| x["time"].as_str())
         .and_then(parse_rfc3339)
         .context("stage-2 deployment without report times")?;
-    let dev_new = run.device_id(Which::New)?;
-    let inv = run.wait_for(
+    run.wait_inventory(
+        Which::New,
         "new's inventory showing the stage-2 artifact",
-        budget(30),
-        |run| {
-            let inv = run.server(Which::New)?.inventory(&dev_new)?;
-            Ok(inv["attributes"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == "artifact_name"))
-                .filter(|x| x["value"] == stage2_name.as_str())
-                .map(|_| inv.clone()))
-        },
+        |inv| inventory_attr(inv, "artifact_name").is_some_and(|v| v == stage2_name.as_str()),
     )?;
-    let _ = inv;
     // A few more poll rounds on the new-only config, then: old heard nothing since the switch.
     let quiet_from = now_epoch();
     run.wait_polls(
@@ -233,14 +212,7 @@ pub(crate) fn refuse_unsigned(run: &mut Run, unsigned: &Path) -> Result<()> {
     let disk = run.disk.as_ref().context("no disk")?;
     let fallback_before = disk.read(FALLBACK_CONF)?;
     let r = run.deploy(Which::Old, unsigned)?;
-    run.expect_status(&r, "failure")?;
-    let statuses = history_statuses(&r);
-    ensure!(
-        !statuses
-            .iter()
-            .any(|s| *s == "rebooting" || *s == "installing"),
-        "the unsigned artifact got past the signature check: {statuses:?}"
-    );
+    run.expect_refused(&r, "the unsigned artifact got past the signature check")?;
     let deployment = r["deployment_id"].as_str().context("no deployment id")?;
     let device = run.device_id(Which::Old)?;
     // The client uploads the deployment log after its `failure` report.
