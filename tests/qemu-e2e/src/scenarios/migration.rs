@@ -1,5 +1,6 @@
-//! The full two-stage migration and its variants (patch, replace, service restart, HTTPS,
-//! signed artifacts with an unsigned stage refused first).
+//! The full two-stage migration, carried out by the orchestrator (`mender-migrate fleet run`),
+//! and its variants (patch, replace, service restart, HTTPS, signed artifacts with an
+//! unsigned stage refused first).
 
 use crate::artifacts::{artifact_name, ArtifactKind, Mode, Transport, Verify};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF, UNSIGNED_REFUSAL, VERIFY_KEY};
@@ -11,7 +12,11 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-/// The five steps of the tenant migration, automated. With `unsigned_stage1` (a device that
+/// The tenant migration carried out by the orchestrator (`mender-migrate fleet run`): the
+/// harness boots the device and has it accepted on old, the orchestrator does every
+/// server-side step (module-install + stage 1 from old, preauthorize on new, reject on old,
+/// stage 2 from new) and the reboots happen through the real client; then the harness checks
+/// the servers' views, their request logs and the disk. With `unsigned_stage1` (a device that
 /// checks signatures) that artifact is deployed first and must be refused.
 pub(crate) fn full_migration(
     run: &mut Run,
@@ -28,6 +33,10 @@ pub(crate) fn full_migration(
         set.stage1.clone(),
         set.stage2.clone(),
     );
+    let artifacts_dir = stage1
+        .parent()
+        .context("stage 1 artifact without a directory")?
+        .to_path_buf();
     run.start_servers(transport, false)?;
     run.prepare_disk(false, |_, _| Ok(()))?;
     let verify_key_before = run.disk.as_ref().context("no disk")?.read(VERIFY_KEY)?;
@@ -37,15 +46,24 @@ pub(crate) fn full_migration(
     );
     run.boot()?;
     run.accept_on_old()?;
-
-    // Step 2: module, then the dual config, both from old.
-    let r = run.deploy(Which::Old, &module_install)?;
-    run.expect_status(&r, "success")?;
     if let Some(unsigned) = unsigned_stage1 {
+        // The client checks the signature before it needs any update module.
         refuse_unsigned(run, unsigned)?;
     }
-    let r = run.deploy(Which::Old, &stage1)?;
-    run.expect_status(&r, "success")?;
+    let handed_over = now_epoch();
+
+    run.run_fleet(&artifacts_dir)?;
+
+    // What the orchestrator did, seen from the servers: module-install and stage 1 from old,
+    // both `success`; preauthorized on new only after stage 1's success, before the reject.
+    let r = finished_deployment(run, Which::Old, &module_install)?;
+    let module_done = last_report_time(&r)?;
+    let r = finished_deployment(run, Which::Old, &stage1)?;
+    let stage1_done = last_report_time(&r)?;
+    ensure!(
+        module_done <= stage1_done,
+        "stage 1 finished before the module installer"
+    );
     if mode == Mode::PatchServiceRestart {
         ensure!(
             r["history"]
@@ -54,44 +72,55 @@ pub(crate) fn full_migration(
             "a service-restart stage rebooted: {}",
             r["history"]
         );
-        run.wait_service_restart(Which::Old, &r)?;
     }
-    let dev = run.device_id(Which::Old)?;
-    let inv = run.wait_for(
-        "inventory on old reporting the dual stage",
-        budget(30),
-        |run| {
-            let inv = run.server(Which::Old)?.inventory(&dev)?;
-            let dual = inv["attributes"].as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|x| x["name"] == "server_migration_stage" && x["value"] == "dual")
-            });
-            Ok(dual.then_some(inv))
-        },
-    )?;
-    let servers_attr = inv["attributes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == "server_migration_servers"))
-        .map(|x| x["value"].clone())
-        .unwrap_or_default();
+    let rejected_at = run
+        .server(Which::Old)?
+        .requests()?
+        .iter()
+        .find(|r| {
+            r.method == "PUT"
+                && r.path.contains("/devauth/devices/")
+                && r.path.ends_with("/status")
+                && r.epoch() > handed_over
+        })
+        .map(|r| r.epoch())
+        .context("the orchestrator never changed the device's auth status on old")?;
+    let preauthorized_at = run
+        .server(Which::New)?
+        .requests()?
+        .iter()
+        .find(|r| {
+            r.method == "POST"
+                && r.path == "/api/management/v2/devauth/devices"
+                && r.status.is_some_and(|s| s < 300)
+        })
+        .map(|r| r.epoch())
+        .context("the device was never preauthorized on new")?;
     ensure!(
-        servers_attr == serde_json::json!([run.old_url(), run.new_url()]),
-        "after stage 1 the device reports servers {servers_attr}, expected [old, new]"
+        stage1_done <= preauthorized_at && preauthorized_at <= rejected_at,
+        "order broken: stage 1 success {stage1_done}, preauthorized on new {preauthorized_at}, \
+         rejected on old {rejected_at}"
     );
-    run.log(&format!(
-        "device runs stage 1: inventory server_migration_servers = {servers_attr}"
-    ));
+    let early: Vec<String> = run
+        .server(Which::New)?
+        .device_requests()?
+        .iter()
+        .filter(|r| r.epoch() < rejected_at - 1.0)
+        .map(|r| format!("{} {} {} -> {:?}", r.time, r.method, r.path, r.status))
+        .collect();
     ensure!(
-        run.server(Which::New)?.device_requests()?.is_empty(),
-        "the device contacted new while old still accepted it (Servers[0] must win)"
+        early.is_empty(),
+        "the device contacted new while old still accepted it (Servers[0] must win): {early:?}"
     );
+    check_dual_inventory(run)?;
 
-    // Steps 3 + 4: preauthorize on new, reject on old; the device fails over.
-    let rejected_at = run.switch_to_new()?;
+    // The failover: old answered 401 after the reject, the device authenticated on new (with
+    // old's identity and key) and used its API.
+    run.expect_failover(rejected_at)?;
+    expect_same_auth_set(run)?;
 
-    // Step 5: the new-only config, deployed from new.
-    let r = run.deploy(Which::New, &stage2)?;
-    run.expect_status(&r, "success")?;
+    // Stage 2 from new.
+    let r = finished_deployment(run, Which::New, &stage2)?;
     if mode == Mode::PatchServiceRestart {
         run.wait_service_restart(Which::New, &r)?;
     }
@@ -107,18 +136,21 @@ pub(crate) fn full_migration(
         .context("stage-2 deployment without report times")?;
     let dev_new = run.device_id(Which::New)?;
     let inv = run.wait_for(
-        "new's inventory showing the stage-2 artifact",
+        "new's inventory showing the stage-2 artifact and the new-only stage",
         budget(30),
         |run| {
             let inv = run.server(Which::New)?.inventory(&dev_new)?;
-            Ok(inv["attributes"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == "artifact_name"))
-                .filter(|x| x["value"] == stage2_name.as_str())
-                .map(|_| inv.clone()))
+            Ok((attribute(&inv, "artifact_name") == Some(&Value::from(stage2_name.as_str()))
+                && attribute(&inv, "server_migration_stage") == Some(&Value::from("new-only")))
+            .then_some(inv))
         },
     )?;
-    let _ = inv;
+    let servers_attr = attribute(&inv, "server_migration_servers").cloned();
+    ensure!(
+        servers_attr == Some(Value::from(run.new_url()))
+            || servers_attr == Some(serde_json::json!([run.new_url()])),
+        "after stage 2 the device reports servers {servers_attr:?}, expected [new]"
+    );
     // A few more poll rounds on the new-only config, then: old heard nothing since the switch.
     let quiet_from = now_epoch();
     run.wait_polls(
@@ -193,6 +225,119 @@ pub(crate) fn full_migration(
         );
     }
     run.expect_client_healthy()
+}
+
+/// The value of inventory attribute `name`.
+fn attribute<'v>(inventory: &'v Value, name: &str) -> Option<&'v Value> {
+    inventory["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == name))
+        .map(|x| &x["value"])
+}
+
+/// The orchestrator's one deployment of `artifact` on `which`: this device's part of it,
+/// which must have ended `success` (its reboots counted as booting time).
+fn finished_deployment(run: &mut Run, which: Which, artifact: &Path) -> Result<Value> {
+    let name = artifact_name(artifact);
+    let device = run.device_id(which)?;
+    let ids: Vec<String> = run
+        .server(which)?
+        .deployments()?
+        .iter()
+        .filter(|d| d["artifact_name"] == name.as_str())
+        .filter_map(|d| d["id"].as_str().map(str::to_string))
+        .collect();
+    ensure!(
+        ids.len() == 1,
+        "expected one deployment of {name} on {which:?} (the orchestrator's), found {}",
+        ids.len()
+    );
+    let mut r = run
+        .server(which)?
+        .deployment_device(&ids[0], &device)?
+        .with_context(|| format!("the deployment of {name} on {which:?} lacks the device"))?;
+    r["deployment_id"] = ids[0].clone().into();
+    run.account_reboots(&r);
+    let statuses: Vec<&str> = r["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|x| x["status"].as_str()).collect())
+        .unwrap_or_default();
+    run.log(&format!(
+        "{name} from {which:?}: {} (reports: {})",
+        r["status"].as_str().unwrap_or("?"),
+        statuses.join(" > ")
+    ));
+    run.expect_status(&r, "success")?;
+    Ok(r)
+}
+
+/// When the device's last report of a deployment arrived (epoch seconds).
+fn last_report_time(device_deployment: &Value) -> Result<f64> {
+    device_deployment["history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .and_then(|x| x["time"].as_str())
+        .and_then(parse_rfc3339)
+        .context("deployment without report times")
+}
+
+/// Old's inventory of the device after stage 1. The orchestrator rejects the device seconds
+/// after its `success`, so its last inventory at old may predate stage 1 (then its stage is
+/// `none` or not reported yet); when it reports the dual stage, the servers must be
+/// `[old, new]`.
+fn check_dual_inventory(run: &mut Run) -> Result<()> {
+    let dev = run.device_id(Which::Old)?;
+    let inv = run.server(Which::Old)?.inventory(&dev)?;
+    let stage = attribute(&inv, "server_migration_stage").cloned();
+    let servers = attribute(&inv, "server_migration_servers").cloned();
+    if stage == Some(Value::from("dual")) {
+        ensure!(
+            servers == Some(serde_json::json!([run.old_url(), run.new_url()])),
+            "after stage 1 the device reports servers {servers:?}, expected [old, new]"
+        );
+        run.log(&format!("old's inventory after stage 1: dual, servers {servers:?}"));
+    } else {
+        // Before the module-install, the module's inventory script is not there yet.
+        ensure!(
+            matches!(stage.as_ref().and_then(Value::as_str), None | Some("none"))
+                && matches!(servers.as_ref().and_then(Value::as_str), None | Some(u) if u == run.old_url()),
+            "old's inventory shows stage {stage:?} with servers {servers:?}"
+        );
+        run.log(&format!(
+            "old's last inventory predates stage 1 (stage {stage:?}, servers {servers:?})"
+        ));
+    }
+    Ok(())
+}
+
+/// The device's accepted auth set on new carries the identity and key it had on old, where
+/// that set is now rejected (never decommissioned).
+fn expect_same_auth_set(run: &mut Run) -> Result<()> {
+    let find = |which: Which, id: String| -> Result<Value> {
+        run.server(which)?
+            .devices()?
+            .into_iter()
+            .find(|d| d["id"].as_str() == Some(&id))
+            .with_context(|| format!("device {id} not listed on {which:?}"))
+    };
+    let old = find(Which::Old, run.device_id(Which::Old)?)?;
+    let new = find(Which::New, run.device_id(Which::New)?)?;
+    let set = |device: &Value, status: &str| -> Option<(Value, String)> {
+        device["auth_sets"].as_array()?.iter().find(|a| a["status"] == status).map(|a| {
+            (
+                a["identity_data"].clone(),
+                a["pubkey"].as_str().unwrap_or_default().trim().to_string(),
+            )
+        })
+    };
+    let on_old = set(&old, "rejected").context("no rejected auth set on old")?;
+    let on_new = set(&new, "accepted").context("no accepted auth set on new")?;
+    ensure!(
+        on_old == on_new,
+        "new accepted {on_new:?}, but old had {on_old:?}"
+    );
+    ensure!(old["status"] == "rejected", "device on old is {}", old["status"]);
+    Ok(())
 }
 
 pub(crate) fn migration_patch(run: &mut Run) -> Result<()> {
