@@ -37,7 +37,11 @@ impl Run<'_> {
             journal: self.dir.join("fleet.journal"),
             old_token: self.dir.join("old.pat"),
             new_token: self.dir.join("new.pat"),
-            ca: self.server(Which::Old)?.ca_file.as_ref().map(|_| self.dir.join("fleet-ca.pem")),
+            ca: self
+                .server(Which::Old)?
+                .ca_file
+                .as_ref()
+                .map(|_| self.dir.join("fleet-ca.pem")),
         };
         self.server(Which::Old)?
             .issue_pat("qemu-e2e-fleet", &files.old_token)?;
@@ -85,7 +89,12 @@ impl Run<'_> {
             .arg(artifacts)
             // One device: the canary is the whole fleet, and its failure pauses the run.
             .args(["--canary", "1", "--max-batch", "1", "--min-sample", "1"])
-            .args(["--failure-threshold", "0%", "--poll-interval", POLL_INTERVAL])
+            .args([
+                "--failure-threshold",
+                "0%",
+                "--poll-interval",
+                POLL_INTERVAL,
+            ])
             .arg("--stage-timeout")
             .arg(format!("{}s", stage_timeout.as_secs()))
             .arg("--appear-timeout")
@@ -122,12 +131,16 @@ impl Run<'_> {
                 tail_file(&events_file, 10)
             )
         };
-        ensure!(status.success(), "mender-migrate fleet run exited {status}; {}", tail());
+        ensure!(
+            status.success(),
+            "mender-migrate fleet run exited {status}; {}",
+            tail()
+        );
         let report = std::fs::read_to_string(&events_file)?
             .lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|e| e["event"] == "report")
-            .last()
+            .find(|e| e["event"] == "report")
             .with_context(|| format!("fleet run printed no final report; {}", tail()))?;
         expect_moved(&report, "fleet run's final report")?;
         self.log(&format!("fleet run: {}", summary(&report)));

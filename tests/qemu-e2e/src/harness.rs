@@ -82,7 +82,9 @@ impl Env {
             self.migrate_binary = Some(build_migrate()?);
             self.artifact_build += started.elapsed();
         }
-        self.migrate_binary.clone().context("mender-migrate not built")
+        self.migrate_binary
+            .clone()
+            .context("mender-migrate not built")
     }
 
     pub(crate) fn artifacts(&mut self, mode: Mode, transport: Transport) -> Result<&ArtifactSet> {

@@ -140,9 +140,11 @@ pub(crate) fn full_migration(
         budget(30),
         |run| {
             let inv = run.server(Which::New)?.inventory(&dev_new)?;
-            Ok((attribute(&inv, "artifact_name") == Some(&Value::from(stage2_name.as_str()))
-                && attribute(&inv, "server_migration_stage") == Some(&Value::from("new-only")))
-            .then_some(inv))
+            Ok(
+                (attribute(&inv, "artifact_name") == Some(&Value::from(stage2_name.as_str()))
+                    && attribute(&inv, "server_migration_stage") == Some(&Value::from("new-only")))
+                .then_some(inv),
+            )
         },
     )?;
     let servers_attr = attribute(&inv, "server_migration_servers").cloned();
@@ -295,12 +297,16 @@ fn check_dual_inventory(run: &mut Run) -> Result<()> {
             servers == Some(serde_json::json!([run.old_url(), run.new_url()])),
             "after stage 1 the device reports servers {servers:?}, expected [old, new]"
         );
-        run.log(&format!("old's inventory after stage 1: dual, servers {servers:?}"));
+        run.log(&format!(
+            "old's inventory after stage 1: dual, servers {servers:?}"
+        ));
     } else {
         // Before the module-install, the module's inventory script is not there yet.
         ensure!(
             matches!(stage.as_ref().and_then(Value::as_str), None | Some("none"))
-                && matches!(servers.as_ref().and_then(Value::as_str), None | Some(u) if u == run.old_url()),
+                && servers
+                    .as_ref()
+                    .is_none_or(|u| u.as_str() == Some(run.old_url().as_str())),
             "old's inventory shows stage {stage:?} with servers {servers:?}"
         );
         run.log(&format!(
@@ -323,12 +329,16 @@ fn expect_same_auth_set(run: &mut Run) -> Result<()> {
     let old = find(Which::Old, run.device_id(Which::Old)?)?;
     let new = find(Which::New, run.device_id(Which::New)?)?;
     let set = |device: &Value, status: &str| -> Option<(Value, String)> {
-        device["auth_sets"].as_array()?.iter().find(|a| a["status"] == status).map(|a| {
-            (
-                a["identity_data"].clone(),
-                a["pubkey"].as_str().unwrap_or_default().trim().to_string(),
-            )
-        })
+        device["auth_sets"]
+            .as_array()?
+            .iter()
+            .find(|a| a["status"] == status)
+            .map(|a| {
+                (
+                    a["identity_data"].clone(),
+                    a["pubkey"].as_str().unwrap_or_default().trim().to_string(),
+                )
+            })
     };
     let on_old = set(&old, "rejected").context("no rejected auth set on old")?;
     let on_new = set(&new, "accepted").context("no accepted auth set on new")?;
@@ -336,7 +346,11 @@ fn expect_same_auth_set(run: &mut Run) -> Result<()> {
         on_old == on_new,
         "new accepted {on_new:?}, but old had {on_old:?}"
     );
-    ensure!(old["status"] == "rejected", "device on old is {}", old["status"]);
+    ensure!(
+        old["status"] == "rejected",
+        "device on old is {}",
+        old["status"]
+    );
     Ok(())
 }
 
