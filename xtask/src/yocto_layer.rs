@@ -92,3 +92,66 @@ fn layer_recipes() -> Result<Vec<(String, String)>> {
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// `cargo xtask debian-overlay`'s flags, parsed as the command line would.
+    #[derive(Parser)]
+    struct Overlay {
+        #[command(flatten)]
+        args: crate::debian_overlay::Args,
+    }
+
+    /// Both generators' stage configs hold the example's TenantToken and must be owner-only.
+    #[test]
+    fn stage_configs_with_the_token_are_owner_only() {
+        let out = tempfile::tempdir().unwrap();
+        let config = crate::project_root().join("examples/captured/etc/mender/mender.conf");
+        let new_server = "https://new.example.com";
+        run(&Args {
+            inputs: MigrationInputs {
+                config: config.clone(),
+                fallback_config: None,
+                new_server: new_server.into(),
+                old_server: None,
+                keep_servers: Vec::new(),
+                new_tenant_token_file: None,
+            },
+            device_types: vec!["raspberrypi4".into()],
+            name: "meta-test".into(),
+            out: out.path().to_path_buf(),
+            force: false,
+        })
+        .unwrap();
+        let overlays = out.path().join("overlays");
+        let overlay = Overlay::parse_from([
+            "debian-overlay".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--new-server".as_ref(),
+            new_server.as_ref(),
+            "--out".as_ref(),
+            overlays.as_os_str(),
+        ]);
+        crate::debian_overlay::run(&overlay.args).unwrap();
+        let mut files = Vec::new();
+        for stage in ["dual", "new-only"] {
+            files.push(out.path().join(format!(
+                "meta-test/recipes-mender/mender-client/files/migration-{stage}/mender.conf"
+            )));
+        }
+        for stage in ["stage1-dual", "stage2-new-only"] {
+            files.push(overlays.join(stage).join("etc/mender/mender.conf"));
+        }
+        for conf in &files {
+            let text = std::fs::read_to_string(conf).unwrap();
+            assert!(text.contains("TenantToken"), "{}", conf.display());
+            let mode = std::fs::metadata(conf).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", conf.display());
+        }
+    }
+}

@@ -198,7 +198,10 @@ fn append_payload_file<W: Write>(
     let mut src = ExactReader::new(reader, size, true, label);
     let res = tarfmt::append_stream(tar, &name, size, mode, mtime, Owner::Root, &mut src);
     src.outcome(res, "writing the compressed data tar to the temp file")?;
-    let sha256 = schema::hex(&src.hasher.take().expect("hashing reader").finalize());
+    let sha256 = format!(
+        "{:x}",
+        src.hasher.take().expect("hashing reader").finalize()
+    );
     Ok(HashedFile { name, sha256 })
 }
 
@@ -371,8 +374,8 @@ fn build_prefix(
         .iter()
         .map(|h| schema::manifest_data_name(0, &h.name))
         .collect();
-    let header_sha = schema::hex(&Sha256::digest(&header));
-    let version_sha = schema::hex(&Sha256::digest(VERSION_JSON));
+    let header_sha = format!("{:x}", Sha256::digest(&header));
+    let version_sha = format!("{:x}", Sha256::digest(VERSION_JSON));
     let manifest = manifest::render(
         data_names
             .iter()

@@ -1,7 +1,7 @@
 //! `artifacts`: the module installer and the two stage artifacts, written atomically.
 
 use crate::elf::{check_module_binary, ModuleBinary};
-use crate::inputs::MigrationInputs;
+use crate::inputs::{ClientChoice, MigrationInputs};
 use crate::target::{how_to_pick, Arch, DeviceTarget};
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
@@ -47,6 +47,8 @@ pub enum CompressionArg {
 pub struct ArtifactsArgs {
     #[command(flatten)]
     pub inputs: MigrationInputs,
+    #[command(flatten)]
+    pub client: ClientChoice,
     /// Device type the artifacts install on (repeat for several).
     #[arg(long = "device-type", value_name = "T", required = true)]
     pub device_types: Vec<String>,
@@ -264,7 +266,7 @@ pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
     }
     let device_types = device_types(&args.device_types)?;
     let (module_path, arch, module_info) = module_binary(args)?;
-    let plan = args.inputs.plan()?;
+    let plan = args.inputs.plan_for(args.client.client)?;
     let signing_key = args.sign_key.as_deref().map(load_signing_key).transpose()?;
     if let (Some(key), None, false) = (
         plan.artifact_verify_key(),
@@ -378,10 +380,11 @@ fn write_all(
     )?;
     let mut staged = vec![(finish(spec, module_install)?, module_install)];
     for (stage, path) in [(Stage::Dual, stage1), (Stage::NewOnly, stage2)] {
-        staged.push((
-            finish(stage_spec(plan, stage, args, device_types)?, path)?,
-            path,
-        ));
+        let file = finish(stage_spec(plan, stage, args, device_types)?, path)?;
+        if carries_tenant_token(plan, stage, args.mode) {
+            owner_only(&file)?;
+        }
+        staged.push((file, path));
     }
     for (from, to) in staged {
         std::fs::rename(&from, to).with_context(|| {
@@ -392,6 +395,24 @@ fn write_all(
         })?;
     }
     Ok(())
+}
+
+/// Whether a stage artifact holds a `TenantToken`: the new tenant's (in `plan.json`), or the
+/// captured one inside the rendered files of replace mode.
+fn carries_tenant_token(plan: &MigrationPlan, stage: Stage, mode: ModeArg) -> bool {
+    plan.options.new_tenant_token.is_some()
+        || (mode == ModeArg::Replace
+            && plan
+                .stage_files(stage)
+                .tenant_token()
+                .is_some_and(|t| !t.is_empty()))
+}
+
+/// Mode 0600: a file holding a secret must not be readable by group or others.
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("{}: cannot make it owner-only (0600)", path.display()))
 }
 
 /// One stage artifact: payload type `server-migration`, `plan.json` (+ rendered files in
@@ -518,6 +539,7 @@ fn summary(
             .get_name(),
         if args.sign_key.is_some() { "yes" } else { "no" }
     );
+    let _ = writeln!(out, "  rules: {}", plan.options.client.rules());
     let _ = writeln!(
         out,
         "  stage 1 sets Servers [{}, {}]; stage 2 sets ServerURL {}",
@@ -579,6 +601,7 @@ fn report_json(
         "target": args.target,
         "module_linkage": if module.is_static() { "static" } else { "dynamic" },
         "signed": args.sign_key.is_some(),
+        "client": crate::plan::client_json(args.client.client),
         "warnings": warnings,
     }))
 }

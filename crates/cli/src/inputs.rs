@@ -1,9 +1,11 @@
 //! The inputs every host-side command shares: the captured config files and the two servers.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::TypedValueParser as _;
 use clap::Args;
 use menderconf::{
-    plan_migration_with, ConfigSet, MigrationPlan, PlanOptions, ServerUrl, TenantToken,
+    plan_migration_with, ClientGeneration, ConfigSet, MigrationPlan, PlanOptions, ServerUrl,
+    TenantToken,
 };
 use std::path::PathBuf;
 
@@ -33,9 +35,36 @@ pub struct MigrationInputs {
     pub new_tenant_token_file: Option<PathBuf>,
 }
 
+/// `--client`: which Mender client generation the devices run, and so whose rules apply.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ClientChoice {
+    /// The devices' Mender client: 3 (the Go client, `mender`), 4 or 5 (the C++ client,
+    /// `mender-update` + `mender-auth`), or any (default: a mixed or unknown fleet). 3: a config
+    /// starting with a UTF-8 byte order mark is refused (3.x exits 1 on it); 4/5: a BOM is read
+    /// and a wrongly typed setting is only a warning (those clients ignore it); any: the
+    /// strictest common rules, except that a BOM is read. No stage is ever written with a BOM
+    /// or a blank `ServerURL`. The stage artifacts carry the choice: the module refuses a
+    /// device running the other generation, and for `any` applies the rules of the client it
+    /// finds.
+    #[arg(
+        long = "client",
+        value_name = "3|4|5|any",
+        default_value = "any",
+        value_parser = clap::builder::PossibleValuesParser::new(["3", "4", "5", "any"])
+            .map(|v| ClientGeneration::parse(&v).expect("only listed values")),
+    )]
+    pub client: ClientGeneration,
+}
+
 impl MigrationInputs {
-    /// Loads, validates and plans both stages; errors name the file and the problem.
+    /// Loads, validates and plans both stages with the rules every client shares.
     pub fn plan(&self) -> Result<MigrationPlan> {
+        self.plan_for(ClientGeneration::Any)
+    }
+
+    /// Loads, validates and plans both stages with `client`'s rules; errors name the file and
+    /// the problem.
+    pub fn plan_for(&self, client: ClientGeneration) -> Result<MigrationPlan> {
         for path in std::iter::once(&self.config).chain(self.fallback_config.iter()) {
             if path.is_dir() {
                 bail!(
@@ -50,7 +79,8 @@ impl MigrationInputs {
                 );
             }
         }
-        let captured = ConfigSet::load(&self.config, self.fallback_config.as_deref())?;
+        let (captured, load_warnings) =
+            ConfigSet::load_for(&self.config, self.fallback_config.as_deref(), client)?;
         let new = ServerUrl::parse(&self.new_server).context("--new-server")?;
         let old = self
             .old_server
@@ -84,7 +114,10 @@ impl MigrationInputs {
         let options = PlanOptions {
             new_tenant_token,
             keep_servers,
+            client,
         };
-        Ok(plan_migration_with(captured, &new, old.as_ref(), options)?)
+        let mut plan = plan_migration_with(captured, &new, old.as_ref(), options)?;
+        plan.warnings.splice(0..0, load_warnings);
+        Ok(plan)
     }
 }

@@ -1,10 +1,11 @@
 //! `plan`: the dry run. Shows both stages' files, a diff against the captured ones, warnings.
 
-use crate::inputs::MigrationInputs;
+use crate::inputs::{ClientChoice, MigrationInputs};
 use anyhow::Result;
 use clap::Args;
 use menderconf::{
-    masked, ConfigFile, ConfigSet, MigrationPlan, Stage, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH,
+    masked, ClientGeneration, ConfigFile, ConfigSet, MigrationPlan, Stage, FALLBACK_CONFIG_PATH,
+    MAIN_CONFIG_PATH,
 };
 use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
@@ -15,6 +16,8 @@ use std::path::PathBuf;
 pub struct PlanArgs {
     #[command(flatten)]
     pub inputs: MigrationInputs,
+    #[command(flatten)]
+    pub client: ClientChoice,
     /// Print the plan as one JSON object (shape below, under --help); errors as one JSON object
     /// on stderr.
     #[arg(long)]
@@ -40,6 +43,10 @@ const PLAN_JSON_HELP: &str = r#"JSON output (--json):
     "new_server": "https://new.example.com",      the server they move to
     "module_install": {"artifact_name": "NAME-module-install-ARCH", "arch": "ARCH"} | null
                                                   null without --target/--arch
+    "client": {
+      "generation": "3" | "4" | "5" | "any",      --client: the devices' Mender client
+      "rules": "..."                              which rules were applied
+    },
     "tenant_token": {
       "stages": "********abcd" | null,            the new tenant's token both stages set
                                                   (masked); null: devices keep their own
@@ -59,7 +66,7 @@ const PLAN_JSON_HELP: &str = r#"JSON output (--json):
 pub fn run(args: &PlanArgs) -> Result<()> {
     let arch = crate::artifacts::resolve_arch(args.target.as_deref(), args.arch.as_deref())?
         .map(|(arch, _)| arch.name);
-    let plan = args.inputs.plan()?;
+    let plan = args.inputs.plan_for(args.client.client)?;
     if let Some(path) = &args.sign_key {
         crate::artifacts::load_signing_key(path)?;
     }
@@ -113,6 +120,7 @@ pub fn plan_json(
             json!({ "artifact_name": crate::artifacts::module_install_name(name, arch), "arch": arch })
         }),
     );
+    out.insert("client".into(), client_json(plan.options.client));
     out.insert(
         "tenant_token".into(),
         json!({
@@ -124,6 +132,11 @@ pub fn plan_json(
     out.insert("stage2".into(), files_json(&plan.stage2));
     out.insert("warnings".into(), json!(warnings));
     Value::Object(out)
+}
+
+/// `{"generation": "5", "rules": "..."}`: whose rules were applied.
+pub fn client_json(client: ClientGeneration) -> Value {
+    json!({ "generation": client.as_str(), "rules": client.rules() })
 }
 
 fn masked_text(file: &Option<ConfigFile>) -> String {
@@ -148,6 +161,7 @@ fn plan_text(
     let _ = writeln!(out, "Migration plan");
     let _ = writeln!(out, "  old server: {}", plan.old_server);
     let _ = writeln!(out, "  new server: {}", plan.new_server);
+    let _ = writeln!(out, "  rules:      {}", plan.options.client.rules());
     let _ = writeln!(
         out,
         "  tenant:     {}",

@@ -184,7 +184,8 @@ pub fn baked_layer(input: &BakedLayer<'_>) -> Result<FileTree, GenError> {
                 stage_name(stage)
             ),
             main.to_bytes(),
-            0o644,
+            // Owner-only: the stage config may hold the TenantToken (a secret).
+            0o600,
         );
     }
     tree.add(BAKED_INC, baked_inc(input, &keys_in_configs), 0o644);

@@ -162,7 +162,7 @@ fn read_header<R: Read>(r: R) -> Result<Extracted, HeaderError> {
         } else if name.starts_with("header.tar") {
             let comp = MemberCompression::from_suffix(&name, "header.tar")?;
             let raw = read_small(&mut entry, &format!("member '{name}'"))?;
-            let sum = hex(&Sha256::digest(&raw));
+            let sum = format!("{:x}", Sha256::digest(&raw));
             if !manifest.lines().any(|l| l == format!("{sum}  {name}")) {
                 return Err(format!("member '{name}' does not match its manifest checksum").into());
             }
@@ -179,10 +179,6 @@ fn read_header<R: Read>(r: R) -> Result<Extracted, HeaderError> {
         }
     }
     Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_small<R: Read>(r: R, what: &str) -> Result<Vec<u8>, HeaderError> {

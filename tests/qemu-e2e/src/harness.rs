@@ -13,7 +13,7 @@ use crate::host;
 use crate::image::{self, GuestImage, MODULE_GUEST_PATH};
 use crate::progress::{note, secs};
 use crate::scenarios::Scenario;
-use crate::servers::{now_epoch, parse_rfc3339, MockOptions, MockServer};
+use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _, MockOptions, MockServer};
 use crate::speed::{self, budget};
 use crate::vm::{tail_file, BootState, Disk, Forward, Vm, VmConfig};
 use anyhow::{bail, ensure, Context, Result};
@@ -993,12 +993,11 @@ fn build_host_binary(package: &str, bin: &str) -> Result<PathBuf> {
     })
 }
 
-/// The image the scenarios boot (with the module built from this tree).
-pub fn scenario_image() -> Result<GuestImage> {
+/// The image the scenarios boot, with `module` (built from this tree).
+pub fn scenario_image(module: PathBuf) -> Result<GuestImage> {
     image::ensure_image(&image::ImageRequest {
         rebuild_base: false,
-        module_binary: None,
-        without_module: false,
+        module_binary: Some(module),
     })
 }
 

@@ -60,14 +60,9 @@ pub fn require_tools(tools: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Looks a program up on `PATH` (plus the sbin directories, which a non-login root shell may lack).
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
-        .map(|dir| dir.join(tool))
-        .find(|candidate| candidate.is_file())
-}
+/// Looks a program up on `PATH` (plus the sbin directories, which a non-login root shell may
+/// lack): the same lookup the tests' skips use.
+pub use test_support::which;
 
 /// Runs a command to completion; a non-zero exit is an error carrying its stderr.
 pub fn run(cmd: &mut Command) -> Result<String> {

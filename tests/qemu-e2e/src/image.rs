@@ -74,10 +74,9 @@ pub const DEVICE_KEY_GUEST_PATH: &str = "/data/mender/mender-agent.pem";
 pub struct ImageRequest {
     /// Rebuild the base root filesystem (and so the overlay image) even if cached.
     pub rebuild_base: bool,
-    /// The update module binary; `None` = build `target/device/server-migration` with cargo.
+    /// The update module binary (`cargo xtask` builds it for the guest); `None` leaves the
+    /// module and its inventory script out (booting the stock client only).
     pub module_binary: Option<PathBuf>,
-    /// Leave the module and inventory script out (booting the stock client only).
-    pub without_module: bool,
 }
 
 /// A finished image. The disk is shared: copy it (`Vm` does) before booting.
@@ -304,30 +303,6 @@ pub fn inventory_script() -> PathBuf {
         .join("crates/device/server-migration/support/mender-inventory-server-migration")
 }
 
-/// Builds the update module for the device (`target/device/server-migration`).
-pub fn build_module() -> Result<PathBuf> {
-    step(
-        TAG,
-        "cargo build --profile device -p server-migration",
-        || {
-            let status = Command::new(host::cargo())
-                .arg("build")
-                .arg("--manifest-path")
-                .arg(host::workspace_root().join("crates/device/Cargo.toml"))
-                .arg("--target-dir")
-                .arg(host::target_dir())
-                .args(["--profile", "device", "-p", "server-migration"])
-                .current_dir(host::workspace_root())
-                .status()
-                .context("cannot run cargo")?;
-            if !status.success() {
-                bail!("building the server-migration module failed ({status})");
-            }
-            Ok(host::target_dir().join("device/server-migration"))
-        },
-    )
-}
-
 struct OverlayEntry {
     guest_path: String,
     kind: EntryKind,
@@ -388,20 +363,17 @@ pub fn generate_device_key(path: &Path) -> Result<()> {
 }
 
 fn ensure_overlay(cache: &Path, base: &BaseImage, req: &ImageRequest) -> Result<GuestImage> {
-    let module = if req.without_module {
-        None
-    } else {
-        let binary = match &req.module_binary {
-            Some(path) => path.clone(),
-            None => build_module()?,
-        };
-        let script = inventory_script();
-        for file in [&binary, &script] {
-            if !file.is_file() {
-                bail!("{} does not exist", file.display());
+    let module = match &req.module_binary {
+        None => None,
+        Some(binary) => {
+            let script = inventory_script();
+            for file in [binary, &script] {
+                if !file.is_file() {
+                    bail!("{} does not exist", file.display());
+                }
             }
+            Some((binary.clone(), script))
         }
-        Some((binary, script))
     };
     let overlay = overlay_dir();
     let mut entries = Vec::new();

@@ -18,29 +18,35 @@ pub mod vm;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 
-const IMAGE_USAGE: &str = "usage: cargo xtask qemu-image [--rebuild-base] [--module PATH | --without-module]
+const IMAGE_USAGE: &str =
+    "usage: cargo xtask qemu-image [--rebuild-base] [--module PATH | --without-module]
 
 Builds (or reuses from target/qemu-cache/, or $QEMU_E2E_CACHE) the Debian bookworm guest image:
   base layer     mmdebstrap of bookworm with systemd and mender-client 3.4 (cached by package set)
   overlay layer  debian-overlay/qemu-guest/rootfs + the server-migration module + device key
   --rebuild-base    ignore the cached base layer
-  --module PATH     use this module binary instead of `cargo build --profile device -p server-migration`
+  --module PATH     use this module binary instead of building it for the guest (x86_64 musl)
   --without-module  leave the module and its inventory script out";
 
+/// Builds the update module for the guest and returns the binary's path: `cargo xtask`'s
+/// one module build, handed in so the harness has no second copy of it.
+pub type ModuleBuilder<'a> = &'a dyn Fn() -> Result<PathBuf>;
+
 /// `cargo xtask qemu-image`.
-pub fn run_qemu_image(args: &[String]) -> Result<()> {
+pub fn run_qemu_image(args: &[String], build_module: ModuleBuilder) -> Result<()> {
     let mut req = image::ImageRequest {
         rebuild_base: false,
         module_binary: None,
-        without_module: false,
     };
+    let mut without_module = false;
+    let mut module_binary = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--rebuild-base" => req.rebuild_base = true,
-            "--without-module" => req.without_module = true,
+            "--without-module" => without_module = true,
             "--module" => match it.next() {
-                Some(path) => req.module_binary = Some(PathBuf::from(path)),
+                Some(path) => module_binary = Some(PathBuf::from(path)),
                 None => bail!("--module needs a path\n\n{IMAGE_USAGE}"),
             },
             "-h" | "--help" => {
@@ -51,6 +57,12 @@ pub fn run_qemu_image(args: &[String]) -> Result<()> {
         }
     }
     let started = std::time::Instant::now();
+    if !without_module {
+        req.module_binary = Some(match module_binary {
+            Some(path) => path,
+            None => build_module()?,
+        });
+    }
     let img = image::ensure_image(&req)?;
     progress::note(
         "qemu-image",
@@ -102,7 +114,7 @@ struct Row {
 }
 
 /// `cargo xtask qemu-test`.
-pub fn run_qemu_test(args: &[String]) -> Result<()> {
+pub fn run_qemu_test(args: &[String], build_module: ModuleBuilder) -> Result<()> {
     let mut wanted: Vec<String> = Vec::new();
     let mut power_loss: Option<String> = None;
     let mut keep_logs = false;
@@ -166,7 +178,7 @@ pub fn run_qemu_test(args: &[String]) -> Result<()> {
     ])?;
     let started = std::time::Instant::now();
     let load_at_start = load_average();
-    let image = harness::scenario_image()?;
+    let image = harness::scenario_image(build_module()?)?;
     let mock = harness::build_mock_server()?;
     let out_dir = std::env::var_os("QEMU_E2E_OUT")
         .map(std::path::PathBuf::from)

@@ -3,7 +3,7 @@
 //! logs, so the harness exercises the same surface an operator's tooling would.
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use mock_mender_server::routes;
 use serde_json::Value;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,55 +12,35 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One line of a server's request log.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LoggedRequest {
-    pub time: String,
-    #[serde(default)]
-    pub server: String,
-    pub method: String,
-    pub path: String,
-    pub status: Option<u16>,
-    pub device_id: Option<String>,
-    #[serde(default)]
-    pub fault: Option<String>,
+/// One line of a server's request log: the mock's own type, read back from its JSON lines.
+pub use mock_mender_server::RequestLogEntry;
+
+/// What the scenarios ask of a request-log line.
+pub trait LoggedRequest {
+    /// Seconds since the Unix epoch (the log's RFC 3339 UTC time; 0 if unreadable).
+    fn epoch(&self) -> f64;
+    fn is_auth(&self) -> bool;
+    /// A request at the device API or an artifact download (management calls excluded).
+    fn is_device_api(&self) -> bool;
 }
 
-impl LoggedRequest {
-    /// Seconds since the Unix epoch (the log's RFC 3339 UTC time).
-    pub fn epoch(&self) -> f64 {
+impl LoggedRequest for RequestLogEntry {
+    fn epoch(&self) -> f64 {
         parse_rfc3339(&self.time).unwrap_or(0.0)
     }
-    pub fn is_auth(&self) -> bool {
-        self.path == "/api/devices/v1/authentication/auth_requests"
+    fn is_auth(&self) -> bool {
+        self.path == routes::AUTH_REQUESTS
     }
-    pub fn is_device_api(&self) -> bool {
-        self.path.starts_with("/api/devices/") || self.path.starts_with("/download/")
+    fn is_device_api(&self) -> bool {
+        self.path.starts_with(routes::DEVICES_PREFIX)
+            || self.path.starts_with(routes::DOWNLOAD_PREFIX)
     }
 }
 
 /// `2026-11-22T03:10:00.123Z` (or `+00:00`) to seconds since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let time = time.trim_end_matches('Z');
-    let time = time.split(['+']).next()?;
-    let mut t = time.split(':');
-    let (hh, mm) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let ss: f64 = t.next()?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some((days * 86400 + hh * 3600 + mm * 60) as f64 + ss)
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp() as f64 + f64::from(t.nanosecond()) / 1e9)
 }
 
 /// Current time in seconds since the epoch (comparable with log times).
@@ -394,7 +374,7 @@ impl MockServer {
     }
 
     /// Every request logged so far (reads the JSON-lines file).
-    pub fn requests(&self) -> Result<Vec<LoggedRequest>> {
+    pub fn requests(&self) -> Result<Vec<RequestLogEntry>> {
         let text = match std::fs::read_to_string(&self.request_log) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -411,7 +391,7 @@ impl MockServer {
     }
 
     /// Requests the device (by id) or anyone at the device API made; management calls excluded.
-    pub fn device_requests(&self) -> Result<Vec<LoggedRequest>> {
+    pub fn device_requests(&self) -> Result<Vec<RequestLogEntry>> {
         Ok(self
             .requests()?
             .into_iter()

@@ -135,7 +135,7 @@ impl<R: Read> HashingReader<R> {
         }
     }
     fn finish_hex(self) -> String {
-        schema::hex(&self.hasher.finalize())
+        format!("{:x}", self.hasher.finalize())
     }
 }
 

@@ -119,17 +119,6 @@ pub(crate) fn valid_script_name(name: &str) -> bool {
         })
 }
 
-/// Lowercase hex, as in the manifest and the checksum provide.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
 /// The `version` member. Unknown keys are refused, as the Go reader does.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

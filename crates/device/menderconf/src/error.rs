@@ -19,9 +19,11 @@ pub enum ConfigError {
         column: usize,
         message: String,
     },
+    #[error("{origin}: starts with a UTF-8 byte order mark (bytes EF BB BF): the 3.x client cannot parse such a file and exits 1 (4.x/5.x read it); remove those 3 bytes, or migrate with the 4.x/5.x rules if the devices run that client")]
+    Bom { origin: String },
     #[error("{origin}: the top level must be a JSON object, found {found}")]
     NotObject { origin: String, found: &'static str },
-    #[error("{origin}: `{key}` must be {expected}, found {found} (the 3.4 client exits 1 on a wrong type)")]
+    #[error("{origin}: `{key}` must be {expected}, found {found} (the 3.x client exits 1 on a wrong type; 4.x/5.x ignore the setting)")]
     WrongType {
         origin: String,
         key: String,

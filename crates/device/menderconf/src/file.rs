@@ -1,7 +1,9 @@
-//! One `mender.conf` file: parsed with key order and unknown keys kept, type-checked like 3.4.
+//! One `mender.conf` file: parsed with key order and unknown keys kept, type-checked like the
+//! client generation reads it.
 
+use crate::client::BOM;
 use crate::keys;
-use crate::{ConfigError, Warning};
+use crate::{ClientGeneration, ConfigError, Warning};
 use serde_json::{Map, Value};
 
 /// A parsed `mender.conf`. `object` keeps key order and unknown keys; `origin` names the file in
@@ -13,9 +15,29 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Parses and type-checks one file. An error here is one the 3.4 client exits 1 on.
+    /// Parses and type-checks one file with the rules every client generation shares
+    /// ([`ClientGeneration::Any`]): a byte order mark is skipped, a wrong value type is fatal.
     pub fn parse(origin: impl Into<String>, bytes: &[u8]) -> Result<ConfigFile, ConfigError> {
+        Self::parse_for(origin, bytes, ClientGeneration::Any)
+    }
+
+    /// Parses and type-checks one file as `client` reads it: a byte order mark is refused for
+    /// 3.x (it exits 1) and skipped otherwise; a wrongly typed setting is fatal for 3.x and
+    /// `Any`, left in place for 4.x/5.x (they ignore it; [`ConfigSet::validate_for`] warns).
+    /// A wrongly typed server key is fatal for every generation.
+    ///
+    /// [`ConfigSet::validate_for`]: crate::ConfigSet::validate_for
+    pub fn parse_for(
+        origin: impl Into<String>,
+        bytes: &[u8],
+        client: ClientGeneration,
+    ) -> Result<ConfigFile, ConfigError> {
         let origin = origin.into();
+        let bytes = match bytes.strip_prefix(BOM) {
+            Some(_) if !client.reads_bom() => return Err(ConfigError::Bom { origin }),
+            Some(rest) => rest,
+            None => bytes,
+        };
         let value: Value = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json {
             origin: origin.clone(),
             line: e.line(),
@@ -38,7 +60,7 @@ impl ConfigFile {
             }
         };
         let file = ConfigFile { origin, object };
-        file.check_types()?;
+        file.type_warnings(client)?;
         Ok(file)
     }
 
@@ -50,20 +72,34 @@ impl ConfigFile {
         }
     }
 
-    fn check_types(&self) -> Result<(), ConfigError> {
+    /// Wrongly typed settings: an error for 3.x and `Any` (and for a server key always), a
+    /// warning each for 4.x/5.x, which ignore them.
+    pub(crate) fn type_warnings(
+        &self,
+        client: ClientGeneration,
+    ) -> Result<Vec<Warning>, ConfigError> {
+        let mut warnings = Vec::new();
         for (key, value) in &self.object {
-            if let Some((name, kind)) = keys::known_kind(keys::TOP_LEVEL, key) {
-                keys::check(name, value, kind).map_err(|(key, expected, found)| {
-                    ConfigError::WrongType {
-                        origin: self.origin.clone(),
-                        key,
-                        expected,
-                        found,
-                    }
-                })?;
+            let Some((name, kind)) = keys::known_kind(keys::TOP_LEVEL, key) else {
+                continue;
+            };
+            if let Err((key, expected, found)) = keys::check(name, value, kind) {
+                let error = ConfigError::WrongType {
+                    origin: self.origin.clone(),
+                    key,
+                    expected,
+                    found,
+                };
+                let server_key = name == "ServerURL" || name == "Servers";
+                if server_key || !client.ignores_wrong_types() {
+                    return Err(error);
+                }
+                warnings.push(Warning(format!(
+                    "{error}: the {client} client ignores `{name}` here; it is kept as it is"
+                )));
             }
         }
-        Ok(())
+        Ok(warnings)
     }
 
     /// Keys the client ignores: usually typos, worth a warning.

@@ -5,6 +5,7 @@
 //! the on-device update module call it and never re-implement a rule. The rules were measured on
 //! the Debian `mender-client` 3.4.0 (Go) and the 5.1.0 C++ client (see `ARCHITECTURE.md`).
 
+mod client;
 mod error;
 mod file;
 mod keys;
@@ -13,6 +14,7 @@ mod set;
 mod token;
 mod url;
 
+pub use client::ClientGeneration;
 pub use error::{ConfigError, Warning};
 pub use file::{masked, ConfigFile};
 pub use plan::{

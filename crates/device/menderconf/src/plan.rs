@@ -1,7 +1,7 @@
 //! The two migration stages: the plan a stage artifact carries, how it applies to a device's
 //! files, and the host-side plan for both stages from a captured config.
 
-use crate::{ConfigError, ConfigSet, ServerUrl, TenantToken, Warning};
+use crate::{ClientGeneration, ConfigError, ConfigSet, ServerUrl, TenantToken, Warning};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -70,6 +70,11 @@ pub struct StagePlan {
     /// named the old server explicitly and was told which are dropped).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop_other_servers: bool,
+    /// Whose rules apply: the host's `--client`. The module refuses a device running another
+    /// generation and, for `any`, applies the rules of the client it finds. Left out of
+    /// `plan.json` when `any`, so modules from before this field still read the plan.
+    #[serde(default, skip_serializing_if = "ClientGeneration::is_any")]
+    pub client: ClientGeneration,
 }
 
 impl StagePlan {
@@ -87,6 +92,7 @@ impl StagePlan {
             tenant_token: None,
             keep_servers: Vec::new(),
             drop_other_servers: false,
+            client: ClientGeneration::Any,
         }
     }
 
@@ -284,7 +290,7 @@ impl StagePlan {
     }
 
     fn check_result(&self, result: &ConfigSet) -> Result<(), ConfigError> {
-        result.validate()?;
+        result.validate_for(self.client)?;
         if let Some(token) = &self.tenant_token {
             if result.tenant_token() != Some(token.expose()) {
                 return Err(ConfigError::Precondition(format!(
@@ -339,6 +345,8 @@ pub struct PlanOptions {
     pub new_tenant_token: Option<TenantToken>,
     /// Servers of the captured `Servers` list to keep, after the new one.
     pub keep_servers: Vec<ServerUrl>,
+    /// The fleet's client generation, whose rules apply (`Any`: the strictest common ones).
+    pub client: ClientGeneration,
 }
 
 impl MigrationPlan {
@@ -353,6 +361,7 @@ impl MigrationPlan {
         plan.tenant_token = self.options.new_tenant_token.clone();
         plan.keep_servers = self.options.keep_servers.clone();
         plan.drop_other_servers = self.drops_servers;
+        plan.client = self.options.client;
         plan
     }
 
@@ -410,7 +419,7 @@ pub fn plan_migration_with(
     old: Option<&ServerUrl>,
     options: PlanOptions,
 ) -> Result<MigrationPlan, ConfigError> {
-    let mut warnings = captured.validate_rules(false)?;
+    let mut warnings = captured.validate_rules(false, options.client)?;
     let captured_servers = captured.servers();
     let old_given = old.is_some();
     let old = match old {
@@ -467,6 +476,7 @@ pub fn plan_migration_with(
     stage_plan.tenant_token = options.new_tenant_token.clone();
     stage_plan.keep_servers = options.keep_servers.clone();
     stage_plan.drop_other_servers = drops_servers;
+    stage_plan.client = options.client;
     let stage1 = stage_plan.apply(&captured)?;
     stage_plan.stage = Stage::NewOnly;
     let stage2 = stage_plan.apply(&stage1)?;

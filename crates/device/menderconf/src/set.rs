@@ -1,7 +1,8 @@
 //! Both config files as the client merges them, and the client-exact validation rules.
 
+use crate::client::BOM;
 use crate::keys;
-use crate::{ConfigError, ConfigFile, ServerUrl, Warning};
+use crate::{ClientGeneration, ConfigError, ConfigFile, ServerUrl, Warning};
 use crate::{FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH};
 use serde_json::Value;
 use std::path::Path;
@@ -16,15 +17,40 @@ pub struct ConfigSet {
 }
 
 impl ConfigSet {
-    /// Reads both files; a missing file is `None`, any other read or parse error is an error.
+    /// Reads both files with the rules every client shares ([`ClientGeneration::Any`]); a
+    /// missing file is `None`, any other read or parse error is an error.
     pub fn load(main: &Path, fallback: Option<&Path>) -> Result<ConfigSet, ConfigError> {
-        Ok(ConfigSet {
-            main: read_optional(main)?,
-            fallback: match fallback {
-                Some(path) => read_optional(path)?,
-                None => None,
-            },
-        })
+        Self::load_for(main, fallback, ClientGeneration::Any).map(|(set, _)| set)
+    }
+
+    /// Reads both files as `client` reads them ([`ConfigFile::parse_for`]), with a warning for
+    /// each file whose byte order mark only some of the clients read.
+    pub fn load_for(
+        main: &Path,
+        fallback: Option<&Path>,
+        client: ClientGeneration,
+    ) -> Result<(ConfigSet, Vec<Warning>), ConfigError> {
+        let mut warnings = Vec::new();
+        let mut read = |path: Option<&Path>| -> Result<Option<ConfigFile>, ConfigError> {
+            let Some(path) = path else { return Ok(None) };
+            let origin = path.display().to_string();
+            let bytes = match std::fs::read(path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(ConfigError::Io { origin, error }),
+            };
+            if client == ClientGeneration::Any && bytes.starts_with(BOM) {
+                warnings.push(Warning(format!(
+                    "{origin}: starts with a UTF-8 byte order mark: 4.x/5.x clients read it, a 3.x client exits 1 on this file; the files a stage rewrites are written without it"
+                )));
+            }
+            ConfigFile::parse_for(origin, &bytes, client).map(Some)
+        };
+        let set = ConfigSet {
+            main: read(Some(main))?,
+            fallback: read(fallback)?,
+        };
+        Ok((set, warnings))
     }
 
     /// Files in the order the client decodes them (fallback first).
@@ -93,18 +119,27 @@ impl ConfigSet {
     /// Fatal: type errors (already at parse), `Servers` with a non-empty `ServerURL` across both
     /// files (3.4 exits 1), `Servers` with any string `ServerURL` even `""` (4.x/5.x drop the whole
     /// file), `"Servers": []` (3.4 panics), server URLs with a path prefix or a foreign scheme.
+    /// These are the rules every client generation shares ([`ClientGeneration::Any`]).
     pub fn validate(&self) -> Result<Vec<Warning>, ConfigError> {
-        self.validate_rules(true)
+        self.validate_for(ClientGeneration::Any)
     }
 
-    /// Like [`validate`](Self::validate), but `Servers` with `"ServerURL": ""` is only a warning:
-    /// used for captured input, whose server keys are rewritten anyway.
+    /// [`validate`](Self::validate) with `client`'s rules: for 4.x/5.x a wrongly typed setting
+    /// (not a server key) is a warning, as those clients ignore it.
+    pub fn validate_for(&self, client: ClientGeneration) -> Result<Vec<Warning>, ConfigError> {
+        self.validate_rules(true, client)
+    }
+
+    /// Like [`validate_for`](Self::validate_for), but `Servers` with `"ServerURL": ""` is only a
+    /// warning: used for captured input, whose server keys are rewritten anyway.
     pub(crate) fn validate_rules(
         &self,
         blank_server_url_is_fatal: bool,
+        client: ClientGeneration,
     ) -> Result<Vec<Warning>, ConfigError> {
         let mut warnings = Vec::new();
         for file in self.decode_order() {
+            warnings.extend(file.type_warnings(client)?);
             warnings.extend(file.unknown_key_warnings());
             warnings.extend(duplicate_key_warnings(file));
         }
@@ -243,17 +278,6 @@ impl ConfigSet {
             self.fallback
                 .get_or_insert_with(|| ConfigFile::new(FALLBACK_CONFIG_PATH, Default::default()))
         }
-    }
-}
-
-fn read_optional(path: &Path) -> Result<Option<ConfigFile>, ConfigError> {
-    match std::fs::read(path) {
-        Ok(bytes) => ConfigFile::parse(path.display().to_string(), &bytes).map(Some),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(ConfigError::Io {
-            origin: path.display().to_string(),
-            error,
-        }),
     }
 }
 

@@ -25,16 +25,26 @@ fn url(s: &str) -> ServerUrl {
     ServerUrl::parse(s).unwrap()
 }
 
+/// Asserts `set` is refused for `Servers` next to a `ServerURL` string (3.4 exits, 4.x/5.x drop
+/// the file) and returns the error; `case` names the config in the failure message.
+fn servers_and_server_url(case: &str, set: &ConfigSet) -> ConfigError {
+    let err = set
+        .validate()
+        .expect_err(&format!("{case}: must be refused"));
+    assert!(
+        matches!(err, ConfigError::ServersAndServerUrl { .. }),
+        "{case}: {err}"
+    );
+    err
+}
+
 const OLD: &str = "https://old.example.com";
 const NEW: &str = "https://new.example.com";
 
 #[test]
 fn servers_with_server_url_in_one_file_is_fatal() {
     let set = main_only(r#"{"Servers": [{"ServerURL": "https://a"}], "ServerURL": "https://b"}"#);
-    assert!(matches!(
-        set.validate(),
-        Err(ConfigError::ServersAndServerUrl { .. })
-    ));
+    servers_and_server_url("one file", &set);
 }
 
 #[test]
@@ -43,8 +53,7 @@ fn servers_with_server_url_split_across_files_is_fatal() {
         r#"{"Servers": [{"ServerURL": "https://a"}]}"#,
         r#"{"ServerURL": "https://b"}"#,
     );
-    let err = set.validate().unwrap_err();
-    let msg = err.to_string();
+    let msg = servers_and_server_url("Servers in main", &set).to_string();
     assert!(
         msg.contains(MAIN_CONFIG_PATH) && msg.contains(FALLBACK_CONFIG_PATH),
         "{msg}"
@@ -54,10 +63,7 @@ fn servers_with_server_url_split_across_files_is_fatal() {
         r#"{"ServerURL": "https://b"}"#,
         r#"{"Servers": [{"ServerURL": "https://a"}]}"#,
     );
-    assert!(matches!(
-        set.validate(),
-        Err(ConfigError::ServersAndServerUrl { .. })
-    ));
+    servers_and_server_url("Servers in the fallback", &set);
 }
 
 #[test]
@@ -66,25 +72,16 @@ fn server_url_key_matches_case_insensitively() {
         let set = main_only(&format!(
             r#"{{"Servers": [{{"ServerURL": "https://a"}}], "{key}": "https://b"}}"#
         ));
-        assert!(
-            matches!(set.validate(), Err(ConfigError::ServersAndServerUrl { .. })),
-            "{key}"
-        );
+        servers_and_server_url(key, &set);
     }
     let set = main_only(r#"{"servers": [{"serverurl": "https://a"}], "ServerURL": "https://b"}"#);
-    assert!(matches!(
-        set.validate(),
-        Err(ConfigError::ServersAndServerUrl { .. })
-    ));
+    servers_and_server_url("lower-case servers", &set);
 }
 
 #[test]
 fn blank_server_url_next_to_servers_is_refused_for_4x_5x() {
     let set = main_only(r#"{"Servers": [{"ServerURL": "https://a"}], "ServerURL": ""}"#);
-    assert!(matches!(
-        set.validate(),
-        Err(ConfigError::ServersAndServerUrl { .. })
-    ));
+    servers_and_server_url("blank ServerURL", &set);
     // but `null` is not a string: accepted by every client
     main_only(r#"{"Servers": [{"ServerURL": "https://a"}], "ServerURL": null}"#)
         .validate()
@@ -161,18 +158,19 @@ fn stage1_replaces_server_url_in_place_and_keeps_everything_else() {
         r#"{{"InventoryPollIntervalSeconds": 5, "ServerURL": "{OLD}", "TenantToken": "tok-123456", "X-Custom": {{"a": [1, "b"]}}, "ArtifactVerifyKey": "/etc/mender/artifact-verify-key.pem"}}"#
     );
     let plan = plan_migration(main_only(&src), &url(NEW), None).unwrap();
-    let s1 = &plan.stage1.main.as_ref().unwrap().object;
-    let keys: Vec<&str> = s1.keys().map(|k| k.as_str()).collect();
-    assert_eq!(
-        keys,
+    // Key order kept: the server key stays where ServerURL was, in both stages.
+    let keys_with = |server_key: &'static str| {
         [
             "InventoryPollIntervalSeconds",
-            "Servers",
+            server_key,
             "TenantToken",
             "X-Custom",
-            "ArtifactVerifyKey"
+            "ArtifactVerifyKey",
         ]
-    );
+    };
+    let s1 = &plan.stage1.main.as_ref().unwrap().object;
+    let keys: Vec<&str> = s1.keys().map(|k| k.as_str()).collect();
+    assert_eq!(keys, keys_with("Servers"));
     assert_eq!(
         s1["Servers"],
         json!([{"ServerURL": OLD}, {"ServerURL": NEW}])
@@ -185,16 +183,7 @@ fn stage1_replaces_server_url_in_place_and_keeps_everything_else() {
     );
     let s2 = &plan.stage2.main.as_ref().unwrap().object;
     let keys: Vec<&str> = s2.keys().map(|k| k.as_str()).collect();
-    assert_eq!(
-        keys,
-        [
-            "InventoryPollIntervalSeconds",
-            "ServerURL",
-            "TenantToken",
-            "X-Custom",
-            "ArtifactVerifyKey"
-        ]
-    );
+    assert_eq!(keys, keys_with("ServerURL"));
     assert_eq!(s2["ServerURL"], NEW);
     plan.stage1.validate().unwrap();
     plan.stage2.validate().unwrap();

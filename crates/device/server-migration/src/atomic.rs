@@ -187,6 +187,11 @@ pub fn sha256_bytes(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// Lower-case hex of `bytes`: how checksums appear in the journal and in `status`.
+///
+/// The device side's one hex encoder (with [`sha256_from_hex`] its inverse). The host crates
+/// print digests with sha2's `{:x}`; this stays a small function here because the device
+/// workspace depends on no host crate and its checksums are plain `[u8; 32]` arrays.
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -195,6 +200,21 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(DIGITS[(b & 15) as usize] as char);
     }
     s
+}
+
+/// Parses a SHA-256 written by [`hex`] (either case); `None` unless it is 64 hex digits.
+pub fn sha256_from_hex(text: &str) -> Option<[u8; 32]> {
+    let digits = text.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        *byte = (hi * 16 + lo) as u8;
+    }
+    Some(out)
 }
 
 /// Adds the action and path to an I/O error so messages name the file.
@@ -206,10 +226,16 @@ pub fn annotate(e: io::Error, action: &str, path: &Path) -> io::Error {
 mod tests {
     use super::*;
 
+    /// A path named `name` in a fresh temp dir (kept alive by the returned guard).
+    fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
+    }
+
     #[test]
     fn write_atomic_replaces_and_keeps_owner_mode() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("f.conf");
+        let (_dir, p) = temp_path("f.conf");
         fs::write(&p, b"old").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
         let own = Ownership::of(&fs::metadata(&p).unwrap());
@@ -223,8 +249,7 @@ mod tests {
 
     #[test]
     fn remove_durable_tolerates_missing() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("gone");
+        let (_dir, p) = temp_path("gone");
         remove_durable(&Faults::none(), &p).unwrap();
         fs::write(&p, b"x").unwrap();
         remove_durable(&Faults::none(), &p).unwrap();
@@ -232,14 +257,21 @@ mod tests {
     }
 
     #[test]
-    fn sha_of_missing_is_none_and_hex_is_lowercase() {
-        let d = tempfile::tempdir().unwrap();
-        assert_eq!(sha256_file(&d.path().join("x")).unwrap(), None);
-        fs::write(d.path().join("y"), b"abc").unwrap();
-        let h = sha256_file(&d.path().join("y")).unwrap().unwrap();
-        assert_eq!(
-            hex(&h),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+    fn sha_of_missing_is_none_and_hex_is_lowercase_and_parses_back() {
+        let (_dir, p) = temp_path("x");
+        assert_eq!(sha256_file(&p).unwrap(), None);
+        fs::write(&p, b"abc").unwrap();
+        let h = sha256_file(&p).unwrap().unwrap();
+        let text = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(hex(&h), text);
+        assert_eq!(sha256_from_hex(text), Some(h));
+        assert_eq!(sha256_from_hex(&text.to_uppercase()), Some(h));
+        for bad in [
+            &text[..62],
+            &format!("{text}00"),
+            &text.replacen('b', "g", 1),
+        ] {
+            assert_eq!(sha256_from_hex(bad), None, "{bad}");
+        }
     }
 }

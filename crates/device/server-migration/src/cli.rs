@@ -1,6 +1,7 @@
 //! Command line: the Update Module protocol (`STATE FILE_TREE`) plus `recover`, `status`, `inventory` for humans and scripts.
 
 use crate::device::{DeviceRoot, ROOT_ENV};
+use crate::diag;
 use crate::error::{Error, Result};
 use crate::faults::Faults;
 use crate::inventory;
@@ -29,14 +30,16 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let Some(s) = a.to_str().map(str::to_string) else {
-            eprintln!("server-migration: argument {a:?} is not UTF-8\n{USAGE}");
+            diag::report(&format!("argument {a:?} is not UTF-8"));
+            diag::plain(USAGE);
             return 2;
         };
         if rest.is_empty() && s == "--root" {
             match it.next() {
                 Some(v) => root = Some(PathBuf::from(v)),
                 None => {
-                    eprintln!("server-migration: --root needs a directory\n{USAGE}");
+                    diag::report("--root needs a directory");
+                    diag::plain(USAGE);
                     return 2;
                 }
             }
@@ -50,7 +53,7 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
         root: DeviceRoot::new(root.unwrap_or_else(|| PathBuf::from("/"))),
         faults: Faults::from_env(),
         runner: Box::new(SystemRunner),
-        diagnostics: Box::new(|msg| eprintln!("server-migration: {msg}")),
+        diagnostics: Box::new(diag::report),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -79,7 +82,8 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
         // argument". States are CamelCase; our own commands are lower case.
         [first, ..] if is_unknown_state(first) => Ok(()),
         _ => {
-            eprintln!("server-migration: unexpected arguments {rest:?}\n{USAGE}");
+            diag::report(&format!("unexpected arguments {rest:?}"));
+            diag::plain(USAGE);
             return 2;
         }
     };
@@ -87,7 +91,7 @@ pub fn main_with(args: Vec<OsString>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("server-migration: error: {e}");
+            diag::report(&format!("error: {e}"));
             1
         }
     }

@@ -96,7 +96,7 @@ mod injection {
         match v.trim().parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                eprintln!("server-migration: ignoring {var}={v:?}: not a number");
+                crate::diag::report(&format!("ignoring {var}={v:?}: not a number"));
                 None
             }
         }
@@ -116,15 +116,15 @@ mod injection {
             let n = self.steps.get() + 1;
             self.steps.set(n);
             if self.trace {
-                eprintln!("server-migration: step {n}: {what}");
+                crate::diag::report(&format!("step {n}: {what}"));
             }
             if self.crash_at == Some(n) {
-                eprintln!("server-migration: injected crash at step {n} ({what})");
+                crate::diag::report(&format!("injected crash at step {n} ({what})"));
                 std::process::abort();
             }
             if self.pause_at == Some(n) {
                 let line = format!("{PAUSE_MARKER} {n} ({what})\n");
-                eprint!("{line}");
+                crate::diag::plain(&line);
                 if let Some(path) = std::env::var_os(PAUSE_NOTIFY_ENV) {
                     if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
                         let _ = f.write_all(line.as_bytes());

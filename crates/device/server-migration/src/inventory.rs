@@ -27,7 +27,8 @@ pub fn inventory(ctx: &Context) -> Result<String> {
             None
         }
     };
-    let servers: Vec<String> = match payload::read_device(&ctx.root) {
+    let rules = crate::client::DeviceClient::detect(&ctx.root).generation();
+    let servers: Vec<String> = match payload::read_device(&ctx.root, rules) {
         Ok((_, set)) => set
             .servers()
             .iter()

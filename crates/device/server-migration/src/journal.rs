@@ -273,20 +273,8 @@ mod sha_hex {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
-        let b = s.as_bytes();
-        if b.len() != 64 {
-            return Err(D::Error::custom("sha256 must be 64 hex digits"));
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in b.chunks(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16);
-            let lo = (pair[1] as char).to_digit(16);
-            match (hi, lo) {
-                (Some(h), Some(l)) => out[i] = (h * 16 + l) as u8,
-                _ => return Err(D::Error::custom("sha256 must be hex")),
-            }
-        }
-        Ok(out)
+        crate::atomic::sha256_from_hex(&s)
+            .ok_or_else(|| D::Error::custom("sha256 must be 64 hex digits"))
     }
 }
 

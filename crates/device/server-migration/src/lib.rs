@@ -4,11 +4,14 @@
 //! precondition, rendering, validation) are `menderconf`'s; this crate owns the protocol
 //! ([`protocol`]), the journal ([`journal`]), the durable file transaction ([`transaction`],
 //! [`atomic`]), the device root prefix ([`device`]), crash injection for tests ([`faults`]),
-//! the deferred client restart ([`restart`]) and the inventory attributes ([`inventory`]).
+//! the client generation on the device ([`client`]), the deferred client restart ([`restart`]),
+//! whole-line diagnostics ([`diag`]) and the inventory attributes ([`inventory`]).
 
 pub mod atomic;
 pub mod cli;
+pub mod client;
 pub mod device;
+pub mod diag;
 pub mod error;
 pub mod faults;
 pub mod inventory;

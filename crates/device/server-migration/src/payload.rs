@@ -3,11 +3,12 @@
 //! No mender.conf rule lives here: parsing, the stage precondition, rendering (patch mode) and
 //! validation are all `menderconf`'s. This module only reads files and maps paths.
 
+use crate::client::DeviceClient;
 use crate::device::DeviceRoot;
 use crate::error::{Error, Result};
 use crate::journal::RestartMode;
 use crate::transaction::{read_current, CurrentFile, Intent};
-use menderconf::{ConfigFile, ConfigSet, Mode, Restart, StagePlan, Warning};
+use menderconf::{ClientGeneration, ConfigFile, ConfigSet, Mode, Restart, StagePlan, Warning};
 use menderconf::{FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH, PLAN_FILE_NAME};
 use std::fs;
 use std::io;
@@ -24,6 +25,9 @@ pub struct PreparedInstall {
     /// Same order as `current`; `None` = the file must be absent.
     pub new: Vec<Option<Vec<u8>>>,
     pub warnings: Vec<Warning>,
+    /// The client found on the device, and whose rules were applied.
+    pub client: DeviceClient,
+    pub rules: ClientGeneration,
 }
 
 /// Reads `<tree>/files/plan.json`.
@@ -42,21 +46,29 @@ pub fn read_plan(tree: &Path) -> Result<StagePlan> {
     StagePlan::from_json(&bytes).map_err(|e| Error::new(format!("{}: {e}", path.display())))
 }
 
-/// The device's current files, parsed. Any unreadable or unparsable file is an error naming it.
-pub fn read_device(root: &DeviceRoot) -> Result<(Vec<CurrentFile>, ConfigSet)> {
+/// The device's current files, parsed as the `rules` client reads them. Any unreadable or
+/// unparsable file is an error naming it.
+pub fn read_device(
+    root: &DeviceRoot,
+    rules: ClientGeneration,
+) -> Result<(Vec<CurrentFile>, ConfigSet)> {
     let current: Vec<CurrentFile> = MANAGED_PATHS
         .iter()
         .map(|p| read_current(root, p))
         .collect::<Result<_>>()?;
-    let set = parse_set(&current)?;
+    let set = parse_set(&current, rules)?;
     Ok((current, set))
 }
 
-fn parse_set(files: &[CurrentFile]) -> Result<ConfigSet> {
+fn parse_set(files: &[CurrentFile], rules: ClientGeneration) -> Result<ConfigSet> {
     let parse = |f: &CurrentFile| -> Result<Option<ConfigFile>> {
         match &f.contents {
             None => Ok(None),
-            Some(bytes) => Ok(Some(ConfigFile::parse(f.device_path.clone(), bytes)?)),
+            Some(bytes) => Ok(Some(ConfigFile::parse_for(
+                f.device_path.clone(),
+                bytes,
+                rules,
+            )?)),
         }
     };
     Ok(ConfigSet {
@@ -67,11 +79,14 @@ fn parse_set(files: &[CurrentFile]) -> Result<ConfigSet> {
 
 /// Loads the plan and the device config and computes the new files; validation errors refuse.
 pub fn prepare_install(root: &DeviceRoot, tree: &Path) -> Result<PreparedInstall> {
-    let plan = read_plan(tree)?;
+    let mut plan = read_plan(tree)?;
+    let client = DeviceClient::detect(root);
+    plan.client = client.rules_for(plan.client)?;
+    let rules = plan.client;
     let artifact_name = fs::read_to_string(tree.join("header").join("artifact_name"))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".to_string());
-    let (current, current_set) = read_device(root)?;
+    let (current, current_set) = read_device(root, rules)?;
 
     let new: Vec<Option<Vec<u8>>> = match plan.mode {
         Mode::Patch => {
@@ -113,8 +128,8 @@ pub fn prepare_install(root: &DeviceRoot, tree: &Path) -> Result<PreparedInstall
                     ..cur.clone()
                 })
                 .collect();
-            let replacement =
-                parse_set(&as_files).map_err(|e| Error::new(format!("payload file: {e}")))?;
+            let replacement = parse_set(&as_files, rules)
+                .map_err(|e| Error::new(format!("payload file: {e}")))?;
             plan.check_replacement(&current_set, &replacement)?;
             new
         }
@@ -129,7 +144,7 @@ pub fn prepare_install(root: &DeviceRoot, tree: &Path) -> Result<PreparedInstall
             ..cur.clone()
         })
         .collect();
-    let warnings = parse_set(&result)?.validate()?;
+    let warnings = parse_set(&result, rules)?.validate_for(rules)?;
 
     Ok(PreparedInstall {
         intent: Intent {
@@ -145,6 +160,8 @@ pub fn prepare_install(root: &DeviceRoot, tree: &Path) -> Result<PreparedInstall
         current,
         new,
         warnings,
+        client,
+        rules,
     })
 }
 
@@ -173,17 +190,28 @@ fn read_payload_file(tree: &Path, name: &str, for_path: &str) -> Result<Vec<u8>>
         )));
     }
     let path = tree.join("files").join(name);
-    fs::read(&path).map_err(|e| {
+    let bytes = fs::read(&path).map_err(|e| {
         Error::new(format!(
             "payload file {} (content for {for_path}) cannot be read: {e}",
             path.display()
         ))
-    })
+    })?;
+    // Never written: a 3.x client cannot read a file that starts with one (the host never
+    // renders one, so such a payload was not made by this project's tools).
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Err(Error::new(format!(
+            "payload file {} (content for {for_path}) starts with a UTF-8 byte order mark; this module never writes one: rebuild the artifact with mender-migrate",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
-/// The config files on disk parse and pass validation (ArtifactVerifyReboot).
+/// The config files on disk parse and pass validation with the rules of the client on the
+/// device (ArtifactVerifyReboot).
 pub fn check_device_config(root: &DeviceRoot) -> Result<()> {
-    let (_, set) = read_device(root)?;
-    set.validate()?;
+    let rules = DeviceClient::detect(root).generation();
+    let (_, set) = read_device(root, rules)?;
+    set.validate_for(rules)?;
     Ok(())
 }

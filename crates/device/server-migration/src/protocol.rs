@@ -192,6 +192,12 @@ fn install(ctx: &Context, store: &Store<'_>, journal: Option<Journal>, tree: &Pa
         store.save(&previous)?;
     }
     let prepared = payload::prepare_install(&ctx.root, tree)?;
+    ctx.log(format!(
+        "client {} on this device ({}); applying the rules of {}",
+        prepared.client,
+        prepared.client.evidence,
+        prepared.rules.rules()
+    ));
     for w in &prepared.warnings {
         ctx.log(format!("warning: {w}"));
     }

@@ -16,12 +16,13 @@
 //! If `systemd-run` fails (no systemd), Cleanup exits 1 with the message; the config then takes
 //! effect at the next reboot or manual restart.
 //!
-//! The 4.x/5.x client runs as `mender-authd` + `mender-updated` (both read mender.conf); when
-//! there is no `mender-client.service` but a `mender-updated.service`, both of those are restarted.
+//! The 4.x/5.x client runs as `mender-authd` + `mender-updated` (both read mender.conf at start;
+//! only `mender-authd` reads `Servers`): on a device where [`DeviceClient::detect`] finds it, both
+//! are restarted; on 3.x, `mender-client`.
 
+use crate::client::DeviceClient;
 use crate::device::DeviceRoot;
 use std::io;
-use std::path::Path;
 use std::process::Command;
 
 /// Transient unit name, so a second schedule fails instead of stacking restarts.
@@ -57,42 +58,21 @@ impl CommandRunner for SystemRunner {
     }
 }
 
-const UNIT_DIRS: [&str; 3] = [
-    "/etc/systemd/system",
-    "/lib/systemd/system",
-    "/usr/lib/systemd/system",
-];
-
-fn unit_exists(root: &DeviceRoot, unit: &str) -> bool {
-    UNIT_DIRS
-        .iter()
-        .any(|d| root.host_path(&Path::new(d).join(unit)).exists())
-}
-
-/// The client's units on this device: `mender-client` (3.x), else `mender-authd mender-updated` (4.x/5.x).
-pub fn client_units(root: &DeviceRoot) -> Vec<&'static str> {
-    if !unit_exists(root, "mender-client.service") && unit_exists(root, "mender-updated.service") {
-        vec!["mender-authd", "mender-updated"]
-    } else {
-        vec!["mender-client"]
-    }
-}
-
-/// The `systemd-run` call that restarts the client later.
-pub fn restart_command(root: &DeviceRoot) -> (String, Vec<String>) {
+/// The `systemd-run` call that restarts `client`'s units later.
+pub fn restart_command(client: &DeviceClient) -> (String, Vec<String>) {
     let mut args = vec![
         format!("--on-active={RESTART_DELAY_SECS}"),
         format!("--unit={RESTART_UNIT}"),
         "systemctl".to_string(),
         "restart".to_string(),
     ];
-    args.extend(client_units(root).into_iter().map(String::from));
+    args.extend(client.units().iter().map(|u| u.to_string()));
     ("systemd-run".to_string(), args)
 }
 
-/// Schedules the deferred restart.
+/// Schedules the deferred restart of the client found on the device.
 pub fn schedule_restart(root: &DeviceRoot, runner: &dyn CommandRunner) -> io::Result<()> {
-    let (program, args) = restart_command(root);
+    let (program, args) = restart_command(&DeviceClient::detect(root));
     runner.run(&program, &args)
 }
 
@@ -101,23 +81,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn picks_units_by_installed_client() {
-        let d = tempfile::tempdir().unwrap();
-        let root = DeviceRoot::new(d.path());
-        assert_eq!(client_units(&root), vec!["mender-client"]);
-        std::fs::create_dir_all(d.path().join("usr/lib/systemd/system")).unwrap();
-        std::fs::write(
-            d.path()
-                .join("usr/lib/systemd/system/mender-updated.service"),
-            "",
-        )
-        .unwrap();
-        assert_eq!(client_units(&root), vec!["mender-authd", "mender-updated"]);
-        let (p, args) = restart_command(&root);
-        assert_eq!(p, "systemd-run");
-        assert_eq!(
-            args.join(" "),
-            "--on-active=30 --unit=server-migration-restart systemctl restart mender-authd mender-updated"
-        );
+    fn restarts_the_units_of_the_client() {
+        for (cpp, units) in [
+            (false, "mender-client"),
+            (true, "mender-authd mender-updated"),
+        ] {
+            let (program, args) = restart_command(&DeviceClient {
+                cpp,
+                evidence: String::new(),
+            });
+            assert_eq!(
+                format!("{program} {}", args.join(" ")),
+                format!("systemd-run --on-active=30 --unit=server-migration-restart systemctl restart {units}")
+            );
+        }
     }
 }

@@ -12,18 +12,15 @@ use common::*;
 use menderconf::{Restart, Stage};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Output;
 
 type Configs = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The files after a clean install of `plan` on a fresh device of the same kind.
-fn new_configs(make: fn() -> Device, plan_bytes: &[u8]) -> Configs {
-    let dev = make();
-    let tree = dev.tree("ref", Some(plan_bytes));
-    dev.sequence(
-        &tree,
-        &["Download", "SupportsRollback", "ArtifactInstall"],
-        &[],
-    );
+/// The files after a clean install of stage 1 on a fresh Debian device.
+fn new_configs() -> Configs {
+    let dev = Device::debian();
+    let tree = dev.tree("ref", Some(&stage1()));
+    dev.client(&tree, &[INSTALL_34], &[]);
     dev.configs()
 }
 
@@ -115,176 +112,130 @@ fn recover(dev: &Device, ctx: &str) {
     );
 }
 
+/// One crash point: `out` is the run the injected abort stopped (`ctx` says where). Recovery must
+/// be idempotent and leave the files all-old or all-new; then the client's `after` states must
+/// succeed and leave them `expect_final` (`old`/`new`).
+fn check_crash_point(
+    ctx: &str,
+    dev: &Device,
+    tree: &Path,
+    out: &Output,
+    after: &[&str],
+    (old, new): (&Configs, &Configs),
+    expect_final: &str,
+) {
+    assert!(
+        aborted(out),
+        "{ctx}: expected the injected abort, got {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    recover_idempotent(dev, ctx);
+    assert_consistent(ctx, &dev.configs(), old, new);
+    dev.sequence(tree, after, &[]);
+    let final_state =
+        assert_consistent(&format!("{ctx}, after {after:?}"), &dev.configs(), old, new);
+    assert_eq!(final_state, expect_final, "{ctx}: after {after:?}");
+}
+
 /// Runs `state` with a crash at steps 1, 2, … until it completes; `prefix` runs first without
 /// faults. After each crash: recovery, consistency, then `after` (the client's continuation)
-/// must succeed and leave `expect_final`. Returns the number of crash points.
-fn crash_loop(
-    make: fn() -> Device,
-    plan_bytes: &[u8],
-    prefix: &[&str],
-    state: &str,
-    after: &[&str],
-    expect_final: &str,
-) -> u64 {
-    let old = make().configs();
-    let new = new_configs(make, plan_bytes);
+/// must succeed and leave `expect_final`. Returns the number of crash points. The scenario:
+/// stage 1 on the Debian device (both files change).
+fn crash_loop(prefix: &[&str], state: &str, after: &[&str], expect_final: &str) -> u64 {
+    let plan_bytes = &stage1();
+    let old = Device::debian().configs();
+    let new = new_configs();
     assert_ne!(old.0, new.0, "scenario must change the main file");
     assert_ne!(old.1, new.1, "scenario must change the fallback file");
-    let mut n = 1;
-    loop {
-        let dev = make();
+    crash_points(state, |n| {
+        let dev = Device::debian();
         let tree = dev.tree("stage", Some(plan_bytes));
         dev.sequence(&tree, prefix, &[]);
-        let out = dev.run(&[state, tree.to_str().unwrap()], Some(n));
+        let out = dev.state_crashing_at(state, &tree, n);
         if out.status.success() {
             // Ran past the last step: every crash point is covered.
-            let end = dev.configs();
             dev.sequence(&tree, after, &[]);
-            assert_eq!(
-                which(&dev.configs(), &old, &new),
-                expect_final,
-                "{state} without crash"
-            );
-            let _ = end;
-            return n - 1;
+            let end = which(&dev.configs(), &old, &new);
+            assert_eq!(end, expect_final, "{state} without crash");
+            return true;
         }
         let ctx = format!("{state} crashed at step {n}");
-        assert!(
-            aborted(&out),
-            "{ctx}: expected the injected abort, got {:?}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        recover_idempotent(&dev, &ctx);
-        assert_consistent(&ctx, &dev.configs(), &old, &new);
-        dev.sequence(&tree, after, &[]);
-        let final_state = assert_consistent(
-            &format!("{ctx}, after {after:?}"),
-            &dev.configs(),
-            &old,
-            &new,
-        );
-        assert_eq!(final_state, expect_final, "{ctx}: after {after:?}");
+        check_crash_point(&ctx, &dev, &tree, &out, after, (&old, &new), expect_final);
+        false
+    })
+}
+
+/// Calls `run(n)` for the crash steps n = 1, 2, … until a run gets past the last step (returns
+/// true); returns the number of crash points.
+fn crash_points(what: &str, mut run: impl FnMut(u64) -> bool) -> u64 {
+    let mut n = 1;
+    while !run(n) {
         n += 1;
-        assert!(n < 500, "{state} never completed");
+        assert!(n < 500, "{what} never completed");
     }
+    n - 1
 }
 
 fn stage1() -> Vec<u8> {
     plan(Stage::Dual, Restart::Reboot)
 }
 
+/// Crash points of ArtifactInstall (after Download and SupportsRollback) of stage 1 on the
+/// Debian device, each followed by recovery and the client's `after` phases.
+fn install_crash_points(after: &[&[&str]], expect_final: &str) -> u64 {
+    let prefix = &INSTALL_34[..2];
+    let after = after.concat();
+    crash_loop(prefix, "ArtifactInstall", &after, expect_final)
+}
+
+/// Reports how many crash points `what` covered and fails below `at_least` (a test that stops
+/// crashing early would otherwise pass vacuously).
+fn assert_covered(what: &str, n: u64, at_least: u64) {
+    eprintln!("{what}: {n} crash points");
+    assert!(
+        n >= at_least,
+        "{what} covered only {n} crash points, expected at least {at_least}"
+    );
+}
+
 #[test]
 fn process_crash_during_install_recovers_then_client_rolls_back() {
     // The 3.4 client resumes an update killed in ArtifactInstall with a rollback.
-    let n = crash_loop(
-        Device::debian,
-        &stage1(),
-        &["Download", "SupportsRollback"],
-        "ArtifactInstall",
-        &[
-            "ArtifactRollback",
-            "NeedsArtifactReboot",
-            "ArtifactFailure",
-            "Cleanup",
-        ],
-        "old",
-    );
-    eprintln!("install: {n} crash points");
-    assert!(
-        n >= 25,
-        "install covered only {n} crash points, expected at least 25"
-    );
+    let n = install_crash_points(&[ROLLBACK_34, FAILURE], "old");
+    assert_covered("install", n, 25);
 }
 
 #[test]
 fn process_crash_during_install_recovers_then_retry_installs() {
     // After recovery a fresh install of the same artifact must succeed (no stale state blocks it).
-    let n = crash_loop(
-        Device::debian,
-        &stage1(),
-        &["Download", "SupportsRollback"],
-        "ArtifactInstall",
-        &[
-            "ArtifactInstall",
-            "ArtifactVerifyReboot",
-            "ArtifactCommit",
-            "Cleanup",
-        ],
+    let n = install_crash_points(
+        &[&["ArtifactInstall", "ArtifactVerifyReboot"], COMMIT],
         "new",
     );
-    eprintln!("install (retry): {n} crash points");
-    assert!(
-        n >= 25,
-        "install covered only {n} crash points, expected at least 25"
-    );
+    assert_covered("install (retry)", n, 25);
 }
 
 #[test]
 fn process_crash_during_rollback_ends_old() {
     let n = crash_loop(
-        Device::debian,
-        &stage1(),
-        &[
-            "Download",
-            "SupportsRollback",
-            "ArtifactInstall",
-            "NeedsArtifactReboot",
-            "ArtifactVerifyReboot",
-        ],
+        &[INSTALL_34, REBOOT_34].concat(),
         "ArtifactRollback",
-        &[
-            "ArtifactRollback",
-            "ArtifactRollbackReboot",
-            "ArtifactVerifyRollbackReboot",
-            "ArtifactFailure",
-            "Cleanup",
-        ],
+        &[&["ArtifactRollback"], ROLLBACK_REBOOT, FAILURE].concat(),
         "old",
     );
-    eprintln!("rollback: {n} crash points");
-    assert!(
-        n >= 14,
-        "rollback covered only {n} crash points, expected at least 14"
-    );
+    assert_covered("rollback", n, 14);
 }
 
 #[test]
 fn process_crash_during_commit_and_cleanup_ends_new() {
-    let prefix = [
-        "Download",
-        "SupportsRollback",
-        "ArtifactInstall",
-        "NeedsArtifactReboot",
-        "ArtifactVerifyReboot",
-    ];
-    let a = crash_loop(
-        Device::debian,
-        &stage1(),
-        &prefix,
-        "ArtifactCommit",
-        &["ArtifactCommit", "Cleanup"],
-        "new",
-    );
+    let prefix = [INSTALL_34, REBOOT_34].concat();
+    let a = crash_loop(&prefix, "ArtifactCommit", COMMIT, "new");
     let mut with_commit = prefix.to_vec();
     with_commit.push("ArtifactCommit");
-    let b = crash_loop(
-        Device::debian,
-        &stage1(),
-        &with_commit,
-        "Cleanup",
-        &["Cleanup"],
-        "new",
-    );
-    eprintln!("commit: {a} crash points, cleanup: {b} crash points");
-    assert!(
-        a >= 4,
-        "commit covered only {a} crash points, expected at least 4"
-    );
-    assert!(
-        b >= 4,
-        "cleanup covered only {b} crash points, expected at least 4"
-    );
+    let b = crash_loop(&with_commit, "Cleanup", &["Cleanup"], "new");
+    assert_covered("commit", a, 4);
+    assert_covered("cleanup", b, 4);
 }
 
 #[test]
@@ -294,52 +245,34 @@ fn process_crash_during_install_of_removal_and_symlinked_fallback() {
     fn dual_device() -> Device {
         let dev = Device::debian();
         let tree = dev.tree("s1", Some(&plan(Stage::Dual, Restart::Reboot)));
-        dev.sequence(&tree, &SUCCESS_34_AUTOMATIC, &[]);
+        dev.client(&tree, SUCCESS_34_AUTOMATIC, &[]);
         dev
     }
     let old = dual_device().configs();
-    let n = {
-        let tree_plan = format!(
-            "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"new-only\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\
-             \"files\":{{\"/etc/mender/mender.conf\":\"main.conf\",\"/var/lib/mender/mender.conf\":null}}}}"
-        );
-        // The device's own settings, merged into main (replace mode refuses to change them).
-        let main_new = format!(
-            "{{\n  \"ServerURL\": \"{NEW}\",\n  \"UpdatePollIntervalSeconds\": 5,\n  \"InventoryPollIntervalSeconds\": 5,\n  \"TenantToken\": \"tok-1234\"\n}}\n"
-        );
-        let mut n = 1u64;
-        loop {
-            let dev = dual_device();
-            let tree = dev.tree("s2", Some(tree_plan.as_bytes()));
-            std::fs::write(tree.join("files/main.conf"), &main_new).unwrap();
-            let new: Configs = (Some(main_new.clone().into_bytes()), None);
-            let out = dev.run(&["ArtifactInstall", tree.to_str().unwrap()], Some(n));
-            if out.status.success() {
-                assert_eq!(dev.configs(), new);
-                break n - 1;
-            }
-            let ctx = format!("replace install crashed at step {n}");
-            assert!(
-                aborted(&out),
-                "{ctx}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            recover_idempotent(&dev, &ctx);
-            assert_consistent(&ctx, &dev.configs(), &old, &new);
-            dev.sequence(
-                &tree,
-                &["ArtifactRollback", "ArtifactFailure", "Cleanup"],
-                &[],
-            );
-            assert_eq!(dev.configs(), old, "{ctx}: rollback");
-            n += 1;
-        }
-    };
-    eprintln!("replace install with removal: {n} crash points");
-    assert!(
-        n >= 22,
-        "replace install covered only {n} crash points, expected at least 22"
+    // The device's own settings, merged into main (replace mode refuses to change them).
+    let main_new = format!(
+        "{{\n  \"ServerURL\": \"{NEW}\",\n  \"UpdatePollIntervalSeconds\": 5,\n  \"InventoryPollIntervalSeconds\": 5,\n  \"TenantToken\": \"tok-1234\"\n}}\n"
     );
+    let new: Configs = (Some(main_new.clone().into_bytes()), None);
+    let rollback = [&["ArtifactRollback"], FAILURE].concat();
+    let n = crash_points("replace install", |n| {
+        let dev = dual_device();
+        let tree = dev.replace_tree(
+            "s2",
+            "new-only",
+            &[(MAIN, Some("main.conf")), (FALLBACK, None)],
+            &[("main.conf", &main_new)],
+        );
+        let out = dev.state_crashing_at("ArtifactInstall", &tree, n);
+        if out.status.success() {
+            assert_eq!(dev.configs(), new);
+            return true;
+        }
+        let ctx = format!("replace install crashed at step {n}");
+        check_crash_point(&ctx, &dev, &tree, &out, &rollback, (&old, &new), "old");
+        false
+    });
+    assert_covered("replace install with removal", n, 22);
 }
 
 #[test]
@@ -347,50 +280,34 @@ fn process_crash_during_recovery_itself() {
     // Crash the install at every step, then crash the recovery at every step, then recover.
     let plan_bytes = stage1();
     let old = Device::debian().configs();
-    let new = new_configs(Device::debian, &plan_bytes);
+    let new = new_configs();
     let mut covered = 0u64;
-    let mut n = 1u64;
-    loop {
+    crash_points("install", |n| {
         let probe = Device::debian();
         let tree = probe.tree("stage", Some(&plan_bytes));
         if probe
-            .run(&["ArtifactInstall", tree.to_str().unwrap()], Some(n))
+            .state_crashing_at("ArtifactInstall", &tree, n)
             .status
             .success()
         {
-            break;
+            return true;
         }
-        let mut m = 1u64;
-        loop {
+        covered += crash_points("recovery", |m| {
             let dev = Device::debian();
             let tree = dev.tree("stage", Some(&plan_bytes));
-            assert!(aborted(
-                &dev.run(&["ArtifactInstall", tree.to_str().unwrap()], Some(n))
-            ));
+            assert!(aborted(&dev.state_crashing_at("ArtifactInstall", &tree, n)));
             let out = dev.run(&["recover"], Some(m));
             if out.status.success() {
-                break;
+                return true;
             }
             let ctx = format!("install crash {n}, recovery crash {m}");
-            assert!(
-                aborted(&out),
-                "{ctx}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            recover_idempotent(&dev, &ctx);
-            assert_consistent(&ctx, &dev.configs(), &old, &new);
-            dev.sequence(&tree, &["ArtifactRollback"], &[]);
-            assert_eq!(dev.configs(), old, "{ctx}");
-            covered += 1;
-            m += 1;
-        }
-        n += 1;
-    }
-    eprintln!("recovery crash points (summed over install crash points): {covered}");
-    assert!(
-        covered >= 200,
-        "recovery covered only {covered} crash points, expected at least 200"
-    );
+            let rollback = ["ArtifactRollback"];
+            check_crash_point(&ctx, &dev, &tree, &out, &rollback, (&old, &new), "old");
+            false
+        });
+        false
+    });
+    assert_covered("recovery (summed over install crash points)", covered, 200);
 }
 
 #[test]
@@ -419,9 +336,11 @@ fn leftover_temp_files_are_removed_by_recovery() {
         .unwrap_or_else(|| panic!("no temp fsync step in trace:\n{stderr}"));
     let dev = Device::debian();
     let tree = dev.tree("stage", Some(&stage1()));
-    assert!(aborted(
-        &dev.run(&["ArtifactInstall", tree.to_str().unwrap()], Some(step))
-    ));
+    assert!(aborted(&dev.state_crashing_at(
+        "ArtifactInstall",
+        &tree,
+        step
+    )));
     let tmp = dev.path("etc/mender/.mender.conf.server-migration.tmp");
     assert!(tmp.exists(), "crash should leave the temp file");
     recover_idempotent(&dev, "temp");

@@ -10,6 +10,36 @@ fn tool(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The tool's arguments as the layer passes them: `--old-server` only for stage 1 (`dual`),
+/// `--fallback` only when the image has one.
+fn stage_args<'a>(
+    stage: &'a str,
+    old: Option<&'a str>,
+    new: &'a str,
+    main: &'a str,
+    fallback: Option<&'a str>,
+) -> Vec<&'a str> {
+    let mut args = vec!["--stage", stage];
+    if let Some(old) = old {
+        args.extend(["--old-server", old]);
+    }
+    args.extend(["--new-server", new, "--main", main]);
+    if let Some(fallback) = fallback {
+        args.extend(["--fallback", fallback]);
+    }
+    args
+}
+
+/// Runs the tool and asserts it succeeded, showing its stderr if not.
+fn tool_ok(args: &[&str]) {
+    let out = tool(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -30,23 +60,13 @@ fn dual_then_new_only_in_place_with_normalised_servers() {
     )
     .unwrap();
     let (m, f) = (main.to_str().unwrap(), fallback.to_str().unwrap());
-    let out = tool(&[
-        "--stage",
+    tool_ok(&stage_args(
         "dual",
-        "--old-server",
-        "https://old.example.com/",
-        "--new-server",
+        Some("https://old.example.com/"),
         "https://NEW.Example.com",
-        "--main",
         m,
-        "--fallback",
-        f,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        Some(f),
+    ));
     assert_eq!(
         json(&main),
         serde_json::json!({"TenantToken": "t", "Servers": [
@@ -56,21 +76,7 @@ fn dual_then_new_only_in_place_with_normalised_servers() {
         json(&fallback),
         serde_json::json!({"RootfsPartA": "/dev/a"})
     );
-    let out = tool(&[
-        "--stage",
-        "new-only",
-        "--new-server",
-        "new.example.com",
-        "--main",
-        m,
-        "--fallback",
-        f,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tool_ok(&stage_args("new-only", None, "new.example.com", m, Some(f)));
     assert_eq!(
         json(&main),
         serde_json::json!({"TenantToken": "t", "ServerURL": "https://new.example.com"})
@@ -92,16 +98,13 @@ fn refusals_exit_1_and_write_nothing() {
         "ftp://new.example.com",
         "https://old.example.com",
     ] {
-        let out = tool(&[
-            "--stage",
+        let out = tool(&stage_args(
             "dual",
-            "--old-server",
-            "https://old.example.com",
-            "--new-server",
+            Some("https://old.example.com"),
             new,
-            "--main",
             m,
-        ]);
+            None,
+        ));
         assert_eq!(out.status.code(), Some(1), "{new}");
         assert!(
             String::from_utf8_lossy(&out.stderr).starts_with("error: "),
@@ -110,16 +113,13 @@ fn refusals_exit_1_and_write_nothing() {
         assert_eq!(std::fs::read_to_string(&main).unwrap(), original, "{new}");
     }
     // A device (or build) whose server is not the old one is refused, as on a device.
-    let out = tool(&[
-        "--stage",
+    let out = tool(&stage_args(
         "dual",
-        "--old-server",
-        "https://other.example.com",
-        "--new-server",
+        Some("https://other.example.com"),
         "https://new.example.com",
-        "--main",
         m,
-    ]);
+        None,
+    ));
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(std::fs::read_to_string(&main).unwrap(), original);
 }

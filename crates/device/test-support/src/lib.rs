@@ -1,13 +1,14 @@
 //! Test helpers shared by every suite (device and host workspaces; it lives in the device one,
-//! which depends on no host crate): one definition of "running in CI" and one way to handle a
-//! test whose tool or privilege is missing. Locally such a test is
-//! skipped with a notice written straight to the terminal's stderr (the test harness captures
-//! `eprintln!` of passing tests, which would hide the skip); in CI it fails, naming what to
-//! install. No dependencies, Rust 1.75.
+//! which depends on no host crate): one definition of "running in CI", one way to handle a test
+//! whose tool or privilege is missing, and one assertion that a child process succeeded. Locally
+//! a test missing its tool is skipped with a notice written straight to the terminal's stderr
+//! (the test harness captures `eprintln!` of passing tests, which would hide the skip); in CI it
+//! fails, naming what to install. No dependencies, Rust 1.75.
 
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::Output;
 
 /// Whether the suite runs in CI: `CI` is set to anything but empty, `0` or `false` (CI services
 /// set `CI=true`; `cargo xtask test` sets it too).
@@ -48,6 +49,17 @@ pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(
         std::io::stderr(),
         "SKIPPED {test}: {reason} (fails when CI is set)"
+    );
+}
+
+/// Panics unless the process `what` ran as exited 0, with its exit status and stderr in the
+/// message (a bare `assert!(out.status.success())` would hide why it failed).
+pub fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

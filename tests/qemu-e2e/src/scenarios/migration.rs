@@ -5,7 +5,7 @@
 use crate::artifacts::{artifact_name, ArtifactKind, Mode, Transport, Verify};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF, UNSIGNED_REFUSAL, VERIFY_KEY};
 use crate::harness::{Run, Which};
-use crate::servers::{now_epoch, parse_rfc3339};
+use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;

@@ -4,7 +4,7 @@
 use crate::artifacts::{artifact_name, Mode, Transport};
 use crate::harness::{Run, Which, FINAL};
 use crate::image::MODULE_GUEST_PATH;
-use crate::servers::now_epoch;
+use crate::servers::{now_epoch, LoggedRequest as _};
 use crate::speed::{self, budget};
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;

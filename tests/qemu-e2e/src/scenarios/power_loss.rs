@@ -15,7 +15,7 @@ use crate::harness::{Env, Run, Which, FINAL};
 use crate::host;
 use crate::image::MODULE_GUEST_PATH;
 use crate::progress::step;
-use crate::servers::now_epoch;
+use crate::servers::{now_epoch, LoggedRequest as _};
 use crate::speed::{self, budget};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};

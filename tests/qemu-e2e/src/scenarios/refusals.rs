@@ -4,7 +4,7 @@
 use crate::artifacts::{Mode, Transport};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF};
 use crate::harness::{Run, Which};
-use crate::servers::now_epoch;
+use crate::servers::{now_epoch, LoggedRequest as _};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;

@@ -11,15 +11,11 @@ use std::process::{Command, Output};
 pub const BIN: &str = env!("CARGO_BIN_EXE_server-migration");
 pub const OLD: &str = "https://old.example.com";
 pub const NEW: &str = "https://new.example.com";
-pub const MAIN: &str = "etc/mender/mender.conf";
+/// The two config files as the client (and a plan) names them; [`Device::path`] takes them too.
+pub const MAIN: &str = "/etc/mender/mender.conf";
+pub const FALLBACK: &str = "/var/lib/mender/mender.conf";
 /// The fallback's real location: `/var/lib/mender` is a symlink to `/data/mender` on Debian.
 pub const FALLBACK_REAL: &str = "data/mender/mender.conf";
-
-/// Main config with `ServerURL` and other keys (bytes deliberately not in menderconf's format).
-pub const MAIN_OLD: &str = "{\"ServerURL\": \"https://old.example.com\", \"UpdatePollIntervalSeconds\": 5,\n \"InventoryPollIntervalSeconds\": 5}\n";
-/// Fallback config holding a second `ServerURL` and the tenant token.
-pub const FALLBACK_OLD: &str =
-    "{\"TenantToken\": \"tok-1234\", \"ServerURL\": \"https://old.example.com\"}\n";
 
 /// A device file system under a temp dir, Debian-style.
 pub struct Device {
@@ -31,18 +27,20 @@ pub struct Device {
 }
 
 impl Device {
-    /// Both files present (main 0644, fallback 0600), `/var/lib/mender -> /data/mender`.
+    /// Both files present (main 0644, fallback 0600), `/var/lib/mender -> /data/mender`. Main
+    /// has `ServerURL` and other keys (bytes deliberately not in menderconf's format).
     pub fn debian() -> Device {
-        let d = Device::empty();
-        d.write(MAIN, MAIN_OLD, 0o644);
-        d.write(FALLBACK_REAL, FALLBACK_OLD, 0o600);
+        let d = Device::fallback_only();
+        let main = format!("{{\"ServerURL\": \"{OLD}\", \"UpdatePollIntervalSeconds\": 5,\n \"InventoryPollIntervalSeconds\": 5}}\n");
+        d.write(MAIN, &main, 0o644);
         d
     }
 
-    /// Only the Debian fallback holds the config.
+    /// Only the Debian fallback holds the config: a second `ServerURL` and the tenant token.
     pub fn fallback_only() -> Device {
         let d = Device::empty();
-        d.write(FALLBACK_REAL, FALLBACK_OLD, 0o600);
+        let fallback = format!("{{\"TenantToken\": \"tok-1234\", \"ServerURL\": \"{OLD}\"}}\n");
+        d.write(FALLBACK_REAL, &fallback, 0o600);
         d
     }
 
@@ -66,8 +64,9 @@ impl Device {
         self.dir.path()
     }
 
-    pub fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+    /// `path` (relative, or absolute as on the device) inside the device root.
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.dir.path().join(path.trim_start_matches('/'))
     }
 
     pub fn write(&self, rel: &str, contents: &str, mode: u32) {
@@ -119,6 +118,11 @@ impl Device {
         cmd.output().unwrap()
     }
 
+    /// Runs one state with the injected abort at durable step `n` (fault injection).
+    pub fn state_crashing_at(&self, state: &str, tree: &Path, n: u64) -> Output {
+        self.run(&[state, tree.to_str().unwrap()], Some(n))
+    }
+
     /// Runs one state like the client does and returns (exit code, stdout, stderr).
     pub fn state(&self, state: &str, tree: &Path) -> (i32, String, String) {
         let out = self.run(&[state, tree.to_str().unwrap()], None);
@@ -127,6 +131,38 @@ impl Device {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// A fresh FILE_TREE named `name` carrying a replace-mode plan (see [`replace_plan`]) and the
+    /// `payload` files (name, contents) it may refer to.
+    pub fn replace_tree(
+        &self,
+        name: &str,
+        stage: &str,
+        files: &[(&str, Option<&str>)],
+        payload: &[(&str, &str)],
+    ) -> PathBuf {
+        let t = self.tree(name, Some(replace_plan(stage, files).as_bytes()));
+        for (file, contents) in payload {
+            fs::write(t.join("files").join(file), contents).unwrap();
+        }
+        t
+    }
+
+    /// A stage-1 (dual) FILE_TREE from OLD to NEW in patch mode, named `stage1`.
+    pub fn stage1(&self, restart: Restart) -> PathBuf {
+        self.tree("stage1", Some(&plan(Stage::Dual, restart)))
+    }
+
+    /// Runs a client's states, given as phases (see [`INSTALL_34`] and the others), like
+    /// [`Device::sequence`].
+    pub fn client(
+        &self,
+        tree: &Path,
+        phases: &[&[&str]],
+        expect_fail: &[&str],
+    ) -> Vec<(String, String)> {
+        self.sequence(tree, &phases.concat(), expect_fail)
     }
 
     /// Runs a sequence of states; panics with the state and stderr if one's exit code differs
@@ -220,13 +256,49 @@ pub fn text(c: &Option<Vec<u8>>) -> String {
         .unwrap_or_else(|| "<absent>".into())
 }
 
-pub const SUCCESS_34_AUTOMATIC: [&str; 7] = [
-    "Download",
-    "SupportsRollback",
-    "ArtifactInstall",
-    "NeedsArtifactReboot",
-    // client runs `reboot` here; it resumes after boot with:
-    "ArtifactVerifyReboot",
-    "ArtifactCommit",
-    "Cleanup",
-];
+// The clients' state sequences, in named phases (measured on mender-client 3.4 and
+// mender-update 5.1.0); a test composes a client run from them with [`Device::client`].
+
+/// 3.4: download, ask whether rollback is supported, install.
+pub const INSTALL_34: &[&str] = &["Download", "SupportsRollback", "ArtifactInstall"];
+/// 3.4 after an `Automatic` answer: the client reboots, then verifies after boot.
+pub const REBOOT_34: &[&str] = &["NeedsArtifactReboot", "ArtifactVerifyReboot"];
+/// 5.x: sizes query, download, install; then it asks [`QUESTIONS_5X`].
+pub const INSTALL_5X: &[&str] = &["ProvidePayloadFileSizes", "Download", "ArtifactInstall"];
+/// 5.x's questions after the install, in this order.
+pub const QUESTIONS_5X: &[&str] = &["NeedsArtifactReboot", "SupportsRollback"];
+/// The end of a successful deployment.
+pub const COMMIT: &[&str] = &["ArtifactCommit", "Cleanup"];
+/// The end of a failed deployment.
+pub const FAILURE: &[&str] = &["ArtifactFailure", "Cleanup"];
+/// 3.4's rollback: it asks whether the rollback needs a reboot.
+pub const ROLLBACK_34: &[&str] = &["ArtifactRollback", "NeedsArtifactReboot"];
+/// The reboot of a rollback (after `ArtifactRollback` on a device that booted the new config).
+pub const ROLLBACK_REBOOT: &[&str] = &["ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot"];
+/// The 3.4 client's whole successful deployment with `NeedsArtifactReboot` = `Automatic`.
+pub const SUCCESS_34_AUTOMATIC: &[&[&str]] = &[INSTALL_34, REBOOT_34, COMMIT];
+
+/// Replace-mode `plan.json` for `stage` (`dual`/`new-only`) from OLD to NEW: each device path
+/// maps to a payload file name under `files/`, or to `null` (the file must end up absent).
+pub fn replace_plan(stage: &str, files: &[(&str, Option<&str>)]) -> String {
+    let files: Vec<String> = files
+        .iter()
+        .map(|(path, name)| match name {
+            Some(name) => format!("\"{path}\":\"{name}\""),
+            None => format!("\"{path}\":null"),
+        })
+        .collect();
+    format!(
+        "{{\"format\":1,\"mode\":\"replace\",\"stage\":\"{stage}\",\"old_server\":\"{OLD}\",\"new_server\":\"{NEW}\",\"files\":{{{}}}}}",
+        files.join(",")
+    )
+}
+
+/// A config listing `servers` in `Servers`, as rendered payload files have it.
+pub fn servers_config(servers: &[&str]) -> String {
+    let entries: Vec<String> = servers
+        .iter()
+        .map(|s| format!("{{\"ServerURL\": \"{s}\"}}"))
+        .collect();
+    format!("{{\"Servers\": [{}]}}\n", entries.join(", "))
+}
