@@ -529,19 +529,25 @@ impl<'a> Run<'a> {
                 Ok(dd.filter(|d| d["status"].as_str().is_some_and(|s| FINAL.contains(&s))))
             },
         )?;
-        self.account_reboots(&result);
-        let statuses: Vec<&str> = result["history"]
+        self.note_deployment(&format!("{name} from {which:?}"), &result);
+        let mut result = result;
+        result["deployment_id"] = deployment.into();
+        Ok(result)
+    }
+
+    /// Logs how this device's part of a deployment ended, with its reports, and counts its
+    /// reboots as booting time.
+    pub(crate) fn note_deployment(&mut self, what: &str, device_deployment: &Value) {
+        self.account_reboots(device_deployment);
+        let statuses: Vec<&str> = device_deployment["history"]
             .as_array()
             .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
             .unwrap_or_default();
         self.log(&format!(
-            "{name}: {} (reports: {})",
-            result["status"].as_str().unwrap_or("?"),
+            "{what}: {} (reports: {})",
+            device_deployment["status"].as_str().unwrap_or("?"),
             statuses.join(" > ")
         ));
-        let mut result = result;
-        result["deployment_id"] = deployment.into();
-        Ok(result)
     }
 
     /// Counts `rebooting` → next report as booting time.

@@ -5,7 +5,7 @@
 use crate::artifacts::{artifact_name, ArtifactKind, Mode, Transport, Verify};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF, UNSIGNED_REFUSAL, VERIFY_KEY};
 use crate::harness::{Run, Which};
-use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _};
+use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _, RequestLogEntry};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
@@ -73,29 +73,22 @@ pub(crate) fn full_migration(
             r["history"]
         );
     }
-    let rejected_at = run
-        .server(Which::Old)?
-        .requests()?
-        .iter()
-        .find(|r| {
+    let rejected_at = first_request_at(
+        run,
+        Which::Old,
+        "the orchestrator's auth status change on old",
+        |r| {
             r.method == "PUT"
                 && r.path.contains("/devauth/devices/")
                 && r.path.ends_with("/status")
                 && r.epoch() > handed_over
-        })
-        .map(|r| r.epoch())
-        .context("the orchestrator never changed the device's auth status on old")?;
-    let preauthorized_at = run
-        .server(Which::New)?
-        .requests()?
-        .iter()
-        .find(|r| {
-            r.method == "POST"
-                && r.path == "/api/management/v2/devauth/devices"
-                && r.status.is_some_and(|s| s < 300)
-        })
-        .map(|r| r.epoch())
-        .context("the device was never preauthorized on new")?;
+        },
+    )?;
+    let preauthorized_at = first_request_at(run, Which::New, "a preauthorization on new", |r| {
+        r.method == "POST"
+            && r.path == "/api/management/v2/devauth/devices"
+            && r.status.is_some_and(|s| s < 300)
+    })?;
     ensure!(
         stage1_done <= preauthorized_at && preauthorized_at <= rejected_at,
         "order broken: stage 1 success {stage1_done}, preauthorized on new {preauthorized_at}, \
@@ -259,18 +252,24 @@ fn finished_deployment(run: &mut Run, which: Which, artifact: &Path) -> Result<V
         .deployment_device(&ids[0], &device)?
         .with_context(|| format!("the deployment of {name} on {which:?} lacks the device"))?;
     r["deployment_id"] = ids[0].clone().into();
-    run.account_reboots(&r);
-    let statuses: Vec<&str> = r["history"]
-        .as_array()
-        .map(|h| h.iter().filter_map(|x| x["status"].as_str()).collect())
-        .unwrap_or_default();
-    run.log(&format!(
-        "{name} from {which:?}: {} (reports: {})",
-        r["status"].as_str().unwrap_or("?"),
-        statuses.join(" > ")
-    ));
+    run.note_deployment(&format!("{name} from {which:?}"), &r);
     run.expect_status(&r, "success")?;
     Ok(r)
+}
+
+/// When `which` logged its first request matching `wanted` (epoch seconds).
+fn first_request_at(
+    run: &Run,
+    which: Which,
+    what: &str,
+    wanted: impl Fn(&RequestLogEntry) -> bool,
+) -> Result<f64> {
+    run.server(which)?
+        .requests()?
+        .iter()
+        .find(|r| wanted(r))
+        .map(|r| r.epoch())
+        .with_context(|| format!("{which:?}'s request log shows no {what}"))
 }
 
 /// When the device's last report of a deployment arrived (epoch seconds).
