@@ -73,10 +73,26 @@ pub struct Args {
     no_qemu: bool,
 }
 
+/// Clippy's flags for both workspaces: every target, the lock as committed, warnings denied.
+const CLIPPY_ARGS: &[&str] = &[
+    "--workspace",
+    "--all-targets",
+    "--locked",
+    "--",
+    "-D",
+    "warnings",
+];
+
 pub fn run(args: &Args) -> Result<()> {
     let qemu = !args.no_qemu;
     let root = crate::project_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Every step runs in the project root.
+    let at_root = |program: &str| {
+        let mut command = Command::new(program);
+        command.current_dir(&root);
+        command
+    };
     let missing = missing_tools();
     if !missing.is_empty() {
         let is_root = Command::new("id")
@@ -95,21 +111,16 @@ pub fn run(args: &Args) -> Result<()> {
     let main_job = readme_main_command(&root)?;
     step(
         &format!("README main command: {main_job}"),
-        Command::new("sh")
-            .current_dir(&root)
-            .args(["-c", &main_job]),
+        at_root("sh").args(["-c", &main_job]),
     )?;
     step(
         "cargo fmt --check",
-        Command::new(&cargo)
-            .current_dir(&root)
-            .args(["fmt", "--all", "--", "--check"]),
+        at_root(&cargo).args(["fmt", "--all", "--", "--check"]),
     )?;
     // CI=true turns every "tool missing" into a failure inside the test suites too.
     step(
         "cargo test --workspace",
-        Command::new(&cargo)
-            .current_dir(&root)
+        at_root(&cargo)
             .env("CI", "true")
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(["--exclude", "foreign-arch"]),
@@ -117,8 +128,7 @@ pub fn run(args: &Args) -> Result<()> {
     // The module on the devices' CPUs: Debian's arm64/armhf mender-client in qemu-user chroots.
     step(
         "foreign-architecture chroots (cargo test -p foreign-arch)",
-        Command::new(&cargo)
-            .current_dir(&root)
+        at_root(&cargo)
             .env("CI", "true")
             .args(["test", "-p", "foreign-arch"]),
     )?;
@@ -127,8 +137,7 @@ pub fn run(args: &Args) -> Result<()> {
     let device_manifest = root.join("crates/device/Cargo.toml");
     step(
         "cargo test (device workspace)",
-        Command::new(&cargo)
-            .current_dir(&root)
+        at_root(&cargo)
             .env("CI", "true")
             .arg("test")
             .arg("--manifest-path")
@@ -137,8 +146,7 @@ pub fn run(args: &Args) -> Result<()> {
     )?;
     step(
         &format!("cargo +{DEVICE_MSRV} test (device workspace, MSRV)"),
-        Command::new("rustup")
-            .current_dir(&root)
+        at_root("rustup")
             .env("CI", "true")
             .env_remove("CARGO")
             .env_remove("RUSTC")
@@ -151,51 +159,29 @@ pub fn run(args: &Args) -> Result<()> {
     // Lints after the tests, so a lint finding never hides a test failure.
     step(
         "cargo clippy --workspace --all-targets -- -D warnings",
-        Command::new(&cargo).current_dir(&root).args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
+        at_root(&cargo).arg("clippy").args(CLIPPY_ARGS),
     )?;
     step(
         "cargo clippy (device workspace) -- -D warnings",
-        Command::new(&cargo)
-            .current_dir(&root)
+        at_root(&cargo)
             .arg("clippy")
             .arg("--manifest-path")
             .arg(&device_manifest)
-            .args([
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ]),
+            .args(CLIPPY_ARGS),
     )?;
     // A representative fuzz run (30 s per target); long runs are `cargo xtask fuzz --runs N`.
     step(
         "fuzz: every target for 30 s (cargo xtask fuzz)",
-        Command::new(&cargo)
-            .current_dir(&root)
-            .args(["xtask", "fuzz", "--seconds", "30"]),
+        at_root(&cargo).args(["xtask", "fuzz", "--seconds", "30"]),
     )?;
     step(
         "oelint-adv on meta-migration/ and recipes/",
-        Command::new("bash")
-            .current_dir(&root)
-            .arg("meta-migration/scripts/oelint.sh"),
+        at_root("bash").arg("meta-migration/scripts/oelint.sh"),
     )?;
     if qemu {
         step(
             "QEMU end-to-end (cargo xtask qemu-test)",
-            Command::new(&cargo)
-                .current_dir(&root)
-                .args(["xtask", "qemu-test"]),
+            at_root(&cargo).args(["xtask", "qemu-test"]),
         )?;
     }
     Ok(())

@@ -31,5 +31,8 @@ pub use reader::{
     PayloadStream,
 };
 pub use reader::{MAX_HEADER_BYTES, MAX_JSON_BYTES};
-pub use spec::{module_image_single_file, ArtifactSpec, Payload, PayloadFile, PayloadSource};
+pub use spec::{
+    module_image_single_file, single_file_payload, ArtifactSpec, Payload, PayloadFile,
+    PayloadSource,
+};
 pub use writer::{write_artifact, write_artifact_to_path};

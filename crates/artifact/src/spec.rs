@@ -209,25 +209,30 @@ pub fn module_image_single_file(
     }
     let payload_file = PayloadFile::from_path(file)?;
     let mode = file_mode(&meta);
-    let files = vec![
-        PayloadFile::from_bytes("dest_dir", format!("{dest_dir}\n").into_bytes(), 0o644),
-        PayloadFile::from_bytes(
-            "filename",
-            format!("{}\n", payload_file.name).into_bytes(),
-            0o644,
-        ),
-        PayloadFile::from_bytes("permissions", format!("{mode:o}\n").into_bytes(), 0o644),
-        payload_file,
-    ];
     Ok(ArtifactSpec::new(
         name,
         device_types,
-        Payload::Module {
-            type_name: "single-file".into(),
-            files,
-            meta_data: None,
-        },
+        single_file_payload(dest_dir, payload_file, mode),
     ))
+}
+
+/// The stock `single-file` update module's payload: `file` installed into `dest_dir` as
+/// `file.name` with permissions `mode` (the module reads `dest_dir`, `filename` and
+/// `permissions` from files of their own).
+pub fn single_file_payload(dest_dir: &str, file: PayloadFile, mode: u32) -> Payload {
+    let small =
+        |name: &str, content: String| PayloadFile::from_bytes(name, content.into_bytes(), 0o644);
+    let files = vec![
+        small("dest_dir", format!("{dest_dir}\n")),
+        small("filename", format!("{}\n", file.name)),
+        small("permissions", format!("{mode:o}\n")),
+        file,
+    ];
+    Payload::Module {
+        type_name: "single-file".into(),
+        files,
+        meta_data: None,
+    }
 }
 
 #[cfg(unix)]

@@ -457,18 +457,21 @@ pub fn write_artifact<W: Write>(spec: ArtifactSpec, out: W) -> Result<(), Artifa
     let mut outer = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
     append_prefix(&mut outer, &prefix, p.mtime).map_err(oerr)?;
     let mut data = ExactReader::new(&mut tmp, data_size, false, "the temporary data tar".into());
-    let res = tarfmt::append_stream(
-        &mut outer,
-        &schema::data_member(0, p.spec.compression),
-        data_size,
-        0o600,
-        p.mtime,
-        Owner::Root,
-        &mut data,
-    );
+    let res = append_data_member(&mut outer, &p, data_size, &mut data);
     data.outcome(res, "writing the artifact")?;
     outer.into_inner().map_err(oerr)?.flush().map_err(oerr)?;
     Ok(())
+}
+
+/// Appends the outer tar's single data member (`data/0000.tar[.suffix]`, `data_size` bytes).
+fn append_data_member<W: Write, R: Read>(
+    outer: &mut tar::Builder<W>,
+    p: &Prepared,
+    data_size: u64,
+    data: R,
+) -> io::Result<()> {
+    let name = schema::data_member(0, p.spec.compression);
+    tarfmt::append_stream(outer, &name, data_size, 0o600, p.mtime, Owner::Root, data)
 }
 
 /// The outer tar up to the data member's content: `version`, `manifest`, [`manifest.sig`],
@@ -476,15 +479,7 @@ pub fn write_artifact<W: Write>(spec: ArtifactSpec, out: W) -> Result<(), Artifa
 fn prefix_bytes(p: &Prepared, prefix: &Prefix, data_size: u64) -> io::Result<Vec<u8>> {
     let mut outer = tar::Builder::new(Vec::new());
     append_prefix(&mut outer, prefix, p.mtime)?;
-    tarfmt::append_stream(
-        &mut outer,
-        &schema::data_member(0, p.spec.compression),
-        data_size,
-        0o600,
-        p.mtime,
-        Owner::Root,
-        io::empty(),
-    )?;
+    append_data_member(&mut outer, p, data_size, io::empty())?;
     let mut bytes = outer.into_inner()?;
     // Drop the end marker `into_inner` wrote: the data follows.
     bytes.truncate(bytes.len() - END_MARKER);

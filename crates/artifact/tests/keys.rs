@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use menderartifact::*;
+use test_support::{gen_key, KeyKind};
 
 #[test]
 fn supported_key_formats_sign_and_verify() {
@@ -81,62 +82,18 @@ fn unsupported_and_encrypted_keys_are_rejected_clearly() {
     let Some(openssl) = openssl() else { return };
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    openssl_run(
-        &openssl,
-        &[
-            "ecparam",
-            "-name",
-            "secp384r1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &p("p384.sec1.pem"),
-        ],
-    );
-    openssl_run(
-        &openssl,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            &p("p384.pk8.pem"),
-        ],
-    );
-    openssl_run(
-        &openssl,
-        &[
-            "pkey",
-            "-in",
-            &p("p384.pk8.pem"),
-            "-pubout",
-            "-out",
-            &p("p384.pub.pem"),
-        ],
-    );
-    openssl_run(
-        &openssl,
-        &["genpkey", "-algorithm", "ed25519", "-out", &p("ed.pem")],
-    );
-    openssl_run(
-        &openssl,
-        &[
-            "pkey",
-            "-in",
-            &p("ed.pem"),
-            "-pubout",
-            "-out",
-            &p("ed.pub.pem"),
-        ],
-    );
+    let [p384_sec1, p384_pk8, ed] =
+        [KeyKind::P384Sec1, KeyKind::P384Pkcs8, KeyKind::Ed25519].map(|kind| {
+            let (private, public) = gen_key(&openssl, dir.path(), kind);
+            let path = |p: std::path::PathBuf| p.to_str().unwrap().to_string();
+            (path(private), path(public))
+        });
     for (file, needle) in [
-        ("p384.sec1.pem", "P-384"),
-        ("p384.pk8.pem", "P-384"),
-        ("ed.pem", "Ed25519"),
+        (&p384_sec1.0, "P-384"),
+        (&p384_pk8.0, "P-384"),
+        (&ed.0, "Ed25519"),
     ] {
-        let err = SigningKey::from_pem(&std::fs::read(p(file)).unwrap()).unwrap_err();
+        let err = SigningKey::from_pem(&std::fs::read(file).unwrap()).unwrap_err();
         assert!(
             matches!(err, ArtifactError::UnsupportedKeyType(_)),
             "{file}: {err}"
@@ -147,8 +104,8 @@ fn unsupported_and_encrypted_keys_are_rejected_clearly() {
             "{file}: error should say what is supported: {err}"
         );
     }
-    for (file, needle) in [("p384.pub.pem", "P-384"), ("ed.pub.pem", "Ed25519")] {
-        let err = VerifyKey::from_pem(&std::fs::read(p(file)).unwrap()).unwrap_err();
+    for (file, needle) in [(&p384_pk8.1, "P-384"), (&ed.1, "Ed25519")] {
+        let err = VerifyKey::from_pem(&std::fs::read(file).unwrap()).unwrap_err();
         assert!(err.to_string().contains(needle), "{file}: {err}");
     }
 
@@ -192,7 +149,7 @@ fn unsupported_and_encrypted_keys_are_rejected_clearly() {
     }
 
     // Public key where a private key is needed, and garbage.
-    let err = SigningKey::from_pem(&std::fs::read(p("p384.pub.pem")).unwrap()).unwrap_err();
+    let err = SigningKey::from_pem(&std::fs::read(&p384_pk8.1).unwrap()).unwrap_err();
     assert!(err.to_string().contains("public key"), "{err}");
     let err = SigningKey::from_pem(b"not a key").unwrap_err();
     assert!(matches!(err, ArtifactError::InvalidKey(_)), "{err}");

@@ -2,112 +2,17 @@
 //! tar, header tar, data tar), members over the documented size limits, and compressed
 //! streams that expand past their limits (decompression bombs).
 
+mod common;
+
+use common::craft::*;
 use menderartifact::*;
-use std::io::{Read, Write};
 
-/// A valid artifact from our writer.
+/// A valid artifact from our writer: one small file.
 fn valid_artifact(compression: Compression) -> Vec<u8> {
-    let spec = ArtifactSpec {
+    module_artifact(
         compression,
-        mtime: Some(1_700_000_000),
-        ..ArtifactSpec::new(
-            "rel-1",
-            vec!["dev1".into()],
-            Payload::Module {
-                type_name: "single-file".into(),
-                files: vec![PayloadFile::from_bytes("a.txt", b"alpha\n".to_vec(), 0o644)],
-                meta_data: None,
-            },
-        )
-    };
-    let mut out = Vec::new();
-    write_artifact(spec, &mut out).unwrap();
-    out
-}
-
-fn members(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut a = tar::Archive::new(tar_bytes);
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let mut v = Vec::new();
-            e.read_to_end(&mut v).unwrap();
-            (name, v)
-        })
-        .collect()
-}
-
-/// A tar header with `name` written raw (tar-rs's `set_path` refuses `..`) and `size`.
-fn raw_header(name: &str, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-    h.set_size(size);
-    h.set_mode(0o600);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    h
-}
-
-/// A tar of `members`, names written raw.
-fn assemble(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in members {
-        b.append(&raw_header(name, data.len() as u64), data.as_slice())
-            .unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-/// One xz stream at preset 0 (fast in debug builds), as the official tool's reader expects.
-fn xz(data: &[u8]) -> Vec<u8> {
-    let mut w =
-        lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(0)).unwrap();
-    w.write_all(data).unwrap();
-    w.finish().unwrap()
-}
-
-fn err_of(bytes: &[u8]) -> ArtifactError {
-    read_info(bytes).expect_err("artifact was accepted")
-}
-
-fn set_member(m: &mut [(String, Vec<u8>)], name: &str, content: Vec<u8>) {
-    m.iter_mut().find(|(n, _)| n == name).unwrap().1 = content;
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Replaces the header member and its manifest line (as whoever crafts an unsigned
-/// artifact can), so that only the header's content is at fault.
-fn set_header(m: &mut [(String, Vec<u8>)], name: &str, content: Vec<u8>) {
-    let line = format!("{}  {name}", sha_hex(&content));
-    set_member(m, name, content);
-    let man = m.iter_mut().find(|(n, _)| n == "manifest").unwrap();
-    let text = String::from_utf8(man.1.clone()).unwrap();
-    man.1 = text
-        .lines()
-        .map(|l| {
-            if l.ends_with(&format!("  {name}")) {
-                format!("{line}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect::<String>()
-        .into_bytes();
+        vec![PayloadFile::from_bytes("a.txt", b"alpha\n".to_vec(), 0o644)],
+    )
 }
 
 /// The raw bytes of complete members followed by one bare header (no content, no end).
@@ -141,8 +46,7 @@ fn traversal_and_absolute_outer_names_are_refused() {
 fn traversal_in_header_tar_is_refused() {
     let art = valid_artifact(Compression::None);
     let mut m = members(&art);
-    let header = m.iter().find(|(n, _)| n == "header.tar").unwrap().1.clone();
-    let mut inner = members(&header);
+    let mut inner = members(member(&m, "header.tar"));
     inner.push(("headers/0000/../../../tmp/x".into(), b"{}".to_vec()));
     set_header(&mut m, "header.tar", assemble(&inner));
     let err = err_of(&assemble(&m));
@@ -160,12 +64,7 @@ fn traversal_and_absolute_names_in_data_tar_are_refused() {
         for bad in ["../a.txt", "/a.txt", "sub/../../a.txt"] {
             let mut m = members(&art);
             let inner = assemble(&[(bad.to_string(), b"alpha\n".to_vec())]);
-            let inner = match compression {
-                Compression::Gzip => gzip(&inner),
-                Compression::Xz => xz(&inner),
-                Compression::None => inner,
-            };
-            set_member(&mut m, &data_name, inner);
+            set_member(&mut m, &data_name, compress(compression, &inner));
             let err = err_of(&assemble(&m));
             assert!(
                 matches!(&err, ArtifactError::UnsafePath { container, name } if *container == data_name && name == bad),
@@ -199,15 +98,8 @@ fn oversize_small_members_are_refused_before_reading() {
 fn oversize_json_entry_in_header_is_refused() {
     let art = valid_artifact(Compression::None);
     let mut m = members(&art);
-    let header = m.iter().find(|(n, _)| n == "header.tar").unwrap().1.clone();
-    let mut inner = members(&header);
     let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(1 << 20));
-    inner
-        .iter_mut()
-        .find(|(n, _)| n == "headers/0000/type-info")
-        .unwrap()
-        .1 = big.into_bytes();
-    set_header(&mut m, "header.tar", assemble(&inner));
+    set_header_entry(&mut m, "headers/0000/type-info", big.as_bytes());
     let err = err_of(&assemble(&m));
     assert!(
         matches!(&err, ArtifactError::TooLarge { member, .. } if member == "headers/0000/type-info"),
@@ -215,25 +107,10 @@ fn oversize_json_entry_in_header_is_refused() {
     );
 }
 
-#[test]
-fn header_decompression_bomb_is_refused() {
-    // 40 MiB of zeros in a state script compress to ~40 KiB: over the 32 MiB limit for
-    // the decompressed header.
-    let art = valid_artifact(Compression::Gzip);
-    let mut m = members(&art);
-    let header = m
-        .iter()
-        .find(|(n, _)| n == "header.tar.gz")
-        .unwrap()
-        .1
-        .clone();
-    let mut inner_tar = Vec::new();
-    flate2::read::GzDecoder::new(header.as_slice())
-        .read_to_end(&mut inner_tar)
-        .unwrap();
-    // Multi-member gzip: the tar up to the script's content, then 40 members of 1 MiB
-    // of zeros each (cheap to build), then the rest of the tar.
-    let mut inner = members(&inner_tar);
+/// The header tar with a 40 MiB state script of zeros, compressed small: gzip as 40
+/// members of 1 MiB of zeros each (cheap to build in debug builds), xz as one stream.
+fn header_bomb(compression: Compression, header_tar: &[u8]) -> Vec<u8> {
+    let mut inner = members(header_tar);
     let script_size: u64 = 40 << 20;
     let mut prefix = Vec::new();
     let (hi_name, hi) = &inner[0];
@@ -243,53 +120,80 @@ fn header_decompression_bomb_is_refused() {
     prefix
         .extend_from_slice(raw_header("scripts/ArtifactInstall_Enter_00", script_size).as_bytes());
     let rest = assemble(&inner.split_off(1));
-    let mut bomb = gzip(&prefix);
-    let zeros = gzip(&vec![0u8; 1 << 20]);
-    for _ in 0..40 {
-        bomb.extend_from_slice(&zeros);
+    match compression {
+        Compression::Gzip => {
+            let mut bomb = compress(compression, &prefix);
+            let zeros = compress(compression, &vec![0u8; 1 << 20]);
+            for _ in 0..40 {
+                bomb.extend_from_slice(&zeros);
+            }
+            bomb.extend_from_slice(&compress(compression, &rest));
+            bomb
+        }
+        _ => {
+            prefix.resize(prefix.len() + script_size as usize, 0);
+            prefix.extend_from_slice(&rest);
+            compress(compression, &prefix)
+        }
     }
-    bomb.extend_from_slice(&gzip(&rest));
-    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
-    set_header(&mut m, "header.tar.gz", bomb);
-    let err = err_of(&assemble(&m));
-    assert!(
-        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "header.tar.gz" && *limit == MAX_HEADER_BYTES),
-        "{err}"
-    );
-    assert!(err.to_string().contains("decompression bomb"), "{err}");
+}
+
+/// Per compressed form (gzip, xz): the members of a valid artifact, the name of its member
+/// `base` plus the suffix, and that member decompressed.
+fn compressed_cases(base: &str) -> Vec<(Compression, Members, String, Vec<u8>)> {
+    [Compression::Gzip, Compression::Xz]
+        .into_iter()
+        .map(|compression| {
+            let m = members(&valid_artifact(compression));
+            let name = format!("{base}{}", compression.suffix());
+            let plain = decompress(compression, member(&m, &name));
+            (compression, m, name, plain)
+        })
+        .collect()
+}
+
+#[test]
+fn header_decompression_bombs_are_refused() {
+    // 40 MiB of zeros in a state script compress to a few KiB: over the 32 MiB limit for
+    // the decompressed header.
+    for (compression, mut m, name, header_tar) in compressed_cases("header.tar") {
+        let bomb = header_bomb(compression, &header_tar);
+        assert!(bomb.len() < 1 << 20, "{name}: {}", bomb.len());
+        set_header(&mut m, &name, bomb);
+        let err = err_of(&assemble(&m));
+        assert!(
+            matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if *member == name && *limit == MAX_HEADER_BYTES),
+            "{name}: {err}"
+        );
+        assert!(
+            err.to_string().contains("decompression bomb"),
+            "{name}: {err}"
+        );
+    }
 }
 
 #[test]
 fn endless_data_after_an_inner_tar_is_refused() {
-    // A valid data tar followed by 4 MiB of zeros inside the same gzip stream.
-    let art = valid_artifact(Compression::Gzip);
-    let mut m = members(&art);
-    let data = m
-        .iter()
-        .find(|(n, _)| n == "data/0000.tar.gz")
-        .unwrap()
-        .1
-        .clone();
-    let mut inner_tar = Vec::new();
-    flate2::read::GzDecoder::new(data.as_slice())
-        .read_to_end(&mut inner_tar)
-        .unwrap();
-    inner_tar.extend(std::iter::repeat_n(0u8, 4 << 20));
-    set_member(&mut m, "data/0000.tar.gz", gzip(&inner_tar));
-    let err = err_of(&assemble(&m));
-    assert!(
-        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "data/0000.tar.gz" && *limit == 1 << 20),
-        "{err}"
-    );
-    // GNU tar's record padding (to 10 KiB) is not a bomb.
-    let mut padded = Vec::new();
-    flate2::read::GzDecoder::new(data.as_slice())
-        .read_to_end(&mut padded)
-        .unwrap();
-    padded.resize(padded.len().div_ceil(10240) * 10240, 0);
-    let mut m = members(&art);
-    set_member(&mut m, "data/0000.tar.gz", gzip(&padded));
-    read_info(assemble(&m).as_slice()).expect("record padding is accepted");
+    // A valid data tar followed by 4 MiB of zeros inside the same compressed stream.
+    for (compression, mut m, name, data_tar) in compressed_cases("data/0000.tar") {
+        let fresh = m.clone();
+        let mut endless = data_tar.clone();
+        endless.extend(std::iter::repeat_n(0u8, 4 << 20));
+        set_member(&mut m, &name, compress(compression, &endless));
+        let err = err_of(&assemble(&m));
+        assert!(
+            matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if *member == name && *limit == 1 << 20),
+            "{name}: {err}"
+        );
+        if compression == Compression::Gzip {
+            // GNU tar's record padding (to 10 KiB) is not a bomb.
+            let mut padded = data_tar;
+            padded.resize(padded.len().div_ceil(10240) * 10240, 0);
+            let mut m = fresh;
+            set_member(&mut m, &name, compress(compression, &padded));
+            read_info(assemble(&m).as_slice()).expect("record padding is accepted");
+        }
+    }
 }
 
 #[test]
@@ -334,75 +238,10 @@ fn writer_refuses_headers_the_reader_would_refuse() {
 }
 
 #[test]
-fn xz_header_decompression_bomb_is_refused() {
-    // The header tar with a 40 MiB state script of zeros, in one xz stream (a few KiB):
-    // over the 32 MiB limit for the decompressed header.
-    let art = valid_artifact(Compression::Xz);
-    let mut m = members(&art);
-    let header = m
-        .iter()
-        .find(|(n, _)| n == "header.tar.xz")
-        .unwrap()
-        .1
-        .clone();
-    let mut inner_tar = Vec::new();
-    Compression::Xz
-        .decoder(header.as_slice())
-        .read_to_end(&mut inner_tar)
-        .unwrap();
-    let mut inner = members(&inner_tar);
-    let script_size: u64 = 40 << 20;
-    let mut plain = Vec::new();
-    let (hi_name, hi) = &inner[0];
-    plain.extend_from_slice(raw_header(hi_name, hi.len() as u64).as_bytes());
-    plain.extend_from_slice(hi);
-    plain.resize(plain.len().div_ceil(512) * 512, 0);
-    plain.extend_from_slice(raw_header("scripts/ArtifactInstall_Enter_00", script_size).as_bytes());
-    plain.resize(plain.len() + script_size as usize, 0);
-    plain.extend_from_slice(&assemble(&inner.split_off(1)));
-    let bomb = xz(&plain);
-    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
-    set_header(&mut m, "header.tar.xz", bomb);
-    let err = err_of(&assemble(&m));
-    assert!(
-        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "header.tar.xz" && *limit == MAX_HEADER_BYTES),
-        "{err}"
-    );
-}
-
-#[test]
-fn xz_endless_data_after_an_inner_tar_is_refused() {
-    let art = valid_artifact(Compression::Xz);
-    let mut m = members(&art);
-    let data = m
-        .iter()
-        .find(|(n, _)| n == "data/0000.tar.xz")
-        .unwrap()
-        .1
-        .clone();
-    let mut inner_tar = Vec::new();
-    Compression::Xz
-        .decoder(data.as_slice())
-        .read_to_end(&mut inner_tar)
-        .unwrap();
-    inner_tar.extend(std::iter::repeat_n(0u8, 4 << 20));
-    set_member(&mut m, "data/0000.tar.xz", xz(&inner_tar));
-    let err = err_of(&assemble(&m));
-    assert!(
-        matches!(&err, ArtifactError::DecompressionBomb { member, limit, .. } if member == "data/0000.tar.xz" && *limit == 1 << 20),
-        "{err}"
-    );
-}
-
-#[test]
 fn corrupt_xz_member_is_a_clear_error() {
     let art = valid_artifact(Compression::Xz);
     let mut m = members(&art);
-    let data = &mut m
-        .iter_mut()
-        .find(|(n, _)| n == "data/0000.tar.xz")
-        .unwrap()
-        .1;
+    let data = member_mut(&mut m, "data/0000.tar.xz");
     let mid = data.len() / 2;
     data[mid] ^= 0x55;
     let err = err_of(&assemble(&m));
@@ -416,12 +255,7 @@ fn xz_with_a_huge_dictionary_is_refused_before_allocating() {
     // memory limit, not allocated.
     let art = valid_artifact(Compression::Xz);
     let m = members(&art);
-    let data = m
-        .iter()
-        .find(|(n, _)| n == "data/0000.tar.xz")
-        .unwrap()
-        .1
-        .clone();
+    let data = member(&m, "data/0000.tar.xz").clone();
     // After the 12-byte stream header, the block header: size byte, flags, (optional sizes),
     // filter id 0x21 (LZMA2), props size 1, dictionary byte, padding, CRC32.
     let hsize = (data[12] as usize + 1) * 4;

@@ -1,99 +1,20 @@
 //! Malformed artifacts (truncated, bad checksums, missing or misordered members, bad JSON,
 //! bad manifest lines) must be rejected with a specific error; invalid specs too.
 
-use menderartifact::*;
-use sha2::Digest;
-use std::io::Read;
+mod common;
 
-fn sha_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use common::craft::*;
+use menderartifact::*;
 
 /// A valid uncompressed module artifact (easy to edit byte-wise).
 fn valid_artifact() -> Vec<u8> {
-    let spec = ArtifactSpec {
-        compression: Compression::None,
-        mtime: Some(1_700_000_000),
-        ..ArtifactSpec::new(
-            "rel-1",
-            vec!["dev1".into()],
-            Payload::Module {
-                type_name: "single-file".into(),
-                files: vec![
-                    PayloadFile::from_bytes("a.txt", b"alpha\n".to_vec(), 0o644),
-                    PayloadFile::from_bytes("b.bin", vec![7u8; 5000], 0o600),
-                ],
-                meta_data: None,
-            },
-        )
-    };
-    let mut out = Vec::new();
-    write_artifact(spec, &mut out).unwrap();
-    out
-}
-
-fn members(art: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let mut a = tar::Archive::new(art);
-    a.entries()
-        .unwrap()
-        .map(|e| {
-            let mut e = e.unwrap();
-            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
-            let mut v = Vec::new();
-            e.read_to_end(&mut v).unwrap();
-            (name, v)
-        })
-        .collect()
-}
-
-fn assemble(members: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in members {
-        let mut h = tar::Header::new_ustar();
-        h.set_path(name).unwrap();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o600);
-        h.set_cksum();
-        b.append(&h, data.as_slice()).unwrap();
-    }
-    b.into_inner().unwrap()
-}
-
-/// Rewrites the manifest's `header.tar` line to match the (edited) header member.
-fn fix_header_line(m: &mut [(String, Vec<u8>)]) {
-    let header = m.iter().find(|(n, _)| n == "header.tar").unwrap().1.clone();
-    let man = m.iter_mut().find(|(n, _)| n == "manifest").unwrap();
-    let text = String::from_utf8(man.1.clone()).unwrap();
-    let fixed: String = text
-        .lines()
-        .map(|l| {
-            if l.ends_with("  header.tar") {
-                format!("{}  header.tar\n", sha_hex(&header))
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    man.1 = fixed.into_bytes();
-}
-
-fn inner_members(tar_bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
-    members(tar_bytes)
-}
-
-fn replace_header_entry(m: &mut [(String, Vec<u8>)], entry: &str, content: &[u8]) {
-    let h = m.iter_mut().find(|(n, _)| n == "header.tar").unwrap();
-    let mut inner = inner_members(&h.1);
-    inner.iter_mut().find(|(n, _)| n == entry).unwrap().1 = content.to_vec();
-    h.1 = assemble(&inner);
-    fix_header_line(m);
-}
-
-fn err_of(bytes: &[u8]) -> ArtifactError {
-    read_info(bytes).expect_err("malformed artifact was accepted")
+    module_artifact(
+        Compression::None,
+        vec![
+            PayloadFile::from_bytes("a.txt", b"alpha\n".to_vec(), 0o644),
+            PayloadFile::from_bytes("b.bin", vec![7u8; 5000], 0o600),
+        ],
+    )
 }
 
 #[test]
@@ -145,7 +66,7 @@ fn lenient_tar_framing_is_accepted() {
 #[test]
 fn bad_payload_checksum() {
     let mut m = members(&valid_artifact());
-    let data = &mut m.iter_mut().find(|(n, _)| n == "data/0000.tar").unwrap().1;
+    let data = member_mut(&mut m, "data/0000.tar");
     data[512 + 2] ^= 1; // first byte of content of a.txt is at 512
     let err = err_of(&assemble(&m));
     match err {
@@ -157,7 +78,7 @@ fn bad_payload_checksum() {
 #[test]
 fn bad_header_and_version_checksums() {
     let mut m = members(&valid_artifact());
-    let h = &mut m.iter_mut().find(|(n, _)| n == "header.tar").unwrap().1;
+    let h = member_mut(&mut m, "header.tar");
     let pos = h.len() - 1030; // inside the last entry's content region or padding
     h[pos] ^= 0x20;
     let err = err_of(&assemble(&m));
@@ -246,51 +167,45 @@ fn wrong_member_order() {
 #[test]
 fn bad_json() {
     let m = members(&valid_artifact());
-    let mut bad = m.clone();
-    replace_header_entry(&mut bad, "header-info", br#"{"payloads":[{"type":"x"}"#);
-    let err = err_of(&assemble(&bad));
-    assert!(
-        matches!(&err, ArtifactError::InvalidJson { member, .. } if member == "header-info"),
-        "{err}"
-    );
-
-    let mut bad = m.clone();
-    replace_header_entry(
-        &mut bad,
-        "header-info",
-        br#"{"payloads":[{"type":"x"}],"artifact_provides":{"artifact_name":"a"},"artifact_depends":{"device_type":["d"]},"extra":1}"#,
-    );
-    let err = err_of(&assemble(&bad));
-    assert!(err.to_string().contains("unknown field `extra`"), "{err}");
-
-    let mut bad = m.clone();
-    replace_header_entry(
-        &mut bad,
-        "header-info",
-        br#"{"payloads":[{"type":"x"}],"artifact_provides":{"artifact_name":"a"},"artifact_depends":{}}"#,
-    );
-    let err = err_of(&assemble(&bad));
-    assert!(err.to_string().contains("device_type"), "{err}");
-
-    let mut bad = m.clone();
-    replace_header_entry(&mut bad, "headers/0000/type-info", b"{\"type\":");
-    let err = err_of(&assemble(&bad));
-    assert!(
-        matches!(&err, ArtifactError::InvalidJson { member, .. } if member == "headers/0000/type-info"),
-        "{err}"
-    );
-
-    let mut bad = m.clone();
-    replace_header_entry(
-        &mut bad,
-        "headers/0000/type-info",
-        br#"{"type":"x","artifact_provides":{"k":["list"]}}"#,
-    );
-    let err = err_of(&assemble(&bad));
-    assert!(
-        err.to_string().contains("provide 'k' is not a string"),
-        "{err}"
-    );
+    type Check = fn(&ArtifactError) -> bool;
+    let cases: [(&str, &str, &[u8], Check); 5] = [
+        (
+            "truncated header-info",
+            "header-info",
+            br#"{"payloads":[{"type":"x"}"#,
+            |e| matches!(e, ArtifactError::InvalidJson { member, .. } if member == "header-info"),
+        ),
+        (
+            "unknown field in header-info",
+            "header-info",
+            br#"{"payloads":[{"type":"x"}],"artifact_provides":{"artifact_name":"a"},"artifact_depends":{"device_type":["d"]},"extra":1}"#,
+            |e| e.to_string().contains("unknown field `extra`"),
+        ),
+        (
+            "header-info without device_type",
+            "header-info",
+            br#"{"payloads":[{"type":"x"}],"artifact_provides":{"artifact_name":"a"},"artifact_depends":{}}"#,
+            |e| e.to_string().contains("device_type"),
+        ),
+        (
+            "truncated type-info",
+            "headers/0000/type-info",
+            b"{\"type\":",
+            |e| matches!(e, ArtifactError::InvalidJson { member, .. } if member == "headers/0000/type-info"),
+        ),
+        (
+            "list-valued provide in type-info",
+            "headers/0000/type-info",
+            br#"{"type":"x","artifact_provides":{"k":["list"]}}"#,
+            |e| e.to_string().contains("provide 'k' is not a string"),
+        ),
+    ];
+    for (case, entry, content, check) in cases {
+        let mut bad = m.clone();
+        set_header_entry(&mut bad, entry, content);
+        let err = err_of(&assemble(&bad));
+        assert!(check(&err), "{case}: {err}");
+    }
 
     let mut bad = m.clone();
     bad[0].1 = br#"{"format":"mender","version":4}"#.to_vec();
@@ -350,22 +265,19 @@ fn bad_manifest_lines() {
         matches!(&err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/ghost.bin"]),
         "{err}"
     );
-    let no_b: String = manifest
-        .lines()
-        .filter(|l| !l.ends_with("b.bin"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let err = err_of(&with_manifest(no_b));
+    let without_line = |suffix: &str| -> String {
+        manifest
+            .lines()
+            .filter(|l| !l.ends_with(suffix))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let err = err_of(&with_manifest(without_line("b.bin")));
     assert!(
         matches!(&err, ArtifactError::NotInManifest(n) if n == "data/0000/b.bin"),
         "{err}"
     );
-    let no_header: String = manifest
-        .lines()
-        .filter(|l| !l.ends_with("header.tar"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let err = err_of(&with_manifest(no_header));
+    let err = err_of(&with_manifest(without_line("header.tar")));
     assert!(
         matches!(&err, ArtifactError::NotInManifest(n) if n == "header.tar"),
         "{err}"

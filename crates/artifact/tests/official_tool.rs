@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use menderartifact::*;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use test_support::{gen_key, KeyKind};
 
 fn module_spec(dir: &Path, compression: Compression) -> ArtifactSpec {
     let f1 = dir.join("file1.txt");
@@ -16,24 +16,12 @@ fn module_spec(dir: &Path, compression: Compression) -> ArtifactSpec {
     std::fs::write(&f2, &blob).unwrap();
     let meta: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(r#"{"zeta":1,"alpha":{"b":"<x&y>","a":[1,2]}}"#).unwrap();
-    let mut spec = ArtifactSpec::new(
-        "rel-2",
-        vec!["qemux86-64".into(), "raspberrypi4".into()],
-        Payload::Module {
-            type_name: "my-module".into(),
-            files: vec![
-                PayloadFile::from_path(&f1).unwrap(),
-                PayloadFile::from_path(&f2).unwrap(),
-                PayloadFile::from_bytes("inline.cfg", b"k=v\n".to_vec(), 0o640),
-            ],
-            meta_data: Some(meta),
-        },
-    );
-    spec.group = Some("grpA".into());
-    spec.depends_artifact_names = vec!["rel-1".into()];
-    spec.provides.insert("custom.key".into(), "val1".into());
-    spec.depends.insert("dep.key".into(), "dval".into());
-    spec.clears_provides = vec!["foo.*".into()];
+    let files = vec![
+        PayloadFile::from_path(&f1).unwrap(),
+        PayloadFile::from_path(&f2).unwrap(),
+        PayloadFile::from_bytes("inline.cfg", b"k=v\n".to_vec(), 0o640),
+    ];
+    let mut spec = my_module_spec(files, Some(meta), true);
     spec.scripts = vec![
         PayloadFile::from_bytes(
             "ArtifactCommit_Leave_10_cleanup",
@@ -101,10 +89,9 @@ fn assert_tool_accepts(tool: &Path, file: &Path, public: Option<&Path>) -> Strin
 
 #[test]
 fn unsigned_module_and_rootfs_pass_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     for (i, c) in [Compression::Gzip, Compression::None]
         .into_iter()
         .enumerate()
@@ -164,10 +151,9 @@ fn unsigned_module_and_rootfs_pass_official_tool() {
 
 #[test]
 fn single_file_artifact_passes_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("app.conf");
     std::fs::write(&file, b"setting=1\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -328,10 +314,9 @@ fn wrong_key_and_tampered_manifest_fail_everywhere() {
 #[test]
 fn header_json_matches_official_tool_bytes() {
     // Same inputs through both writers: header-info and type-info must be byte-identical.
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, b"abc").unwrap();
     let meta_text = r#"{"zz":{"b":[1,"x<y>&z"],"a":true},"aa":null,"n":-3}"#;
@@ -339,52 +324,22 @@ fn header_json_matches_official_tool_bytes() {
     std::fs::write(&meta_file, meta_text).unwrap();
     let theirs = dir.path().join("theirs.mender");
     let o = run(std::process::Command::new(&tool)
-        .args([
-            "write",
-            "module-image",
-            "-T",
-            "my-module",
-            "-n",
-            "rel-2",
-            "-t",
-            "qemux86-64",
-            "-t",
+        .args(my_module_args(
             "raspberrypi4",
-            "-g",
-            "grpA",
-            "-N",
-            "rel-1",
-            "-G",
-            "grpB",
-            "-p",
-            "custom.key:val1",
-            "-d",
-            "dep.key:dval",
-            "--clears-provides",
-            "foo.*",
-            "-o",
-        ])
+            &[&MY_MODULE_EXTRAS[..], &["-G", "grpB", "-o"]].concat(),
+        ))
         .arg(&theirs)
         .arg("-f")
         .arg(&f1)
         .arg("-m")
         .arg(&meta_file));
     assert!(o.status.success(), "{}", out_text(&o));
-    let mut spec = ArtifactSpec::new(
-        "rel-2",
-        vec!["qemux86-64".into(), "raspberrypi4".into()],
-        Payload::Module {
-            type_name: "my-module".into(),
-            files: vec![PayloadFile::from_path(&f1).unwrap()],
-            meta_data: Some(serde_json::from_str(meta_text).unwrap()),
-        },
+    let mut spec = my_module_spec(
+        vec![PayloadFile::from_path(&f1).unwrap()],
+        Some(serde_json::from_str(meta_text).unwrap()),
+        true,
     );
-    spec.group = Some("grpA".into());
-    spec.depends_artifact_names = vec!["rel-1".into()];
     spec.depends_groups = vec!["grpB".into()];
-    spec.provides = BTreeMap::from([("custom.key".to_string(), "val1".to_string())]);
-    spec.depends = BTreeMap::from([("dep.key".to_string(), "dval".to_string())]);
-    spec.clears_provides = vec!["foo.*".into()];
     let ours = write_to(dir.path(), "ours.mender", spec);
     let a = header_members(&std::fs::read(&theirs).unwrap());
     let b = header_members(&std::fs::read(&ours).unwrap());

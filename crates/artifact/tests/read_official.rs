@@ -8,6 +8,7 @@ use menderartifact::*;
 use sha2::Digest;
 use std::path::Path;
 use std::process::Command;
+use test_support::{gen_key, KeyKind};
 
 fn sha_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data)
@@ -27,10 +28,9 @@ fn write_official(tool: &Path, args: &[&str], extra: &[&std::ffi::OsStr]) {
 
 #[test]
 fn reads_official_module_and_rootfs_artifacts() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let f1 = d.join("file1.txt");
     let f2 = d.join("file2.bin");
@@ -48,30 +48,10 @@ fn reads_official_module_and_rootfs_artifacts() {
         let m = d.join(format!("m-{compression}.mender"));
         write_official(
             &tool,
-            &[
-                "write",
-                "module-image",
-                "--compression",
-                compression,
-                "-T",
-                "my-module",
-                "-n",
-                "rel-2",
-                "-t",
-                "qemux86-64",
-                "-t",
+            &my_module_args(
                 "rpi4",
-                "-g",
-                "grpA",
-                "-N",
-                "rel-1",
-                "-p",
-                "custom.key:val1",
-                "-d",
-                "dep.key:dval",
-                "--clears-provides",
-                "foo.*",
-            ],
+                &[&["--compression", compression][..], &MY_MODULE_EXTRAS].concat(),
+            ),
             &[
                 "-f".as_ref(),
                 f1.as_os_str(),
@@ -217,20 +197,9 @@ fn reads_official_signed_artifacts() {
 
 #[test]
 fn reads_official_lzma_rootfs_and_module_artifacts() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let mkfs = ["/usr/sbin", "/sbin", "/usr/bin"]
-        .iter()
-        .map(|d| std::path::Path::new(d).join("mkfs.ext4"))
-        .find(|p| p.exists())
-        .or_else(|| {
-            test_support::require_tool("this test", "mkfs.ext4", "run .ci/install-deps (e2fsprogs)")
-        });
-    let Some(mkfs) = mkfs else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let root = d.join("root");
     std::fs::create_dir_all(root.join("etc/mender")).unwrap();
@@ -240,18 +209,16 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
         .collect();
     std::fs::write(root.join("blob"), &blob).unwrap();
     let img = d.join("rootfs.ext4");
-    let out = std::process::Command::new(mkfs)
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&img)
-        .arg("4M")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if test_support::mkfs_ext4(
+        "reads_official_lzma_rootfs_and_module_artifacts",
+        &root,
+        &img,
+        "4M",
+    )
+    .is_none()
+    {
+        return;
+    }
     let image = std::fs::read(&img).unwrap();
 
     let r = d.join("r-lzma.mender");

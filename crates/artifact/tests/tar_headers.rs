@@ -89,6 +89,16 @@ fn member<'a>(pairs: &'a [(RawMember, RawMember)], name: &str) -> &'a (RawMember
 }
 
 /// Compares outer, header and data tars of an artifact pair written without compression.
+/// Writes `spec` uncompressed with `theirs`'s header mtime into `dir` and compares the two
+/// artifacts' layouts byte for byte.
+fn assert_uncompressed_twin_matches(mut spec: ArtifactSpec, theirs: &Path, dir: &Path) {
+    spec.compression = Compression::None;
+    spec.mtime = Some(header_mtime(theirs));
+    let ours = dir.join("ours.mender");
+    write_artifact_to_path(spec, &ours).unwrap();
+    assert_same_artifact_layout(&ours, theirs);
+}
+
 fn assert_same_artifact_layout(ours: &Path, theirs: &Path) {
     let ours = std::fs::read(ours).unwrap();
     let theirs = std::fs::read(theirs).unwrap();
@@ -133,10 +143,9 @@ fn run_tool(tool: &Path, args: &[&str], files: &[&Path], out: &Path) {
 
 #[test]
 fn module_image_tar_headers_match_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, vec![42u8; 70_000]).unwrap();
     let f2 = dir.path().join("app.conf");
@@ -144,48 +153,23 @@ fn module_image_tar_headers_match_official_tool() {
     let theirs = dir.path().join("theirs.mender");
     run_tool(
         &tool,
-        &[
-            "write",
-            "module-image",
-            "--compression",
-            "none",
-            "-T",
-            "my-module",
-            "-n",
-            "rel-2",
-            "-t",
-            "qemux86-64",
-            "-t",
-            "raspberrypi4",
-        ],
+        &my_module_args("raspberrypi4", &["--compression", "none"]),
         &[&f1, &f2],
         &theirs,
     );
-    let mut spec = ArtifactSpec::new(
-        "rel-2",
-        vec!["qemux86-64".into(), "raspberrypi4".into()],
-        Payload::Module {
-            type_name: "my-module".into(),
-            files: vec![
-                PayloadFile::from_path(&f1).unwrap(),
-                PayloadFile::from_path(&f2).unwrap(),
-            ],
-            meta_data: None,
-        },
-    );
-    spec.compression = Compression::None;
-    spec.mtime = Some(header_mtime(&theirs));
-    let ours = dir.path().join("ours.mender");
-    write_artifact_to_path(spec, &ours).unwrap();
-    assert_same_artifact_layout(&ours, &theirs);
+    let files = vec![
+        PayloadFile::from_path(&f1).unwrap(),
+        PayloadFile::from_path(&f2).unwrap(),
+    ];
+    let spec = my_module_spec(files, None, false);
+    assert_uncompressed_twin_matches(spec, &theirs, dir.path());
 }
 
 #[test]
 fn rootfs_image_tar_headers_match_official_tool() {
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("rootfs.ext4");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&img, &data).unwrap();
@@ -205,27 +189,22 @@ fn rootfs_image_tar_headers_match_official_tool() {
         &[&img],
         &theirs,
     );
-    let mut spec = ArtifactSpec::new(
+    let spec = ArtifactSpec::new(
         "rootfs-1",
         vec!["dev1".into()],
         Payload::RootfsImage {
             file: PayloadFile::from_path(&img).unwrap(),
         },
     );
-    spec.compression = Compression::None;
-    spec.mtime = Some(header_mtime(&theirs));
-    let ours = dir.path().join("ours.mender");
-    write_artifact_to_path(spec, &ours).unwrap();
-    assert_same_artifact_layout(&ours, &theirs);
+    assert_uncompressed_twin_matches(spec, &theirs, dir.path());
 }
 
 #[test]
 fn gzip_member_headers_match_official_tool() {
     // With gzip only the outer member names and headers can be compared byte for byte.
-    let Some(tool) = mender_artifact() else {
+    let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, b"abc").unwrap();
     let theirs = dir.path().join("theirs.mender");

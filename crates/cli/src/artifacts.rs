@@ -239,20 +239,10 @@ fn module_install_spec(
     let mut file = PayloadFile::from_path(binary)?;
     file.name = MODULE_NAME.into();
     file.mode = Some(0o755);
-    let files = vec![
-        PayloadFile::from_bytes("dest_dir", format!("{MODULES_DIR}\n").into_bytes(), 0o644),
-        PayloadFile::from_bytes("filename", format!("{MODULE_NAME}\n").into_bytes(), 0o644),
-        PayloadFile::from_bytes("permissions", b"755\n".to_vec(), 0o644),
-        file,
-    ];
     Ok(ArtifactSpec::new(
         name,
         device_types,
-        Payload::Module {
-            type_name: "single-file".into(),
-            files,
-            meta_data: None,
-        },
+        menderartifact::single_file_payload(MODULES_DIR, file, 0o755),
     ))
 }
 

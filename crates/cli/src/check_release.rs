@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use mender_release::{check_release_file, GateOptions, Verdict};
 use menderartifact::VerifyKey;
 use menderconf::{ServerUrl, Stage};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StageArg {
@@ -25,17 +25,37 @@ impl From<StageArg> for Stage {
     }
 }
 
+/// The stage and the two servers, as `check-release` and `rootfs` take them.
 #[derive(Debug, Args)]
-pub struct CheckReleaseArgs {
-    /// The release artifact (`.mender`) to check: gzip, lzma (xz) or uncompressed members.
-    pub artifact: PathBuf,
-    /// The stage the fleet has reached.
+pub struct MigrationArgs {
+    /// The stage: the one the fleet has reached (check-release), or whose config the new
+    /// artifact carries (rootfs).
     #[arg(long, value_enum)]
     pub stage: StageArg,
     #[arg(long, value_name = "URL")]
     pub old_server: String,
     #[arg(long, value_name = "URL")]
     pub new_server: String,
+}
+
+impl MigrationArgs {
+    /// Parses `--old-server`/`--new-server`, naming the flag in the error.
+    pub(crate) fn servers(&self) -> Result<(ServerUrl, ServerUrl)> {
+        let old = ServerUrl::parse(&self.old_server).context("--old-server")?;
+        let new = ServerUrl::parse(&self.new_server).context("--new-server")?;
+        if old == new {
+            bail!("--old-server and --new-server are the same ({new})");
+        }
+        Ok((old, new))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CheckReleaseArgs {
+    /// The release artifact (`.mender`) to check: gzip, lzma (xz) or uncompressed members.
+    pub artifact: PathBuf,
+    #[command(flatten)]
+    pub migration: MigrationArgs,
     /// Public key (PEM): the artifact must also carry a valid signature by it.
     #[arg(long, value_name = "PUB.pem")]
     pub verify_key: Option<PathBuf>,
@@ -44,31 +64,23 @@ pub struct CheckReleaseArgs {
     pub json: bool,
 }
 
-/// Parses `--old-server`/`--new-server`, naming the flag in the error.
-pub(crate) fn servers(old: &str, new: &str) -> Result<(ServerUrl, ServerUrl)> {
-    let old = ServerUrl::parse(old).context("--old-server")?;
-    let new = ServerUrl::parse(new).context("--new-server")?;
-    if old == new {
-        bail!("--old-server and --new-server are the same ({new})");
-    }
-    Ok((old, new))
+/// Reads a `--verify-key` public key (PEM), naming the file in the error.
+pub(crate) fn load_verify_key(path: &Path) -> Result<VerifyKey> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("{}: cannot read the key", path.display()))?;
+    VerifyKey::from_pem(&pem)
+        .with_context(|| format!("{}: unusable verification key", path.display()))
 }
 
 pub fn run(args: &CheckReleaseArgs) -> Result<()> {
-    let (old_server, new_server) = servers(&args.old_server, &args.new_server)?;
-    let verify_key = match &args.verify_key {
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("{}: cannot read the key", path.display()))?;
-            Some(
-                VerifyKey::from_pem(&pem)
-                    .with_context(|| format!("{}: unusable verification key", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let (old_server, new_server) = args.migration.servers()?;
+    let verify_key = args
+        .verify_key
+        .as_deref()
+        .map(load_verify_key)
+        .transpose()?;
     let opts = GateOptions {
-        stage: args.stage.into(),
+        stage: args.migration.stage.into(),
         old_server,
         new_server,
         verify_key,

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use menderartifact::{read_report, SignatureStatus, VerifyKey};
+use menderartifact::{read_report, SignatureStatus};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -18,17 +18,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let key = match &args.verify_key {
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .with_context(|| format!("{}: cannot read the key", path.display()))?;
-            Some(
-                VerifyKey::from_pem(&pem)
-                    .with_context(|| format!("{}: unusable verification key", path.display()))?,
-            )
-        }
-        None => None,
-    };
+    let key = (args.verify_key.as_deref())
+        .map(crate::check_release::load_verify_key)
+        .transpose()?;
     let file = std::fs::File::open(&args.artifact)
         .with_context(|| format!("{}: cannot open", args.artifact.display()))?;
     let info = read_report(std::io::BufReader::new(file), key.as_ref())

@@ -1,7 +1,7 @@
 //! `rootfs --from`: a stage rootfs artifact made from an existing release, with only
 //! `/etc/mender/mender.conf` (and the name and content provides) changed.
 
-use crate::check_release::{servers, StageArg};
+use crate::check_release::{MigrationArgs, StageArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use mender_release::{stage_rootfs, RootfsOptions};
@@ -15,13 +15,8 @@ pub struct RootfsArgs {
     /// out larger but is written many times faster, and every Mender client reads gzip.
     #[arg(long, value_name = "CURRENT.mender")]
     pub from: PathBuf,
-    /// The stage whose config the new artifact carries.
-    #[arg(long, value_enum)]
-    pub stage: StageArg,
-    #[arg(long, value_name = "URL")]
-    pub old_server: String,
-    #[arg(long, value_name = "URL")]
-    pub new_server: String,
+    #[command(flatten)]
+    pub migration: MigrationArgs,
     /// Output directory (created if missing); the artifact is `<name>.mender` in it.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -40,14 +35,14 @@ pub struct RootfsArgs {
 }
 
 pub fn run(args: &RootfsArgs) -> Result<()> {
-    let (old_server, new_server) = servers(&args.old_server, &args.new_server)?;
+    let (old_server, new_server) = args.migration.servers()?;
     let signing_key = match &args.sign_key {
         Some(path) => Some(crate::artifacts::load_signing_key(path)?),
         None => None,
     };
     let staged = stage_rootfs(&RootfsOptions {
         from: args.from.clone(),
-        stage: args.stage.into(),
+        stage: args.migration.stage.into(),
         old_server,
         new_server,
         out_dir: args.out.clone(),
@@ -80,12 +75,12 @@ pub fn run(args: &RootfsArgs) -> Result<()> {
     println!("  after:\n{}", show(&staged.config_after));
     println!(
         "  gate every later release with: mender-migrate check-release ARTIFACT --stage {} --old-server {} --new-server {}",
-        match args.stage {
+        match args.migration.stage {
             StageArg::Dual => "dual",
             StageArg::NewOnly => "new-only",
         },
-        args.old_server,
-        args.new_server
+        args.migration.old_server,
+        args.migration.new_server
     );
     Ok(())
 }

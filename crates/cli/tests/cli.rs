@@ -19,14 +19,7 @@ fn write_artifacts(dir: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn plan_json_has_the_documented_shape() {
-    let out = cli(&[
-        "plan",
-        "--config",
-        EXAMPLE,
-        "--new-server",
-        EXAMPLE_NEW,
-        "--json",
-    ]);
+    let out = plan(EXAMPLE, EXAMPLE_NEW, &["--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s1 = &v["stage1"]["/etc/mender/mender.conf"];
@@ -49,16 +42,11 @@ fn plan_json_has_the_documented_shape() {
 
 #[test]
 fn checked_in_example_plan_is_fresh() {
-    let out = cli(&[
-        "plan",
-        "--config",
+    let out = plan(
         EXAMPLE,
-        "--new-server",
         EXAMPLE_NEW,
-        "--target",
-        "aarch64-unknown-linux-musl",
-        "--json",
-    ]);
+        &["--target", "aarch64-unknown-linux-musl", "--json"],
+    );
     assert!(out.status.success());
     let expected_path = root().join("examples/expected/plan.json");
     let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
@@ -100,13 +88,7 @@ fn bad_inputs_fail_naming_the_file() {
     for (i, (content, needle)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("case{i}.conf"));
         std::fs::write(&path, content).unwrap();
-        let out = cli(&[
-            "plan",
-            "--config",
-            path.to_str().unwrap(),
-            "--new-server",
-            "https://new.example.com",
-        ]);
+        let out = plan(path.to_str().unwrap(), "https://new.example.com", &[]);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "case {i}: {err}");
         assert!(err.contains(needle), "case {i}: {err}");
@@ -126,15 +108,11 @@ fn bad_inputs_fail_naming_the_file() {
     )
     .unwrap();
     std::fs::write(&fallback, r#"{"ServerURL": "https://old.example.com"}"#).unwrap();
-    let out = cli(&[
-        "plan",
-        "--config",
+    let out = plan(
         main.to_str().unwrap(),
-        "--fallback-config",
-        fallback.to_str().unwrap(),
-        "--new-server",
         "https://new.example.com",
-    ]);
+        &["--fallback-config", fallback.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("fallback.conf"),
@@ -142,13 +120,7 @@ fn bad_inputs_fail_naming_the_file() {
         text(&out.stderr)
     );
     // missing file
-    let out = cli(&[
-        "plan",
-        "--config",
-        "/nonexistent/mender.conf",
-        "--new-server",
-        "https://new.example.com",
-    ]);
+    let out = plan("/nonexistent/mender.conf", "https://new.example.com", &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/mender.conf"));
 }

@@ -474,3 +474,139 @@ fn unreachable_server_hosts_are_refused() {
         );
     }
 }
+
+/// The fleet orchestrator's test environment (two mock servers, a simulated fleet, the
+/// migration artifacts), shared with `crates/fleet/tests`.
+#[path = "../../fleet/tests/common/mod.rs"]
+mod fleet_env;
+
+/// `mender-migrate fleet run` as a real process, killed with SIGKILL at several points of its
+/// journal (after N records), then started again with the same journal until it finishes.
+/// After every kill: no device rejected on old without a set on new, no deployment created
+/// twice. At the end: every online device on new at stage 2, the straggler and the device cut
+/// off from new accepted on old, and no device rejected on old before its stage 1 succeeded.
+#[test]
+fn fleet_run_killed_with_sigkill_and_resumed() {
+    use std::time::{Duration, Instant};
+    let env = fleet_env::Env::start(fleet_env::EnvSpec {
+        online: 12,
+        offline: 1,
+        cut_off_from_new: 1,
+        poll: Duration::from_millis(300),
+    });
+    let journal = env.journal.to_str().unwrap().to_string();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mender-migrate"))
+            .args(["fleet", "run", "--journal", &journal, "--old-server"])
+            .arg(env.old.url())
+            .arg("--new-server")
+            .arg(env.new.url())
+            .arg("--old-token-file")
+            .arg(&env.old_token_file)
+            .arg("--new-token-file")
+            .arg(&env.new_token_file)
+            .arg("--artifacts")
+            .arg(&env.artifacts)
+            .args([
+                "--canary",
+                "4",
+                "--max-batch",
+                "8",
+                "--failure-threshold",
+                "50%",
+            ])
+            .args([
+                "--min-sample",
+                "2",
+                "--stage-timeout",
+                "8s",
+                "--appear-timeout",
+                "4s",
+            ])
+            .args([
+                "--poll-interval",
+                "200ms",
+                "--rate",
+                "1000",
+                "--concurrency",
+                "4",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mender-migrate runs")
+    };
+    let lines = || {
+        std::fs::read_to_string(&env.journal)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // Kill after this many more journal records each time: the snapshot, a deployment, the
+    // middle of a batch's per-device steps, later batches.
+    let mut kills = 0;
+    for more in [16, 5, 9, 23, 40, 70] {
+        let start = lines();
+        let mut child = run();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let exited = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if lines() >= start + more {
+                child.kill().expect("SIGKILL");
+                child.wait().unwrap();
+                break None;
+            }
+            assert!(Instant::now() < deadline, "no journal progress in 120s");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if let Some(status) = exited {
+            // It finished before the kill point: the remaining points are past the end.
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(status.success(), "run ended with {status}: {err}");
+            break;
+        }
+        kills += 1;
+        assert_eq!(env.lost(), Vec::<String>::new(), "after kill {kills}");
+        assert_eq!(
+            env.duplicate_deployments(),
+            Vec::<String>::new(),
+            "after kill {kills}"
+        );
+    }
+    assert!(kills >= 3, "only {kills} kills landed before the run ended");
+    // Run to the end with the same journal (a finished journal just reports again).
+    let out = run().wait_with_output().unwrap();
+    assert!(out.status.success(), "final run: {}", text(&out.stderr));
+    assert_eq!(env.stranded(), Vec::<String>::new());
+    assert_eq!(env.duplicate_deployments(), Vec::<String>::new());
+    let sim = env.fleets.last().unwrap().report();
+    assert_eq!(sim.counts.on_new, 12, "{:?}", sim.counts);
+    for id in env.offline_ids.iter().chain(&env.cut_off_ids) {
+        assert_eq!(
+            env.old_status(id),
+            Some(mock_mender_server::AuthStatus::Accepted),
+            "{id} stays accepted on old"
+        );
+    }
+    // From the journal: every device rejected on old had reported stage-1 success before.
+    let mut stage1_ok = std::collections::HashSet::new();
+    for line in std::fs::read_to_string(&env.journal).unwrap().lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        if r["t"] != "state" {
+            continue;
+        }
+        let dev = r["dev"].as_str().unwrap().to_string();
+        match r["state"].as_str().unwrap() {
+            "stage1_ok" => {
+                stage1_ok.insert(dev);
+            }
+            "rejected_on_old" => assert!(
+                stage1_ok.contains(&dev),
+                "{dev} rejected on old before its stage 1 succeeded"
+            ),
+            _ => {}
+        }
+    }
+}

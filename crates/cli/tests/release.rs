@@ -61,11 +61,7 @@ fn image(dir: &Path, conf: &str) -> PathBuf {
     std::fs::write(root.join("usr/bin/tool"), &blob).unwrap();
     std::os::unix::fs::symlink("/data/mender", root.join("var/lib/mender")).unwrap();
     let img = dir.join("rootfs.ext4");
-    run(Command::new(sbin("mkfs.ext4").unwrap())
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&img)
-        .arg("4M"));
+    test_support::mkfs_ext4("this test", &root, &img, "4M").expect("tools() checked mkfs.ext4");
     img
 }
 
@@ -146,6 +142,21 @@ fn debugfs_cat(img: &Path, path: &str) -> String {
         .arg(format!("cat {path}"))
         .arg(img));
     text(&out.stdout)
+}
+
+/// The main config of the image `img` (via `debugfs cat`), parsed.
+fn image_config(img: &Path) -> serde_json::Value {
+    serde_json::from_str(&debugfs_cat(img, "/etc/mender/mender.conf")).unwrap()
+}
+
+/// `mender-artifact validate [-k public] art`, unchecked.
+fn validate(art: &Path, public: Option<&Path>) -> Output {
+    let mut cmd = Command::new("mender-artifact");
+    cmd.arg("validate");
+    if let Some(public) = public {
+        cmd.arg("-k").arg(public);
+    }
+    cmd.arg(art).output().unwrap()
 }
 
 fn rootfs(from: &Path, out: &Path, stage: &str, extra: &[&str]) -> Output {
@@ -231,7 +242,7 @@ fn rootfs_from_an_official_artifact_changes_only_the_config() {
         .collect();
     assert_eq!(names.len(), 1, "leftovers in the output dir: {names:?}");
 
-    run(Command::new("mender-artifact").arg("validate").arg(&staged));
+    test_support::assert_success("mender-artifact validate", &validate(&staged, None));
     let (old_name, old_files) = read_summary(&current);
     let (new_name, new_files) = read_summary(&staged);
     assert_eq!(old_name, "rel-1");
@@ -246,8 +257,7 @@ fn rootfs_from_an_official_artifact_changes_only_the_config() {
     run(Command::new(sbin("e2fsck").unwrap())
         .arg("-fn")
         .arg(&new_img));
-    let cfg: serde_json::Value =
-        serde_json::from_str(&debugfs_cat(&new_img, "/etc/mender/mender.conf")).unwrap();
+    let cfg = image_config(&new_img);
     assert_eq!(cfg["Servers"][0]["ServerURL"], OLD);
     assert_eq!(cfg["Servers"][1]["ServerURL"], NEW);
     assert!(cfg.get("ServerURL").is_none());
@@ -316,7 +326,7 @@ fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
     let o = rootfs(&current, &out_dir, "dual", &[]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let staged = out_dir.join("rel-1-stage1-dual.mender");
-    run(Command::new("mender-artifact").arg("validate").arg(&staged));
+    test_support::assert_success("mender-artifact validate", &validate(&staged, None));
     let listing = run(Command::new("tar").arg("tf").arg(&staged));
     assert!(
         text(&listing.stdout).contains("data/0000.tar.gz"),
@@ -325,8 +335,7 @@ fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
     );
     let new_img = d.join("new.ext4");
     extract_image(&staged, &new_img);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&debugfs_cat(&new_img, "/etc/mender/mender.conf")).unwrap();
+    let cfg = image_config(&new_img);
     assert_eq!(cfg["Servers"][0]["ServerURL"], OLD);
     assert_eq!(cfg["Servers"][1]["ServerURL"], NEW);
     let gate = check_release(&staged, "dual");
@@ -378,55 +387,34 @@ fn signed_input_is_re_signed_with_sign_key() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let key = d.join("key.pem");
-    let public = d.join("pub.pem");
+    let openssl = test_support::which("openssl").expect("checked above");
+    let (key, public) = test_support::gen_key(&openssl, d, test_support::KeyKind::P256Sec1);
     let key_s = key.to_str().unwrap();
-    run(Command::new("openssl").args([
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        key_s,
-    ]));
-    run(Command::new("openssl")
-        .args(["ec", "-in", key_s, "-pubout", "-out"])
-        .arg(&public));
     let img = image(d, &format!("{{\"ServerURL\": \"{OLD}\"}}"));
     let current = official_artifact(d, &img, &["-k", key_s, "--compression", "none"]);
-    run(Command::new("mender-artifact")
-        .arg("validate")
-        .arg("-k")
-        .arg(&public)
-        .arg(&current));
+    test_support::assert_success(
+        "mender-artifact validate -k",
+        &validate(&current, Some(&public)),
+    );
 
     let out_dir = d.join("out");
     let o = rootfs(&current, &out_dir, "new-only", &["--sign-key", key_s]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let staged = out_dir.join("rel-1-stage2-new-only.mender");
-    run(Command::new("mender-artifact")
-        .arg("validate")
-        .arg("-k")
-        .arg(&public)
-        .arg(&staged));
+    test_support::assert_success(
+        "mender-artifact validate -k",
+        &validate(&staged, Some(&public)),
+    );
     let new_img = d.join("new.ext4");
     extract_image(&staged, &new_img);
-    let cfg: serde_json::Value =
-        serde_json::from_str(&debugfs_cat(&new_img, "/etc/mender/mender.conf")).unwrap();
+    let cfg = image_config(&new_img);
     assert_eq!(cfg, serde_json::json!({ "ServerURL": NEW }));
 
     // Without --sign-key the result is unsigned (editing drops the old signature).
     let o = rootfs(&current, &out_dir, "dual", &[]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let unsigned = out_dir.join("rel-1-stage1-dual.mender");
-    let v = Command::new("mender-artifact")
-        .arg("validate")
-        .arg("-k")
-        .arg(&public)
-        .arg(&unsigned)
-        .output()
-        .unwrap();
+    let v = validate(&unsigned, Some(&public));
     assert!(
         !v.status.success(),
         "an unsigned result must not validate with -k"
@@ -554,7 +542,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn plan_prints_the_release_gate() {
-    let out = cli(&["plan", "--config", EXAMPLE, "--new-server", EXAMPLE_NEW]);
+    let out = plan(EXAMPLE, EXAMPLE_NEW, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let s = text(&out.stdout);
     assert!(s.contains("Release gate"), "{s}");

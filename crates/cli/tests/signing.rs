@@ -5,83 +5,27 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use test_support::{gen_key, KeyKind};
 
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        text(&out.stderr)
-    );
+    test_support::assert_success(&format!("openssl {args:?}"), &out);
 }
 
-/// (private key PEM, public key PEM) for each algorithm and PEM form we accept.
+/// (form, private key PEM, public key PEM) for each algorithm and PEM form we accept.
 fn keys(dir: &Path) -> Vec<(String, PathBuf, PathBuf)> {
-    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &p("rsa2048-pkcs8.pem"),
-    ]);
-    openssl(&[
-        "rsa",
-        "-in",
-        &p("rsa2048-pkcs8.pem"),
-        "-traditional",
-        "-out",
-        &p("rsa2048-pkcs1.pem"),
-    ]);
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:3072",
-        "-out",
-        &p("rsa3072-pkcs8.pem"),
-    ]);
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &p("p256-sec1.pem"),
-    ]);
-    openssl(&[
-        "pkcs8",
-        "-topk8",
-        "-nocrypt",
-        "-in",
-        &p("p256-sec1.pem"),
-        "-out",
-        &p("p256-pkcs8.pem"),
-    ]);
+    let openssl = test_support::which("openssl").expect("the caller checked openssl");
     [
-        "rsa2048-pkcs8",
-        "rsa2048-pkcs1",
-        "rsa3072-pkcs8",
-        "p256-sec1",
-        "p256-pkcs8",
+        KeyKind::Rsa2048Pkcs8,
+        KeyKind::Rsa2048Pkcs1,
+        KeyKind::Rsa3072Pkcs8,
+        KeyKind::P256Sec1,
+        KeyKind::P256Pkcs8,
     ]
-    .iter()
-    .map(|name| {
-        let private = dir.join(format!("{name}.pem"));
-        let public = dir.join(format!("{name}.pub.pem"));
-        openssl(&[
-            "pkey",
-            "-in",
-            private.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ]);
-        (name.to_string(), private, public)
+    .into_iter()
+    .map(|kind| {
+        let (private, public) = gen_key(&openssl, dir, kind);
+        (format!("{kind:?}"), private, public)
     })
     .collect()
 }
@@ -193,15 +137,9 @@ fn unusable_signing_keys_are_refused_before_writing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    openssl(&[
-        "ecparam",
-        "-name",
-        "secp384r1",
-        "-genkey",
-        "-noout",
-        "-out",
-        &p("p384.pem"),
-    ]);
+    let openssl_path = test_support::which("openssl").expect("checked above");
+    let (p384, _) = gen_key(&openssl_path, dir.path(), KeyKind::P384Sec1);
+    std::fs::rename(p384, p("p384.pem")).unwrap();
     openssl(&[
         "genpkey",
         "-algorithm",
@@ -237,14 +175,11 @@ fn plan_warns_when_the_device_verifies_signatures_and_no_key_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mender.conf");
     std::fs::write(&conf, r#"{"ServerURL": "https://old.example.com", "ArtifactVerifyKey": "/etc/mender/artifact-verify-key.pem"}"#).unwrap();
-    let out = cli(&[
-        "plan",
-        "--config",
+    let out = plan(
         conf.to_str().unwrap(),
-        "--new-server",
         "https://new.example.com",
-        "--json",
-    ]);
+        &["--json"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(

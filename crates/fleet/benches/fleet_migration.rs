@@ -91,7 +91,14 @@ fn orchestrate() {
         new,
         cfg,
         &PathBuf::from(env("FLEET_BENCH_JOURNAL")),
-        Arc::new(Progress::new(Mode::Quiet)),
+        // FLEET_BENCH_PROGRESS=1: the orchestrator's log lines on stderr (where time goes).
+        Arc::new(Progress::new(
+            if std::env::var_os("FLEET_BENCH_PROGRESS").is_some() {
+                Mode::Plain
+            } else {
+                Mode::Quiet
+            },
+        )),
     )
     .unwrap_or_else(|e| panic!("open: {e}"));
     let report = orch.run().unwrap_or_else(|e| panic!("run: {e}"));

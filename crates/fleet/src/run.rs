@@ -54,6 +54,10 @@ pub enum RunError {
     },
     #[error("killed by the test hook")]
     Killed,
+    /// A batch stopped waiting because another batch of the pipeline stopped the run (that
+    /// batch's error is the one reported).
+    #[error("stopped: another batch of this run stopped first")]
+    Stopped,
 }
 
 impl From<String> for RunError {
@@ -82,7 +86,14 @@ pub struct Orchestrator {
     kill: Option<KillSwitch>,
     kill_count: Mutex<HashMap<(OpKind, bool), usize>>,
     killed: AtomicBool,
+    /// Set when a batch's thread stopped (error or pause): no further batch starts.
+    stopping: AtomicBool,
+    /// Held from a batch's preauthorize to its reject (see [`Orchestrator::pipeline`]).
+    moving: Mutex<()>,
 }
+
+/// Batches past their stage-1 trigger at once (each in its own thread).
+const TAILS_IN_FLIGHT: usize = 2;
 
 fn stage_ok(status: &str) -> Option<bool> {
     match status {
@@ -200,6 +211,8 @@ impl Orchestrator {
             kill: None,
             kill_count: Mutex::new(HashMap::new()),
             killed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            moving: Mutex::new(()),
         })
     }
 
@@ -235,6 +248,8 @@ impl Orchestrator {
             kill: None,
             kill_count: Mutex::new(HashMap::new()),
             killed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            moving: Mutex::new(()),
         })
     }
 
@@ -402,13 +417,26 @@ impl Orchestrator {
         }
     }
 
-    fn sleep_poll(&self, until_ms: Option<u64>) {
+    /// Waits one poll interval (less when `until_ms` comes first). Ends the wait with an
+    /// error once the run was killed (test hook) or, for an `interruptible` wait (the front
+    /// of that batch), once an earlier batch paused or another batch failed.
+    fn sleep_poll(&self, until_ms: Option<u64>, interruptible: Option<u32>) -> R<()> {
         let mut d = self.cfg.plan.poll_interval;
         if let Some(u) = until_ms {
             let left = u.saturating_sub(now_ms());
             d = d.min(Duration::from_millis(left.max(10)));
         }
         std::thread::sleep(d);
+        if self.killed.load(Ordering::SeqCst) {
+            return Err(RunError::Killed);
+        }
+        if let Some(n) = interruptible {
+            self.check_go_on(n)?;
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(RunError::Stopped);
+            }
+        }
+        Ok(())
     }
 
     // ------------------------------------------------------------------ the run
@@ -437,43 +465,7 @@ impl Orchestrator {
         }
         self.requeue()?;
         self.emit_counts();
-        let started: Vec<u32> = self.fleet().batches.keys().copied().collect();
-        for n in started {
-            self.drive_batch(n)?;
-        }
-        loop {
-            if let Some((batch, gate, reason)) = self.fleet().paused.clone() {
-                return Err(RunError::Paused {
-                    batch,
-                    gate,
-                    reason,
-                });
-            }
-            let (n, ids) = {
-                let f = self.fleet();
-                let k = f.batches.len() as u32;
-                let size = self.cfg.plan.batch_size(k);
-                let ids: Vec<String> = f
-                    .devices
-                    .values()
-                    .filter(|d| {
-                        d.batch.is_none() && matches!(d.state, DevState::Selected | DevState::OnNew)
-                    })
-                    .take(size)
-                    .map(|d| d.snapshot.id.clone())
-                    .collect();
-                (f.batches.keys().last().copied().unwrap_or(0) + 1, ids)
-            };
-            if ids.is_empty() {
-                break;
-            }
-            self.record(Record::Batch {
-                n,
-                devices: ids.clone(),
-            })?;
-            self.sync()?;
-            self.drive_batch(n)?;
-        }
+        self.pipeline()?;
         let report = self.report();
         self.progress.emit(
             "report",
@@ -481,6 +473,134 @@ impl Orchestrator {
             &report.summary_line(),
         );
         Ok(report)
+    }
+
+    /// Drives every batch, pipelined like hawkBit's rollout groups: batch `n + 1` starts its
+    /// stage 1 as soon as batch `n`'s stage-1 gate passed its trigger (enough devices finished,
+    /// failure share under the threshold), while batch `n` goes on with preauthorize → reject →
+    /// appear → stage 2 in its own thread. At most [`TAILS_IN_FLIGHT`] batches are past their
+    /// trigger at once. Safety does not depend on the overlap: each device's own order is
+    /// unchanged, the preauthorize→capacity→reject step is serialized across batches, and a
+    /// pause (or any error) stops new batches and every later step of the others.
+    fn pipeline(&self) -> R<()> {
+        let mut resumed: std::collections::VecDeque<u32> =
+            self.fleet().batches.keys().copied().collect();
+        let mut errors: Vec<RunError> = Vec::new();
+        std::thread::scope(|s| {
+            let mut tails: std::collections::VecDeque<std::thread::ScopedJoinHandle<'_, R<()>>> =
+                std::collections::VecDeque::new();
+            loop {
+                if self.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                while tails.len() >= TAILS_IN_FLIGHT {
+                    if let Some(t) = tails.pop_front() {
+                        errors.extend(
+                            t.join()
+                                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                                .err(),
+                        );
+                    }
+                }
+                let n = match resumed.pop_front() {
+                    Some(n) => n,
+                    None => match self.next_batch() {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        Err(e) => {
+                            errors.push(e);
+                            break;
+                        }
+                    },
+                };
+                if let Err(e) = self.batch_front(n) {
+                    errors.push(e);
+                    break;
+                }
+                tails.push_back(s.spawn(move || {
+                    let r = self.batch_tail(n);
+                    if r.is_err() {
+                        self.stopping.store(true, Ordering::SeqCst);
+                    }
+                    r
+                }));
+            }
+            if !errors.is_empty() {
+                self.stopping.store(true, Ordering::SeqCst);
+            }
+            for t in tails {
+                errors.extend(
+                    t.join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                        .err(),
+                );
+            }
+        });
+        self.stopping.store(false, Ordering::SeqCst);
+        // A kill wins (the process is "dead"), then a pause, then the first other error.
+        let pick = errors
+            .iter()
+            .position(|e| matches!(e, RunError::Killed))
+            .or_else(|| {
+                errors
+                    .iter()
+                    .position(|e| matches!(e, RunError::Paused { .. }))
+            })
+            .or_else(|| errors.iter().position(|e| !matches!(e, RunError::Stopped)));
+        match pick {
+            Some(i) => Err(errors.swap_remove(i)),
+            None => errors.into_iter().next().map_or(Ok(()), Err),
+        }
+    }
+
+    /// Journals the next batch (the next devices in snapshot order); `None` when none is left
+    /// or a gate paused the run.
+    fn next_batch(&self) -> R<Option<u32>> {
+        let (n, ids) = {
+            let f = self.fleet();
+            if let Some((batch, gate, reason)) = f.paused.clone() {
+                return Err(RunError::Paused {
+                    batch,
+                    gate,
+                    reason,
+                });
+            }
+            let k = f.batches.len() as u32;
+            let size = self.cfg.plan.batch_size(k);
+            let ids: Vec<String> = f
+                .order
+                .iter()
+                .filter_map(|id| f.devices.get(id))
+                .filter(|d| {
+                    d.batch.is_none() && matches!(d.state, DevState::Selected | DevState::OnNew)
+                })
+                .take(size)
+                .map(|d| d.snapshot.id.clone())
+                .collect();
+            (f.batches.keys().last().copied().unwrap_or(0) + 1, ids)
+        };
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        self.record(Record::Batch { n, devices: ids })?;
+        self.sync()?;
+        Ok(Some(n))
+    }
+
+    /// Stops batch `n` before its next step when an earlier batch paused the run (as if the
+    /// batches had run one after the other), or when the run was killed.
+    fn check_go_on(&self, n: u32) -> R<()> {
+        if let Some((batch, gate, reason)) = self.fleet().paused.clone().filter(|p| p.0 < n) {
+            return Err(RunError::Paused {
+                batch,
+                gate,
+                reason,
+            });
+        }
+        if self.killed.load(Ordering::SeqCst) {
+            return Err(RunError::Killed);
+        }
+        Ok(())
     }
 
     fn batches_hint(&self) -> usize {
@@ -546,28 +666,96 @@ impl Orchestrator {
         Ok(())
     }
 
-    fn drive_batch(&self, n: u32) -> R<()> {
+    /// A batch up to its stage-1 trigger: module-install + stage 1 deployed from old, then
+    /// the stage-1 gate until the trigger (see [`Orchestrator::stage1_trigger`]), judged.
+    fn batch_front(&self, n: u32) -> R<()> {
         let hint = self.batches_hint();
-        let total = self.fleet().batches.get(&n).map_or(0, Vec::len);
-        // A: module-install + stage 1 from old.
-        let fresh = self.batch_devices(n, DevState::Selected);
-        if !fresh.is_empty() {
-            self.progress.phase(
-                n,
-                hint,
-                "stage 1",
-                &format!("deploying to {} devices on old", fresh.len()),
-            );
-            self.deploy(n, Side::Old, &[Role::ModuleInstall, Role::Stage1], &fresh)?;
-            for d in &fresh {
-                self.set_state(&d.snapshot.id, DevState::Stage1Deployed, None, None)?;
-            }
-            self.sync()?;
-        }
-        // B: stage-1 gate.
-        self.stage_gate(n, Role::Stage1, hint)?;
+        self.deploy_stage(
+            n,
+            hint,
+            Side::Old,
+            &[Role::ModuleInstall, Role::Stage1],
+            DevState::Selected,
+            DevState::Stage1Deployed,
+        )?;
+        self.stage_gate(n, Role::Stage1, hint, Some(self.stage1_trigger(n)))?;
+        self.judge(n, "stage1")
+    }
+
+    /// How many devices of batch `n` may still be unfinished in stage 1 when the next batch
+    /// starts: the share the failure threshold tolerates (they may all still fail, and the
+    /// run would then pause before any of this batch is rejected on old).
+    fn stage1_trigger(&self, n: u32) -> usize {
+        let size = self.fleet().batches.get(&n).map_or(0, Vec::len);
+        (size as f64 * self.cfg.plan.failure_threshold).floor() as usize
+    }
+
+    /// The rest of a batch, in its own thread: stage-1 gate to the end, preauthorize on new
+    /// (only devices whose stage 1 succeeded), capacity on new, reject on old, wait until they
+    /// authenticated on new (roll back the ones that do not), stage 2 from new, stage-2 gate.
+    fn batch_tail(&self, n: u32) -> R<()> {
+        let hint = self.batches_hint();
+        self.stage_gate(n, Role::Stage1, hint, None)?;
         self.judge(n, "stage1")?;
-        // C: preauthorize on new, only devices whose stage 1 succeeded.
+        {
+            // One batch at a time between preauthorize and reject, so each capacity check
+            // sees every other batch's preauthorized devices.
+            let _moving = self.moving.lock().unwrap_or_else(|e| e.into_inner());
+            self.check_go_on(n)?;
+            self.preauthorize_and_reject(n, hint)?;
+        }
+        if !self.batch_devices(n, DevState::RejectedOnOld).is_empty() {
+            self.appear_gate(n, hint)?;
+        }
+        self.check_go_on(n)?;
+        self.deploy_stage(
+            n,
+            hint,
+            Side::New,
+            &[Role::Stage2],
+            DevState::OnNew,
+            DevState::Stage2Deployed,
+        )?;
+        self.stage_gate(n, Role::Stage2, hint, None)?;
+        self.judge(n, "stage2")?;
+        self.emit_counts();
+        Ok(())
+    }
+
+    /// Deploys `roles` from `side` to the batch's devices in state `from`, which then move to
+    /// `to`.
+    fn deploy_stage(
+        &self,
+        n: u32,
+        hint: usize,
+        side: Side,
+        roles: &[Role],
+        from: DevState,
+        to: DevState,
+    ) -> R<()> {
+        let devices = self.batch_devices(n, from);
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let stage = roles.last().map_or("", |r| r.as_str());
+        self.progress.phase(
+            n,
+            hint,
+            stage,
+            &format!(
+                "deploying to {} devices on {}",
+                devices.len(),
+                self.api(side).name()
+            ),
+        );
+        self.deploy(n, side, roles, &devices)?;
+        for d in &devices {
+            self.set_state(&d.snapshot.id, to, None, None)?;
+        }
+        self.sync()
+    }
+
+    fn preauthorize_and_reject(&self, n: u32, hint: usize) -> R<()> {
         let ok = self.batch_devices(n, DevState::Stage1Ok);
         if !ok.is_empty() {
             self.progress.phase(
@@ -578,55 +766,31 @@ impl Orchestrator {
             );
             self.preauthorize(&ok)?;
         }
-        // D + E: capacity on new, then reject on old.
         let pre = self.batch_devices(n, DevState::Preauthorized);
-        if !pre.is_empty() {
-            let allowed = self.capacity_check(n, &pre)?;
-            if allowed < pre.len() {
-                let over = &pre[allowed..];
-                let reason = "new server's device limit reached before the reject".to_string();
-                self.rollback(over, &reason)?;
-                self.record(Record::Pause {
-                    batch: n,
-                    gate: "capacity".into(),
-                    reason: format!(
-                        "{} devices did not fit under new's device limit",
-                        over.len()
-                    ),
-                })?;
-                self.sync()?;
-            }
-            let pre = &pre[..allowed];
-            if !pre.is_empty() {
-                self.progress
-                    .phase(n, hint, "reject on old", &format!("{} devices", pre.len()));
-                self.reject(pre)?;
-            }
+        if pre.is_empty() {
+            return Ok(());
         }
-        // F: wait until they authenticated on new; roll back the ones that do not.
-        if !self.batch_devices(n, DevState::RejectedOnOld).is_empty() {
-            self.appear_gate(n, hint)?;
-        }
-        // G: stage 2 from new.
-        let on_new = self.batch_devices(n, DevState::OnNew);
-        if !on_new.is_empty() {
-            self.progress.phase(
-                n,
-                hint,
-                "stage 2",
-                &format!("deploying to {} devices on new", on_new.len()),
-            );
-            self.deploy(n, Side::New, &[Role::Stage2], &on_new)?;
-            for d in &on_new {
-                self.set_state(&d.snapshot.id, DevState::Stage2Deployed, None, None)?;
-            }
+        let allowed = self.capacity_check(n, &pre)?;
+        if allowed < pre.len() {
+            let over = &pre[allowed..];
+            let reason = "new server's device limit reached before the reject".to_string();
+            self.rollback(over, &reason)?;
+            self.record(Record::Pause {
+                batch: n,
+                gate: "capacity".into(),
+                reason: format!(
+                    "{} devices did not fit under new's device limit",
+                    over.len()
+                ),
+            })?;
             self.sync()?;
         }
-        // H: stage-2 gate.
-        self.stage_gate(n, Role::Stage2, hint)?;
-        self.judge(n, "stage2")?;
-        let _ = total;
-        self.emit_counts();
+        let pre = &pre[..allowed];
+        if !pre.is_empty() {
+            self.progress
+                .phase(n, hint, "reject on old", &format!("{} devices", pre.len()));
+            self.reject(pre)?;
+        }
         Ok(())
     }
 
@@ -818,7 +982,11 @@ impl Orchestrator {
     /// Polls one batch stage until every device has a final status or the stage timeout;
     /// unfinished devices become stragglers (stage 1) or stage-2-pending, their deployments
     /// aborted per device.
-    fn stage_gate(&self, n: u32, role: Role, hint: usize) -> R<()> {
+    ///
+    /// `front`: called for the batch front with this trigger: returns as soon as at most that
+    /// many devices are unfinished and at least `--min-sample` finished (the rest is waited
+    /// for by the batch's own thread); the wait stops early when another batch stopped.
+    fn stage_gate(&self, n: u32, role: Role, hint: usize, front: Option<usize>) -> R<()> {
         let (side, waiting_state, ok_state, fail_state, late_state) = match role {
             Role::Stage2 => (
                 Side::New,
@@ -909,6 +1077,14 @@ impl Orchestrator {
             if waiting.is_empty() {
                 break;
             }
+            if let Some(trigger) = front.filter(|t| *t > 0) {
+                let size = self.fleet().batches.get(&n).map_or(0, Vec::len);
+                if waiting.len() <= trigger
+                    && size.saturating_sub(waiting.len()) >= self.cfg.plan.min_sample
+                {
+                    return Ok(());
+                }
+            }
             if now_ms() >= deadline {
                 let ids: Vec<String> = waiting
                     .iter()
@@ -961,7 +1137,7 @@ impl Orchestrator {
                     format_duration(Duration::from_millis(deadline.saturating_sub(now_ms())))
                 ),
             );
-            self.sleep_poll(Some(deadline));
+            self.sleep_poll(Some(deadline), front.map(|_| n))?;
         }
         // Devices were carried over as late: the batch's deployments on this server would
         // stay active for them (and count against the cap); abort the unfinished ones. Runs
@@ -1187,7 +1363,7 @@ impl Orchestrator {
                 "appear on new",
                 &format!("{} devices not yet authenticated on new", left.len()),
             );
-            self.sleep_poll(first_deadline);
+            self.sleep_poll(first_deadline, None)?;
         }
     }
 

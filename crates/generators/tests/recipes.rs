@@ -39,6 +39,11 @@ fn recipe_files() -> Vec<(PathBuf, bool /* classic S line */)> {
     out
 }
 
+/// How the tests key a crate: `name-version`.
+fn crate_id(name: &str, version: &str) -> String {
+    format!("{name}-{version}")
+}
+
 /// name-version -> checksum of every crates.io package of the lock in `workspace_dir`, read with
 /// a plain TOML parse.
 fn lock_crates(workspace_dir: &str) -> BTreeMap<String, String> {
@@ -54,13 +59,10 @@ fn lock_crates(workspace_dir: &str) -> BTreeMap<String, String> {
             })
         })
         .map(|p| {
+            let field = |key: &str| p[key].as_str().unwrap().to_string();
             (
-                format!(
-                    "{}-{}",
-                    p["name"].as_str().unwrap(),
-                    p["version"].as_str().unwrap()
-                ),
-                p["checksum"].as_str().unwrap().to_string(),
+                crate_id(&field("name"), &field("version")),
+                field("checksum"),
             )
         })
         .collect()
@@ -87,11 +89,7 @@ fn run_metadata(workspace_dir: &str) -> serde_json::Value {
         .args(["metadata", "--format-version", "1", "--locked"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::assert_success("cargo metadata", &out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -158,13 +156,10 @@ fn shipped_crates(workspace_dir: &str, package: &str) -> BTreeMap<String, String
         .map(|id| packages[id])
         .filter(|p| !p["source"].is_null())
         .map(|p| {
+            let field = |key: &str| p[key].as_str().unwrap().to_string();
             (
-                format!(
-                    "{}-{}",
-                    p["name"].as_str().unwrap(),
-                    p["version"].as_str().unwrap()
-                ),
-                p["license"].as_str().unwrap().to_string(),
+                crate_id(&field("name"), &field("version")),
+                field("license"),
             )
         })
         .collect()

@@ -8,26 +8,13 @@ use menderartifact::{
 };
 use menderconf::{ServerUrl, Stage};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const OLD: &str = "https://old.example.com";
 const NEW: &str = "https://new.example.com";
 
-/// The path of an e2fsprogs tool; missing in CI fails, locally a loud skip.
-fn tool(name: &str) -> Option<PathBuf> {
-    for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return Some(p);
-        }
-    }
-    test_support::require_tool("this test", name, "run .ci/install-deps (e2fsprogs)")
-}
-
 /// A rootfs artifact whose ext4 image holds `files` (path relative to / → content).
 /// Uncompressed (fast in debug builds) except for `gz-` names, which cover the gzip path.
 fn rootfs_artifact(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> Option<PathBuf> {
-    let mkfs = tool("mkfs.ext4")?;
     let root = dir.join(format!("{name}-root"));
     for (path, content) in files {
         let p = root.join(path);
@@ -37,18 +24,7 @@ fn rootfs_artifact(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> Option<Pa
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::fs::write(root.join("usr/bin/tool"), vec![7u8; 100_000]).unwrap();
     let img = dir.join(format!("{name}.ext4"));
-    let out = Command::new(mkfs)
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&img)
-        .arg("4M")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::mkfs_ext4("this test", &root, &img, "4M")?;
     let art = dir.join(format!("{name}.mender"));
     let spec = ArtifactSpec::new(
         name,

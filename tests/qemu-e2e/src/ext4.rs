@@ -218,14 +218,19 @@ impl Edits {
     }
 }
 
-/// `(type, permission bits, raw stat text)` of a guest path; `None` when absent.
-fn stat(image: &Path, path: &str) -> Result<Option<(String, u32, String)>> {
-    let out = Command::new("debugfs")
+/// Runs one read-only debugfs request (`stat PATH`, `cat PATH`, ...) on `image`.
+fn debugfs_request(image: &Path, request: &str) -> Result<std::process::Output> {
+    Command::new("debugfs")
         .arg("-R")
-        .arg(format!("stat {path}"))
+        .arg(request)
         .arg(image)
         .output()
-        .context("cannot run debugfs (install e2fsprogs)")?;
+        .context("cannot run debugfs (install e2fsprogs)")
+}
+
+/// `(type, permission bits, raw stat text)` of a guest path; `None` when absent.
+fn stat(image: &Path, path: &str) -> Result<Option<(String, u32, String)>> {
+    let out = debugfs_request(image, &format!("stat {path}"))?;
     if String::from_utf8_lossy(&out.stderr).contains("not found") {
         return Ok(None);
     }
@@ -251,12 +256,7 @@ pub fn read_file(image: &Path, path: &str) -> Result<Option<Vec<u8>>> {
     if stat(image, path)?.is_none() {
         return Ok(None);
     }
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("cat {path}"))
-        .arg(image)
-        .output()
-        .context("cannot run debugfs")?;
+    let out = debugfs_request(image, &format!("cat {path}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if let Some(err) = stderr
         .lines()
@@ -271,12 +271,7 @@ pub fn read_file(image: &Path, path: &str) -> Result<Option<Vec<u8>>> {
 pub fn dump_dir(image: &Path, path: &str, into: &Path) -> Result<()> {
     check_guest_path(path)?;
     std::fs::create_dir_all(into)?;
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("rdump {path} {}", into.display()))
-        .arg(image)
-        .output()
-        .context("cannot run debugfs")?;
+    let out = debugfs_request(image, &format!("rdump {path} {}", into.display()))?;
     if !out.status.success() {
         bail!(
             "debugfs rdump {path} failed: {}",

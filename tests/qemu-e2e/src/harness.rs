@@ -386,6 +386,21 @@ impl<'a> Run<'a> {
     }
 
     /// Polls `check` every second until it yields a value; bounded, and fails at once if QEMU died.
+    /// Waits until the device's inventory at `which` satisfies `ready` (`what` names the wait);
+    /// returns that inventory.
+    pub(crate) fn wait_inventory(
+        &mut self,
+        which: Which,
+        what: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let device = self.device_id(which)?;
+        self.wait_for(what, budget(30), |run| {
+            let inv = run.server(which)?.inventory(&device)?;
+            Ok(ready(&inv).then_some(inv))
+        })
+    }
+
     pub(crate) fn wait_for<T>(
         &mut self,
         what: &str,
@@ -539,10 +554,7 @@ impl<'a> Run<'a> {
     /// reboots as booting time.
     pub(crate) fn note_deployment(&mut self, what: &str, device_deployment: &Value) {
         self.account_reboots(device_deployment);
-        let statuses: Vec<&str> = device_deployment["history"]
-            .as_array()
-            .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
-            .unwrap_or_default();
+        let statuses = history_statuses(device_deployment);
         self.log(&format!(
             "{what}: {} (reports: {})",
             device_deployment["status"].as_str().unwrap_or("?"),
@@ -564,6 +576,20 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
+
+    /// The deployment ended `failure` with nothing installed (no `installing`, no
+    /// `rebooting` report); `what` says what got through otherwise.
+    pub(crate) fn expect_refused(&self, result: &Value, what: &str) -> Result<()> {
+        self.expect_status(result, "failure")?;
+        let statuses = history_statuses(result);
+        ensure!(
+            !statuses
+                .iter()
+                .any(|s| *s == "rebooting" || *s == "installing"),
+            "{what}: {statuses:?}"
+        );
+        Ok(())
     }
 
     pub(crate) fn expect_status(&self, result: &Value, expected: &str) -> Result<()> {
@@ -997,6 +1023,23 @@ fn build_host_binary(package: &str, bin: &str) -> Result<PathBuf> {
         ensure!(status.success(), "building {package} failed");
         Ok(host::target_dir().join("debug").join(bin))
     })
+}
+
+/// The value of the inventory attribute `name`, if the inventory has it.
+pub fn inventory_attr(inv: &Value, name: &str) -> Option<Value> {
+    inv["attributes"]
+        .as_array()?
+        .iter()
+        .find(|x| x["name"] == name)
+        .map(|x| x["value"].clone())
+}
+
+/// The statuses a device deployment reported, in order (its `history`).
+pub fn history_statuses(device_deployment: &Value) -> Vec<&str> {
+    device_deployment["history"]
+        .as_array()
+        .map(|h| h.iter().filter_map(|r| r["status"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// The image the scenarios boot, with `module` (built from this tree).

@@ -2,39 +2,41 @@
 //! directories and symlinks written into an unmounted ext4 image read back exactly.
 
 use qemu_e2e::ext4::{read_file, Edits};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn have(tool: &str) -> bool {
+/// A scratch directory and an 8 MiB ext4 image in it (`disk.img`) holding `files` (path →
+/// content); `None` when e2fsprogs is missing (after the skip notice `test` names).
+fn scratch_image(test: &str, files: &[(&str, &[u8])]) -> Option<(tempfile::TempDir, PathBuf)> {
     test_support::require_tool(
-        "edits_round_trip_through_an_unmounted_image",
-        tool,
+        test,
+        "debugfs",
         "e2fsprogs: tests/qemu-e2e/scripts/install-host-deps.sh",
-    )
-    .is_some()
+    )?;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    for (path, content) in files {
+        let file = root.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+    let image = dir.path().join("disk.img");
+    test_support::mkfs_ext4(test, &root, &image, "8M")?;
+    Some((dir, image))
 }
 
 #[test]
 fn edits_round_trip_through_an_unmounted_image() {
-    if !have("mkfs.ext4") || !have("debugfs") {
+    let Some((dir, image)) = scratch_image(
+        "edits_round_trip_through_an_unmounted_image",
+        &[(
+            "etc/mender/mender.conf",
+            b"{\"ServerURL\":\"http://old\"}\n",
+        )],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(root.join("etc/mender")).unwrap();
-    std::fs::write(
-        root.join("etc/mender/mender.conf"),
-        b"{\"ServerURL\":\"http://old\"}\n",
-    )
-    .unwrap();
-    let image = dir.path().join("disk.img");
-    let status = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(&root)
-        .arg(&image)
-        .arg("8M")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    };
 
     let new_conf = dir.path().join("new.conf");
     std::fs::write(&new_conf, b"{\"ServerURL\":\"http://new\"}\n").unwrap();
@@ -90,18 +92,10 @@ fn edits_round_trip_through_an_unmounted_image() {
 
 #[test]
 fn a_failing_edit_is_an_error_not_a_silent_skip() {
-    if !have("mkfs.ext4") || !have("debugfs") {
+    let Some((_dir, image)) = scratch_image("a_failing_edit_is_an_error_not_a_silent_skip", &[])
+    else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("disk.img");
-    assert!(Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(&image)
-        .arg("8M")
-        .status()
-        .unwrap()
-        .success());
+    };
     let mut edits = Edits::new();
     // The parent directory does not exist: debugfs cannot write the file.
     edits.write(&image, "/no/such/dir/file", 0o644).unwrap();

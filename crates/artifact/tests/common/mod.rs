@@ -1,6 +1,8 @@
 //! Shared test helpers: locating `mender-artifact`/`openssl`, key generation, running the tool.
 #![allow(dead_code)]
 
+pub mod craft;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -16,6 +18,70 @@ pub fn tool(name: &str, apt_package: &str) -> Option<PathBuf> {
 
 pub fn mender_artifact() -> Option<PathBuf> {
     tool("mender-artifact", "mender-artifact")
+}
+
+/// `mender-artifact` and a scratch directory for what the test writes with it.
+pub fn mender_artifact_and_scratch() -> Option<(PathBuf, tempfile::TempDir)> {
+    Some((mender_artifact()?, tempfile::tempdir().unwrap()))
+}
+
+/// `mender-artifact write module-image` arguments for the comparison tests' module artifact
+/// (type `my-module`, name `rel-2`, devices `qemux86-64` and `other_device`), then `extra`.
+pub fn my_module_args<'a>(other_device: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "write",
+        "module-image",
+        "-T",
+        "my-module",
+        "-n",
+        "rel-2",
+        "-t",
+        "qemux86-64",
+        "-t",
+        other_device,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The group, depends, provides and clears both writers are given for the module artifact.
+pub const MY_MODULE_EXTRAS: [&str; 10] = [
+    "-g",
+    "grpA",
+    "-N",
+    "rel-1",
+    "-p",
+    "custom.key:val1",
+    "-d",
+    "dep.key:dval",
+    "--clears-provides",
+    "foo.*",
+];
+
+/// Our writer's counterpart of [`my_module_args`] for `raspberrypi4`: a `my-module` payload
+/// of `files` and `meta_data`; `extras` adds [`MY_MODULE_EXTRAS`].
+pub fn my_module_spec(
+    files: Vec<menderartifact::PayloadFile>,
+    meta_data: Option<serde_json::Map<String, serde_json::Value>>,
+    extras: bool,
+) -> menderartifact::ArtifactSpec {
+    let mut spec = menderartifact::ArtifactSpec::new(
+        "rel-2",
+        vec!["qemux86-64".into(), "raspberrypi4".into()],
+        menderartifact::Payload::Module {
+            type_name: "my-module".into(),
+            files,
+            meta_data,
+        },
+    );
+    if extras {
+        spec.group = Some("grpA".into());
+        spec.depends_artifact_names = vec!["rel-1".into()];
+        spec.provides.insert("custom.key".into(), "val1".into());
+        spec.depends.insert("dep.key".into(), "dval".into());
+        spec.clears_provides = vec!["foo.*".into()];
+    }
+    spec
 }
 
 pub fn openssl() -> Option<PathBuf> {
@@ -46,79 +112,6 @@ pub fn openssl_run(openssl: &Path, args: &[&str]) {
     );
 }
 
-/// Key kinds the tests generate with the openssl CLI.
-#[derive(Clone, Copy, Debug)]
-pub enum KeyKind {
-    Rsa2048Pkcs1,
-    Rsa3072Pkcs8,
-    Rsa3072Pkcs1,
-    P256Sec1,
-    P256Pkcs8,
-}
-
-/// Generates a private key and its SPKI public key in `dir`; returns (private, public).
-pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{kind:?}.key.pem"));
-    let public = dir.join(format!("{kind:?}.pub.pem"));
-    let k = key.to_str().unwrap();
-    match kind {
-        KeyKind::Rsa2048Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "2048"])
-        }
-        KeyKind::Rsa3072Pkcs1 => {
-            openssl_run(openssl, &["genrsa", "-traditional", "-out", k, "3072"])
-        }
-        KeyKind::Rsa3072Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:3072",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Sec1 => openssl_run(
-            openssl,
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                k,
-            ],
-        ),
-        KeyKind::P256Pkcs8 => openssl_run(
-            openssl,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                k,
-            ],
-        ),
-    }
-    openssl_run(
-        openssl,
-        &[
-            "pkey",
-            "-in",
-            k,
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    );
-    (key, public)
-}
-
 /// Converts a PKCS#8 key to the traditional form that mender-artifact 3.9 can load.
 pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
     let sub = if rsa { "rsa" } else { "ec" };
@@ -135,22 +128,22 @@ pub fn traditional(openssl: &Path, key: &Path, out: &Path, rsa: bool) {
     openssl_run(openssl, &args);
 }
 
-/// `mender-artifact validate [-k pub] file`.
-pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+/// `mender-artifact <subcommand> [-k pub] file`.
+fn with_key(tool: &Path, subcommand: &str, file: &Path, public: Option<&Path>) -> Output {
     let mut c = Command::new(tool);
-    c.arg("validate");
+    c.arg(subcommand);
     if let Some(p) = public {
         c.arg("-k").arg(p);
     }
     run(c.arg(file))
 }
 
+/// `mender-artifact validate [-k pub] file`.
+pub fn validate(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
+    with_key(tool, "validate", file, public)
+}
+
 /// `mender-artifact read [-k pub] file`.
 pub fn read(tool: &Path, file: &Path, public: Option<&Path>) -> Output {
-    let mut c = Command::new(tool);
-    c.arg("read");
-    if let Some(p) = public {
-        c.arg("-k").arg(p);
-    }
-    run(c.arg(file))
+    with_key(tool, "read", file, public)
 }

@@ -22,6 +22,13 @@ pub fn cli(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `mender-migrate plan --config CONFIG --new-server NEW_SERVER EXTRA...`.
+pub fn plan(config: &str, new_server: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["plan", "--config", config, "--new-server", new_server];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

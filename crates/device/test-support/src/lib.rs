@@ -1,14 +1,15 @@
 //! Test helpers shared by every suite (device and host workspaces; it lives in the device one,
 //! which depends on no host crate): one definition of "running in CI", one way to handle a test
-//! whose tool or privilege is missing, and one assertion that a child process succeeded. Locally
+//! whose tool or privilege is missing, one assertion that a child process succeeded, and the
+//! fixtures several suites make alike (ext4 images, openssl signing keys). Locally
 //! a test missing its tool is skipped with a notice written straight to the terminal's stderr
 //! (the test harness captures `eprintln!` of passing tests, which would hide the skip); in CI it
 //! fails, naming what to install. No dependencies, Rust 1.75.
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 /// Whether the suite runs in CI: `CI` is set to anything but empty, `0` or `false` (CI services
 /// set `CI=true`; `cargo xtask test` sets it too).
@@ -61,6 +62,91 @@ pub fn assert_success(what: &str, out: &Output) {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Makes the ext4 image `img` of `size` (mkfs units, e.g. `4M`) holding the directory `root`,
+/// the way every suite makes root filesystems: `mkfs.ext4 -d`, nothing mounted. `None` when
+/// e2fsprogs is missing (after [`require_tool`]'s notice; the test returns early).
+pub fn mkfs_ext4(test: &str, root: &Path, img: &Path, size: &str) -> Option<()> {
+    let mkfs = require_tool(test, "mkfs.ext4", "run .ci/install-deps (e2fsprogs)")?;
+    let out = Command::new(mkfs)
+        .args(["-q", "-F", "-d"])
+        .arg(root)
+        .arg(img)
+        .arg(size)
+        .output()
+        .expect("running mkfs.ext4");
+    assert_success("mkfs.ext4", &out);
+    Some(())
+}
+
+/// Runs `openssl` with `args`, panicking with its stderr on failure.
+fn openssl_run(openssl: &Path, args: &[&str]) {
+    let out = Command::new(openssl)
+        .args(args)
+        .output()
+        .expect("running openssl");
+    assert_success(&format!("openssl {args:?}"), &out);
+}
+
+/// Signing-key forms the suites generate with the openssl CLI (every form the tools read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa2048Pkcs1,
+    Rsa2048Pkcs8,
+    Rsa3072Pkcs8,
+    Rsa3072Pkcs1,
+    P256Sec1,
+    P256Pkcs8,
+    /// Forms the tools refuse (they sign with RSA or P-256 only).
+    P384Sec1,
+    P384Pkcs8,
+    Ed25519,
+}
+
+/// Generates a `kind` private key and its SPKI public key in `dir` with `openssl` (the path of
+/// the tool); returns (private, public).
+pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{kind:?}.key.pem"));
+    let public = dir.join(format!("{kind:?}.pub.pem"));
+    let k = key.to_str().unwrap();
+    let genrsa = |bits| vec!["genrsa", "-traditional", "-out", k, bits];
+    let genpkey = |algorithm, option| {
+        vec![
+            "genpkey",
+            "-algorithm",
+            algorithm,
+            "-pkeyopt",
+            option,
+            "-out",
+            k,
+        ]
+    };
+    let ecparam = |curve| vec!["ecparam", "-name", curve, "-genkey", "-noout", "-out", k];
+    let args = match kind {
+        KeyKind::Rsa2048Pkcs1 => genrsa("2048"),
+        KeyKind::Rsa2048Pkcs8 => genpkey("RSA", "rsa_keygen_bits:2048"),
+        KeyKind::Rsa3072Pkcs1 => genrsa("3072"),
+        KeyKind::Rsa3072Pkcs8 => genpkey("RSA", "rsa_keygen_bits:3072"),
+        KeyKind::P256Sec1 => ecparam("prime256v1"),
+        KeyKind::P256Pkcs8 => genpkey("EC", "ec_paramgen_curve:P-256"),
+        KeyKind::P384Sec1 => ecparam("secp384r1"),
+        KeyKind::P384Pkcs8 => genpkey("EC", "ec_paramgen_curve:P-384"),
+        KeyKind::Ed25519 => vec!["genpkey", "-algorithm", "ed25519", "-out", k],
+    };
+    openssl_run(openssl, &args);
+    openssl_run(
+        openssl,
+        &[
+            "pkey",
+            "-in",
+            k,
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    );
+    (key, public)
 }
 
 /// `tool`'s path on `PATH` plus `/usr/sbin` and `/sbin`.

@@ -2,8 +2,7 @@
 
 use crate::artifacts::Transport;
 use crate::guest::{BASE_ARTIFACT, DEVICE_TYPE};
-use crate::harness::{Run, Which};
-use crate::speed::budget;
+use crate::harness::{inventory_attr, Run, Which};
 use anyhow::{ensure, Context, Result};
 use std::process::Command;
 
@@ -12,29 +11,15 @@ pub(crate) fn boot(run: &mut Run) -> Result<()> {
     run.prepare_disk(true, |_, _| Ok(()))?;
     run.boot()?;
     run.accept_on_old()?;
-    let id = run.device_id(Which::Old)?;
-    let inv = run.wait_for(
+    let inv = run.wait_inventory(
+        Which::Old,
         "inventory with device_type and artifact_name",
-        budget(30),
-        |run| {
-            let inv = run.server(Which::Old)?.inventory(&id)?;
-            let attr = |n: &str| {
-                inv["attributes"].as_array().and_then(|a| {
-                    a.iter()
-                        .find(|x| x["name"] == n)
-                        .map(|x| x["value"].clone())
-                })
-            };
-            Ok((attr("device_type").is_some() && attr("artifact_name").is_some()).then_some(inv))
+        |inv| {
+            inventory_attr(inv, "device_type").is_some()
+                && inventory_attr(inv, "artifact_name").is_some()
         },
     )?;
-    let attr = |n: &str| {
-        inv["attributes"].as_array().and_then(|a| {
-            a.iter()
-                .find(|x| x["name"] == n)
-                .map(|x| x["value"].clone())
-        })
-    };
+    let attr = |n: &str| inventory_attr(&inv, n);
     ensure!(
         attr("device_type") == Some(DEVICE_TYPE.into()),
         "inventory device_type is {:?}",

@@ -4,7 +4,7 @@
 
 use crate::artifacts::{artifact_name, ArtifactKind, Mode, Transport, Verify};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF, UNSIGNED_REFUSAL, VERIFY_KEY};
-use crate::harness::{Run, Which};
+use crate::harness::{inventory_attr, Run, Which};
 use crate::servers::{now_epoch, parse_rfc3339, LoggedRequest as _, RequestLogEntry};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
@@ -127,20 +127,15 @@ pub(crate) fn full_migration(
         .and_then(|x| x["time"].as_str())
         .and_then(parse_rfc3339)
         .context("stage-2 deployment without report times")?;
-    let dev_new = run.device_id(Which::New)?;
-    let inv = run.wait_for(
+    let inv = run.wait_inventory(
+        Which::New,
         "new's inventory showing the stage-2 artifact and the new-only stage",
-        budget(30),
-        |run| {
-            let inv = run.server(Which::New)?.inventory(&dev_new)?;
-            Ok(
-                (attribute(&inv, "artifact_name") == Some(&Value::from(stage2_name.as_str()))
-                    && attribute(&inv, "server_migration_stage") == Some(&Value::from("new-only")))
-                .then_some(inv),
-            )
+        |inv| {
+            inventory_attr(inv, "artifact_name").is_some_and(|v| v == stage2_name.as_str())
+                && inventory_attr(inv, "server_migration_stage").is_some_and(|v| v == "new-only")
         },
     )?;
-    let servers_attr = attribute(&inv, "server_migration_servers").cloned();
+    let servers_attr = inventory_attr(&inv, "server_migration_servers");
     ensure!(
         servers_attr == Some(Value::from(run.new_url()))
             || servers_attr == Some(serde_json::json!([run.new_url()])),
@@ -222,14 +217,6 @@ pub(crate) fn full_migration(
     run.expect_client_healthy()
 }
 
-/// The value of inventory attribute `name`.
-fn attribute<'v>(inventory: &'v Value, name: &str) -> Option<&'v Value> {
-    inventory["attributes"]
-        .as_array()
-        .and_then(|a| a.iter().find(|x| x["name"] == name))
-        .map(|x| &x["value"])
-}
-
 /// The orchestrator's one deployment of `artifact` on `which`: this device's part of it,
 /// which must have ended `success` (its reboots counted as booting time).
 fn finished_deployment(run: &mut Run, which: Which, artifact: &Path) -> Result<Value> {
@@ -289,8 +276,8 @@ fn last_report_time(device_deployment: &Value) -> Result<f64> {
 fn check_dual_inventory(run: &mut Run) -> Result<()> {
     let dev = run.device_id(Which::Old)?;
     let inv = run.server(Which::Old)?.inventory(&dev)?;
-    let stage = attribute(&inv, "server_migration_stage").cloned();
-    let servers = attribute(&inv, "server_migration_servers").cloned();
+    let stage = inventory_attr(&inv, "server_migration_stage");
+    let servers = inventory_attr(&inv, "server_migration_servers");
     if stage == Some(Value::from("dual")) {
         ensure!(
             servers == Some(serde_json::json!([run.old_url(), run.new_url()])),
@@ -391,17 +378,7 @@ pub(crate) fn refuse_unsigned(run: &mut Run, unsigned: &Path) -> Result<()> {
     let disk = run.disk.as_ref().context("no disk")?;
     let fallback_before = disk.read(FALLBACK_CONF)?;
     let r = run.deploy(Which::Old, unsigned)?;
-    run.expect_status(&r, "failure")?;
-    let statuses: Vec<&str> = r["history"]
-        .as_array()
-        .map(|h| h.iter().filter_map(|x| x["status"].as_str()).collect())
-        .unwrap_or_default();
-    ensure!(
-        !statuses
-            .iter()
-            .any(|s| *s == "rebooting" || *s == "installing"),
-        "the unsigned artifact got past the signature check: {statuses:?}"
-    );
+    run.expect_refused(&r, "the unsigned artifact got past the signature check")?;
     let deployment = r["deployment_id"].as_str().context("no deployment id")?;
     let device = run.device_id(Which::Old)?;
     // The client uploads the deployment log after its `failure` report.

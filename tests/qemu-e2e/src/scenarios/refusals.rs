@@ -3,7 +3,7 @@
 
 use crate::artifacts::{Mode, Transport};
 use crate::guest::{FALLBACK_CONF, MAIN_CONF};
-use crate::harness::{Run, Which};
+use crate::harness::{history_statuses, Run, Which};
 use crate::servers::{now_epoch, LoggedRequest as _};
 use crate::speed::budget;
 use anyhow::{ensure, Context, Result};
@@ -25,16 +25,9 @@ pub(crate) fn invalid_result(run: &mut Run) -> Result<()> {
     run.accept_on_old()?;
     let r = run.deploy(Which::Old, &stage1)?;
     run.expect_status(&r, "failure")?;
-    let statuses: Vec<String> = r["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter_map(|x| x["status"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let statuses = history_statuses(&r);
     ensure!(
-        !statuses.iter().any(|s| s == "rebooting"),
+        !statuses.contains(&"rebooting"),
         "the refused stage rebooted the device: {statuses:?}"
     );
     let t = now_epoch();
@@ -78,21 +71,10 @@ pub(crate) fn stage2_first(run: &mut Run) -> Result<()> {
     // The mock is the open-source server: its v1 `next` offers by device type only and never
     // compares depends with provides (as the real one). So the real 3.4 client downloads stage 2
     // and refuses it itself on the artifact's depends: `failure`, nothing installed.
-    run.expect_status(&r, "failure")?;
-    let statuses: Vec<String> = r["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter_map(|x| x["status"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    ensure!(
-        !statuses
-            .iter()
-            .any(|s| s == "rebooting" || s == "installing"),
-        "stage 2 before stage 1 got past the client's depends check: {statuses:?}"
-    );
+    run.expect_refused(
+        &r,
+        "stage 2 before stage 1 got past the client's depends check",
+    )?;
     let downloads = run
         .server(Which::Old)?
         .device_requests()?
