@@ -39,7 +39,9 @@ pub(crate) fn full_migration(
         .to_path_buf();
     run.start_servers(transport, false)?;
     run.prepare_disk(false, |_, _| Ok(()))?;
-    let verify_key_before = run.disk.as_ref().context("no disk")?.read(VERIFY_KEY)?;
+    let disk = run.disk.as_ref().context("no disk")?;
+    let verify_key_before = disk.read(VERIFY_KEY)?;
+    let fallback_before = disk.read(FALLBACK_CONF)?;
     ensure!(
         verify_key_before.is_some() == verify.device_verifies(),
         "{VERIFY_KEY} on the disk does not match the scenario's signing setup"
@@ -48,7 +50,7 @@ pub(crate) fn full_migration(
     run.accept_on_old()?;
     if let Some(unsigned) = unsigned_stage1 {
         // The client checks the signature before it needs any update module.
-        refuse_unsigned(run, unsigned)?;
+        refuse_unsigned(run, unsigned, fallback_before)?;
     }
     let handed_over = now_epoch();
 
@@ -373,10 +375,15 @@ pub(crate) fn migration_signed(run: &mut Run) -> Result<()> {
 /// signature check (no reboot, nothing installed), the config stays byte-for-byte as it was
 /// and the client keeps polling old. Checks the disk with the guest powered off, then boots
 /// it again for the rest of the migration.
-pub(crate) fn refuse_unsigned(run: &mut Run, unsigned: &Path) -> Result<()> {
+///
+/// `fallback_before` is the fallback config as it was on the disk before the first boot (the
+/// disk is not read while the guest runs: debugfs may see half-written bitmaps).
+pub(crate) fn refuse_unsigned(
+    run: &mut Run,
+    unsigned: &Path,
+    fallback_before: Option<Vec<u8>>,
+) -> Result<()> {
     let conf_before = std::fs::read(run.dir.join("inject/mender.conf"))?;
-    let disk = run.disk.as_ref().context("no disk")?;
-    let fallback_before = disk.read(FALLBACK_CONF)?;
     let r = run.deploy(Which::Old, unsigned)?;
     run.expect_refused(&r, "the unsigned artifact got past the signature check")?;
     let deployment = r["deployment_id"].as_str().context("no deployment id")?;
