@@ -49,7 +49,11 @@ pub(crate) fn full_migration(
     run.boot()?;
     run.accept_on_old()?;
     if let Some(unsigned) = unsigned_stage1 {
-        // The client checks the signature before it needs any update module.
+        // The 3.4 client looks for the payload's update module before it checks the
+        // signature, so the refusal needs the module installed: the harness deploys the signed
+        // module-install itself (the orchestrator's later one is then `already-installed`).
+        let r = run.deploy(Which::Old, &module_install)?;
+        run.expect_status(&r, "success")?;
         refuse_unsigned(run, unsigned, fallback_before)?;
     }
     let handed_over = now_epoch();
@@ -58,9 +62,14 @@ pub(crate) fn full_migration(
 
     // What the orchestrator did, seen from the servers: module-install and stage 1 from old,
     // both `success`; preauthorized on new only after stage 1's success, before the reject.
-    let r = finished_deployment(run, Which::Old, &module_install)?;
+    let module_expected = if unsigned_stage1.is_some() {
+        "already-installed"
+    } else {
+        "success"
+    };
+    let r = finished_deployment(run, Which::Old, &module_install, module_expected)?;
     let module_done = last_report_time(&r)?;
-    let r = finished_deployment(run, Which::Old, &stage1)?;
+    let r = finished_deployment(run, Which::Old, &stage1, "success")?;
     let stage1_done = last_report_time(&r)?;
     ensure!(
         module_done <= stage1_done,
@@ -115,7 +124,7 @@ pub(crate) fn full_migration(
     expect_same_auth_set(run)?;
 
     // Stage 2 from new.
-    let r = finished_deployment(run, Which::New, &stage2)?;
+    let r = finished_deployment(run, Which::New, &stage2, "success")?;
     if mode == Mode::PatchServiceRestart {
         run.wait_service_restart(Which::New, &r)?;
     }
@@ -220,8 +229,13 @@ pub(crate) fn full_migration(
 }
 
 /// The orchestrator's one deployment of `artifact` on `which`: this device's part of it,
-/// which must have ended `success` (its reboots counted as booting time).
-fn finished_deployment(run: &mut Run, which: Which, artifact: &Path) -> Result<Value> {
+/// which must have ended `expected` (its reboots counted as booting time).
+fn finished_deployment(
+    run: &mut Run,
+    which: Which,
+    artifact: &Path,
+    expected: &str,
+) -> Result<Value> {
     let name = artifact_name(artifact);
     let device = run.device_id(which)?;
     let ids: Vec<String> = run
@@ -229,6 +243,8 @@ fn finished_deployment(run: &mut Run, which: Which, artifact: &Path) -> Result<V
         .deployments()?
         .iter()
         .filter(|d| d["artifact_name"] == name.as_str())
+        // The orchestrator's deterministic names; the harness names its own `{artifact}-{n}`.
+        .filter(|d| d["name"].as_str().is_some_and(|n| n.starts_with("srvmig-")))
         .filter_map(|d| d["id"].as_str().map(str::to_string))
         .collect();
     ensure!(
@@ -242,7 +258,7 @@ fn finished_deployment(run: &mut Run, which: Which, artifact: &Path) -> Result<V
         .with_context(|| format!("the deployment of {name} on {which:?} lacks the device"))?;
     r["deployment_id"] = ids[0].clone().into();
     run.note_deployment(&format!("{name} from {which:?}"), &r);
-    run.expect_status(&r, "success")?;
+    run.expect_status(&r, expected)?;
     Ok(r)
 }
 
