@@ -68,11 +68,12 @@ pub(crate) fn full_migration(
         "success"
     };
     let r = finished_deployment(run, Which::Old, &module_install, module_expected)?;
-    let module_done = last_report_time(&r)?;
+    // An `already-installed` deployment has no reports to order.
+    let module_done = last_report_time(&r).ok();
     let r = finished_deployment(run, Which::Old, &stage1, "success")?;
     let stage1_done = last_report_time(&r)?;
     ensure!(
-        module_done <= stage1_done,
+        module_done.is_none_or(|t| t <= stage1_done),
         "stage 1 finished before the module installer"
     );
     if mode == Mode::PatchServiceRestart {
