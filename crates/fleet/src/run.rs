@@ -1249,6 +1249,13 @@ impl Orchestrator {
                 self.set_state(&d.snapshot.id, DevState::Excluded, Some(reason), None)
             }
         });
+        self.close_per_device_op(seq, r)
+    }
+
+    /// Ends a per-device side effect run over many devices: the per-device states recorded so
+    /// far are made durable, and the intent is closed only when every device succeeded (a
+    /// kill leaves everything as the crash would).
+    fn close_per_device_op(&self, seq: u64, r: R<()>) -> R<()> {
         if matches!(r, Err(RunError::Killed)) {
             return r;
         }
@@ -1294,14 +1301,7 @@ impl Orchestrator {
             };
             self.set_state(&d.snapshot.id, DevState::RejectedOnOld, reason, None)
         });
-        if matches!(r, Err(RunError::Killed)) {
-            return r;
-        }
-        self.sync()?;
-        r?;
-        self.done(seq, None, None)?;
-        self.emit_counts();
-        Ok(())
+        self.close_per_device_op(seq, r)
     }
 
     fn appear_gate(&self, n: u32, hint: usize) -> R<()> {
@@ -1401,14 +1401,7 @@ impl Orchestrator {
                 None,
             )
         });
-        if matches!(r, Err(RunError::Killed)) {
-            return r;
-        }
-        self.sync()?;
-        r?;
-        self.done(seq, None, None)?;
-        self.emit_counts();
-        Ok(())
+        self.close_per_device_op(seq, r)
     }
 
     /// Uploads the artifacts a server lacks (module-install and stage 1 to old, stage 2 to
