@@ -3,13 +3,14 @@
 //! differences of §17–§18. Each device is one Tokio task; everything it publishes for reports
 //! goes into its status slot.
 
-use crate::config::{self, ClientGeneration, LoadedConfig};
+use crate::config::{ClientGeneration, LoadedConfig};
 use crate::install::{self, ConfigFiles, ParsedArtifact};
 use crate::keys::DeviceKey;
 use crate::net::{Kind, Resp};
 use crate::{
     Counts, DeploymentOutcome, DeviceIdentity, DeviceReport, DeviceState, FleetSpec, Shared,
 };
+use hyper::body::Bytes;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,13 +48,7 @@ impl Status {
     }
 
     pub(crate) fn report(&self, _shared: &Shared) -> DeviceReport {
-        let config_servers = config::load(
-            self.client,
-            self.files.main.as_deref(),
-            self.files.fallback.as_deref(),
-        )
-        .map(|c| c.servers)
-        .unwrap_or_default();
+        let config_servers = self.files.servers(self.client);
         let text = |b: &Option<Vec<u8>>| {
             b.as_deref()
                 .map(|b| String::from_utf8_lossy(b).into_owned())
@@ -184,6 +179,16 @@ pub(crate) struct Device {
     auth: Option<(String, String)>,
     resume: Option<Resume>,
     restart_at: Option<Instant>,
+    /// The update-check requests for the current provides (built once, not every poll).
+    next_requests: Option<Arc<NextRequests>>,
+}
+
+/// The update-check variants (method, path, body) for one set of provides, in the client's
+/// order, and the provides and device type they were built from.
+struct NextRequests {
+    provides: BTreeMap<String, String>,
+    device_type: String,
+    variants: Vec<(&'static str, String, Option<Bytes>)>,
 }
 
 fn mac_for(prefix: &str, index: usize) -> String {
@@ -272,6 +277,7 @@ pub(crate) fn build(spec: &FleetSpec) -> Vec<Device> {
                 auth: None,
                 resume: None,
                 restart_at: None,
+                next_requests: None,
             }
         })
         .collect()
@@ -361,11 +367,7 @@ impl Device {
             }
         }
         loop {
-            match config::load(
-                self.client,
-                self.files.main.as_deref(),
-                self.files.fallback.as_deref(),
-            ) {
+            match self.files.load(self.client) {
                 Err(reason) => {
                     // 3.4 exits 1 (or panics); `Restart=on-abort` does not restart it.
                     self.publish(&shared, |s| {
@@ -480,7 +482,7 @@ impl Device {
         method: &'static str,
         url: &str,
         headers: Vec<(&'static str, String)>,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<Resp, String> {
         if self
             .unreachable
@@ -510,6 +512,7 @@ impl Device {
             Value::String(self.key.public_pem.clone()),
         )
         .into_bytes();
+        let body = Bytes::from(body);
         let signature = self.key.sign_b64(&body);
         let mut last_was_401 = false;
         for server in self.config.servers.clone() {
@@ -563,14 +566,14 @@ impl Device {
         kind: Kind,
         method: &'static str,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> Result<(Resp, String), ApiError> {
         if self.auth.is_none() && !self.authorize(shared).await {
             return Err(ApiError::NoAuth);
         }
         let mut retried = false;
         loop {
-            let (server, token) = self.auth.clone().expect("authorized above");
+            let (server, token) = self.auth.as_ref().expect("authorized above");
             let url = format!("{server}{path}");
             let mut headers = vec![("authorization", format!("Bearer {token}"))];
             if body.is_some() {
@@ -583,6 +586,7 @@ impl Device {
             if resp.status != 401 || retried {
                 // Only a 2xx proves the token is good: a 404 may come from a router that
                 // never looked at it (e.g. the open-source server's missing v2 `next`).
+                let server = self.auth.as_ref().expect("still authorized").0.clone();
                 if (200..300).contains(&resp.status) {
                     self.set_server(shared, Some(&server));
                 }
@@ -618,17 +622,11 @@ impl Device {
                 .get(menderconf::STAGE_PROVIDES_KEY)
                 .cloned()
                 .unwrap_or_else(|| "none".into());
-            let servers = config::load(
-                self.client,
-                self.files.main.as_deref(),
-                self.files.fallback.as_deref(),
-            )
-            .map(|c| c.servers)
-            .unwrap_or_default();
+            let servers = self.files.servers(self.client);
             attrs.push(json!({"name": "server_migration_stage", "value": stage}));
             attrs.push(json!({"name": "server_migration_servers", "value": servers}));
         }
-        let body = serde_json::to_vec(&attrs).expect("JSON serialises");
+        let body = Bytes::from(serde_json::to_vec(&attrs).expect("JSON serialises"));
         let path = "/api/devices/v1/inventory/device/attributes";
         let (resp, _) = self
             .api(shared, Kind::Inventory, "PUT", path, Some(body.clone()))
@@ -642,43 +640,10 @@ impl Device {
 
     /// One update check in the client's order of endpoint variants (404 = try the next).
     async fn check_update(&mut self, shared: &Shared) -> Result<Option<(Offer, String)>, ApiError> {
-        let artifact_name = self
-            .provides
-            .get("artifact_name")
-            .cloned()
-            .unwrap_or_default();
-        let mut provides: serde_json::Map<String, Value> = self
-            .provides
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        provides.insert(
-            "device_type".into(),
-            Value::String(self.device_type.clone()),
-        );
-        let v2 =
-            serde_json::to_vec(&json!({"device_provides": provides, "update_control_map": false}))
-                .expect("JSON serialises");
-        let get_path = format!(
-            "/api/devices/v1/deployments/device/deployments/next?artifact_name={}&device_type={}",
-            query_escape(&artifact_name),
-            query_escape(&self.device_type)
-        );
-        let mut variants: Vec<(&'static str, String, Option<Vec<u8>>)> = vec![(
-            "POST",
-            "/api/devices/v2/deployments/device/deployments/next".into(),
-            Some(v2),
-        )];
-        if self.client == ClientGeneration::V3 {
-            variants.push((
-                "POST",
-                "/api/devices/v1/deployments/device/deployments/next".into(),
-                Some(serde_json::to_vec(&provides).expect("JSON serialises")),
-            ));
-        }
-        variants.push(("GET", get_path, None));
-        for (method, path, body) in variants {
-            let (resp, server) = self.api(shared, Kind::Next, method, &path, body).await?;
+        let requests = self.next_requests();
+        for (method, path, body) in &requests.variants {
+            let (method, path, body) = (*method, path.as_str(), body.clone());
+            let (resp, server) = self.api(shared, Kind::Next, method, path, body).await?;
             match resp.status {
                 404 => continue,
                 204 => {
@@ -722,6 +687,56 @@ impl Device {
         Ok(None)
     }
 
+    /// The update-check requests for the current provides, rebuilt only when they changed.
+    fn next_requests(&mut self) -> Arc<NextRequests> {
+        if let Some(r) = &self.next_requests {
+            if r.provides == self.provides && r.device_type == self.device_type {
+                return r.clone();
+            }
+        }
+        let artifact_name = self
+            .provides
+            .get("artifact_name")
+            .cloned()
+            .unwrap_or_default();
+        let mut provides: serde_json::Map<String, Value> = self
+            .provides
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        provides.insert(
+            "device_type".into(),
+            Value::String(self.device_type.clone()),
+        );
+        let json_bytes = |v: &Value| Bytes::from(serde_json::to_vec(v).expect("JSON serialises"));
+        let v2 = json_bytes(&json!({"device_provides": provides, "update_control_map": false}));
+        let get_path = format!(
+            "/api/devices/v1/deployments/device/deployments/next?artifact_name={}&device_type={}",
+            query_escape(&artifact_name),
+            query_escape(&self.device_type)
+        );
+        let mut variants: Vec<(&'static str, String, Option<Bytes>)> = vec![(
+            "POST",
+            "/api/devices/v2/deployments/device/deployments/next".into(),
+            Some(v2),
+        )];
+        if self.client == ClientGeneration::V3 {
+            variants.push((
+                "POST",
+                "/api/devices/v1/deployments/device/deployments/next".into(),
+                Some(json_bytes(&Value::Object(provides))),
+            ));
+        }
+        variants.push(("GET", get_path, None));
+        let requests = Arc::new(NextRequests {
+            provides: self.provides.clone(),
+            device_type: self.device_type.clone(),
+            variants,
+        });
+        self.next_requests = Some(requests.clone());
+        requests
+    }
+
     fn polled(&self, shared: &Shared) {
         shared
             .update_checks
@@ -733,7 +748,8 @@ impl Device {
     /// `Err(())` = 409, the deployment was aborted.
     async fn report(&mut self, shared: &Shared, id: &str, status: &str) -> Result<bool, ()> {
         let path = format!("/api/devices/v1/deployments/device/deployments/{id}/status");
-        let body = serde_json::to_vec(&json!({ "status": status })).expect("JSON serialises");
+        let body =
+            Bytes::from(serde_json::to_vec(&json!({ "status": status })).expect("JSON serialises"));
         let n = tries(&shared.spec.knobs);
         for attempt in 0..n {
             if attempt > 0 {
@@ -761,7 +777,9 @@ impl Device {
         let body = serde_json::to_vec(&json!({"messages": [{
             "level": "error", "message": message, "timestamp": "2026-01-01T00:00:00Z"}]}))
         .expect("JSON serialises");
-        let _ = self.api(shared, Kind::Log, "PUT", &path, Some(body)).await;
+        let _ = self
+            .api(shared, Kind::Log, "PUT", &path, Some(body.into()))
+            .await;
     }
 
     fn record(

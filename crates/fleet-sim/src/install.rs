@@ -139,6 +139,21 @@ pub(crate) struct ConfigFiles {
     pub(crate) fallback: Option<Vec<u8>>,
 }
 
+impl ConfigFiles {
+    /// What a client of `generation` loads from these files at start.
+    pub(crate) fn load(
+        &self,
+        generation: crate::ClientGeneration,
+    ) -> Result<crate::config::LoadedConfig, String> {
+        crate::config::load(generation, self.main.as_deref(), self.fallback.as_deref())
+    }
+
+    /// The server list such a client would use (empty when it cannot load the files).
+    pub(crate) fn servers(&self, generation: crate::ClientGeneration) -> Vec<String> {
+        self.load(generation).map(|c| c.servers).unwrap_or_default()
+    }
+}
+
 /// Result of the `server-migration` module's ArtifactInstall.
 pub(crate) struct StageInstall {
     pub(crate) new: ConfigFiles,
@@ -307,12 +322,7 @@ mod tests {
         assert_eq!(provides["server-migration.stage"], "dual");
         check_depends(&stage2, "dev", &provides).unwrap();
         let r = server_migration_install(&stage2.files, &dual).unwrap();
-        let loaded = crate::config::load(
-            crate::ClientGeneration::V3,
-            r.new.main.as_deref(),
-            r.new.fallback.as_deref(),
-        )
-        .unwrap();
+        let loaded = r.new.load(crate::ClientGeneration::V3).unwrap();
         assert_eq!(loaded.servers, ["https://new.example"]);
         assert_eq!(loaded.tenant_token, "t");
     }

@@ -69,7 +69,7 @@ impl Net {
         method: &'static str,
         url: &'a str,
         headers: Vec<(&'static str, String)>,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
     ) -> BoxFut<'a, Result<Resp, String>> {
         Box::pin(async move {
             let mut builder = hyper::Request::builder().method(method).uri(url);
@@ -77,7 +77,7 @@ impl Net {
                 builder = builder.header(name, value);
             }
             let request = builder
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                .body(Full::new(body.unwrap_or_default()))
                 .map_err(|e| format!("bad request for {url}: {e}"))?;
             let _permit = self.in_flight.acquire().await.map_err(|e| e.to_string())?;
             let started = Instant::now();

@@ -7,6 +7,10 @@
 //! 5 s each). `POLL_LOAD_DEVICES=500,2000 POLL_LOAD_SECONDS=3` to change;
 //! `POLL_LOAD_INTERVAL_MS=1000` paces every device to one round per interval instead. Bounded: every
 //! device stops after the time window or 100,000 requests, whichever comes first.
+//!
+//! Under `cargo test --all-targets` (CI) it is a bounded load test instead: 100 devices for
+//! 1 s, every answer as expected, and the server's request log must hold exactly the
+//! enrolment plus every poll, each attributed to its device.
 
 use std::io::BufRead as _;
 use std::net::SocketAddr;
@@ -284,7 +288,7 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this without it, and
     // then only a small smoke run is done so test runs stay quick.
     let full = std::env::args().any(|a| a == "--bench");
-    let default_counts = if full { "1000,10000" } else { "50" };
+    let default_counts = if full { "1000,10000" } else { "100" };
     let counts: Vec<usize> = std::env::var("POLL_LOAD_DEVICES")
         .unwrap_or_else(|_| default_counts.into())
         .split(',')
@@ -297,7 +301,7 @@ fn main() {
     let seconds: f64 = std::env::var("POLL_LOAD_SECONDS")
         .ok()
         .map(|s| s.parse::<f64>().expect("POLL_LOAD_SECONDS: number"))
-        .unwrap_or(if full { 5.0 } else { 0.5 })
+        .unwrap_or(if full { 5.0 } else { 1.0 })
         .clamp(0.5, 60.0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -336,5 +340,34 @@ fn main() {
             enrol_time.as_secs_f64(),
         );
         assert_eq!(outcome.errors, 0, "every poll must be answered as expected");
+        if !full {
+            check_request_log(server.addr, n, outcome.requests);
+        }
     }
+}
+
+/// The smoke run's server-side check: the request log holds exactly the enrolment (2 per
+/// device) and every poll, each poll attributed to a device, nothing lost under concurrency.
+fn check_request_log(addr: SocketAddr, devices: usize, polls: usize) {
+    let log: Vec<serde_json::Value> = ureq::get(&format!("http://{addr}/admin/requests"))
+        .set("authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .expect("request log")
+        .into_json()
+        .expect("request log is JSON");
+    assert_eq!(log.len(), 2 * devices + polls, "request log entries");
+    let polled = log
+        .iter()
+        .filter(|e| {
+            e["path"].as_str().is_some_and(|p| {
+                p.ends_with("/deployments/next") || p.ends_with("/inventory/device/attributes")
+            })
+        })
+        .filter(|e| e["device_id"].is_string() && e["status"].is_u64())
+        .count();
+    assert_eq!(polled, polls, "polls logged with their device");
+    println!(
+        "request log: {} entries, {polled} polls attributed",
+        log.len()
+    );
 }

@@ -49,13 +49,15 @@ impl ApiError {
 
 impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
-        let status = match e {
+        let status = match &e {
             OpError::NotFound(_) => StatusCode::NOT_FOUND,
             OpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             OpError::Conflict(_) => StatusCode::CONFLICT,
             OpError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             OpError::DeviceExists(_) => StatusCode::CONFLICT,
-            OpError::TooManyDeployments(_) => StatusCode::FORBIDDEN,
+            OpError::TooManyDeployments(code, _) => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         };
         Self::new(status, e.to_string())
     }

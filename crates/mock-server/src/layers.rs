@@ -12,10 +12,10 @@ use axum::response::Response;
 
 use crate::error::{error_response, REQUEST_ID};
 use crate::faults::{Endpoint, FaultAction};
-use crate::reqlog::RequestLogEntry;
+use crate::reqlog::Record;
 use crate::routes;
 use crate::shared::Shared;
-use crate::state::{new_id, now_rfc3339};
+use crate::state::new_id;
 
 /// Marks a response with the device it concerned, for the request log.
 #[derive(Clone)]
@@ -73,16 +73,7 @@ pub(crate) async fn log_requests(
     req: Request,
     next: Next,
 ) -> Response {
-    let path = req.uri().path().to_string();
-    let mut entry = RequestLogEntry {
-        time: now_rfc3339(),
-        server: shared.name.clone(),
-        method: req.method().as_str().to_string(),
-        path,
-        status: None,
-        device_id: None,
-        fault: None,
-    };
+    let mut entry = Record::new(req.method(), req.uri().path());
     if !shared.is_up() {
         entry.fault = Some("down".into());
         shared.reqlog.push(entry);

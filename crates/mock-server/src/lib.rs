@@ -260,7 +260,7 @@ impl MockServer {
 
         let persistence = state::Persistence::new(config.state_dir.as_deref());
         let state = persistence.load()?;
-        let reqlog = reqlog::RequestLog::open(config.request_log_file.as_deref())?;
+        let reqlog = reqlog::RequestLog::open(&config.name, config.request_log_file.as_deref())?;
         let auth = mgmt_auth::MgmtAuth::new(
             config.management_token.clone(),
             config.users.clone(),

@@ -71,10 +71,13 @@ struct Cli {
     /// Behave like a server before 4.0: no 409 for an identical active deployment.
     #[arg(long)]
     no_duplicate_deployment_check: bool,
-    /// Active deployments allowed before creating one more is refused with 403 (0 = unlimited;
-    /// hosted Mender: 800).
+    /// Active deployments allowed before creating one more is refused (0 = unlimited, as the
+    /// open-source server; hosted Mender: 800).
     #[arg(long, default_value_t = 0)]
     max_active_deployments: u64,
+    /// HTTP status of that refusal (the real one is closed-source; 400 = documented generic).
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u16).range(400..=599))]
+    max_active_deployments_status: u16,
     /// Which server to imitate on the device side: open-source (v1 `next` by device type only,
     /// v2 404) or enterprise (v2 `next` honouring artifact depends).
     #[arg(long, value_enum, default_value = "open-source")]
@@ -222,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     config.settings.decommission_delay_ms = cli.decommission_delay_ms;
     config.settings.duplicate_deployment_check = !cli.no_duplicate_deployment_check;
     config.settings.max_active_deployments = cli.max_active_deployments;
+    config.settings.max_active_deployments_status = cli.max_active_deployments_status;
     config.settings.edition = match cli.edition {
         EditionArg::OpenSource => Edition::OpenSource,
         EditionArg::Enterprise => Edition::Enterprise,

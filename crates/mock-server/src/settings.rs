@@ -64,8 +64,20 @@ pub struct Settings {
     /// Server ≥ 4.0: an identical deployment constructor while one is active → 409. `false`
     /// imitates older servers, which create a second deployment.
     pub duplicate_deployment_check: bool,
-    /// Active (pending + in progress) deployments allowed; 0 = unlimited (hosted: 800).
+    /// Active (pending + in progress) deployments allowed; 0 = unlimited, as the open-source
+    /// server (hosted: 800). See [`Settings::max_active_deployments_status`].
     pub max_active_deployments: u64,
+    /// Status answered (JSON `{"error", "request_id"}` body) when the cap refuses a
+    /// deployment. The cap is closed-source: the open-source deployments service takes a
+    /// `maxActiveDeployments` argument and drops it (mender-server
+    /// `backend/services/deployments/app/app.go` `NewDeployments`; `main.go` passes 0), the
+    /// enforcement came with deployments-enterprise 4.3.0 (server `CHANGELOG.md`), and the
+    /// documented answers of `POST …/deployments/deployments` are 201/400/401/409/422/500
+    /// (`backend/docs/api/deployments/management_v1.yaml`). Hosted docs
+    /// (`02.Overview/18.Limits`) give only the limit (800, env
+    /// `DEPLOYMENTS_LIMIT_MAX_ACTIVE_DEPLOYMENTS`), not the answer. So the status is
+    /// configurable; the default is the documented generic refusal, 400.
+    pub max_active_deployments_status: u16,
     /// Rate limiting; `None` = off.
     pub rate_limit: Option<RateLimit>,
     pub edition: Edition,
@@ -78,6 +90,7 @@ impl Default for Settings {
             decommission_delay_ms: 500,
             duplicate_deployment_check: true,
             max_active_deployments: 0,
+            max_active_deployments_status: 400,
             rate_limit: None,
             edition: Edition::OpenSource,
         }

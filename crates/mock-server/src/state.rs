@@ -13,8 +13,12 @@ pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+/// A random (v4) UUID from the thread-local generator: no system call per id, which matters
+/// because every request gets one.
 pub(crate) fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// Status of one auth set (identity + key pair) of a device.
@@ -317,6 +321,8 @@ impl NewDeployment {
 pub(crate) struct DeploymentLimits {
     pub duplicate_check: bool,
     pub max_active: u64,
+    /// Status of the cap's refusal (see `Settings::max_active_deployments_status`).
+    pub cap_status: u16,
 }
 
 /// Result of an authentication request against the registry.
@@ -342,9 +348,9 @@ pub(crate) enum OpError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
-    /// The active-deployment cap is reached.
-    #[error("{0}")]
-    TooManyDeployments(String),
+    /// The active-deployment cap is reached; answered with the configured status.
+    #[error("{1}")]
+    TooManyDeployments(u16, String),
     /// Preauthorization of an identity that exists (409 with that device as the body).
     #[error("device with the same identity already exists: {0}")]
     DeviceExists(String),
@@ -725,10 +731,13 @@ impl State {
                 .filter(|d| d.status() != "finished")
                 .count() as u64;
             if active >= limits.max_active {
-                return Err(OpError::TooManyDeployments(format!(
-                    "the limit of {} active deployments is reached",
-                    limits.max_active
-                )));
+                return Err(OpError::TooManyDeployments(
+                    limits.cap_status,
+                    format!(
+                        "the limit of {} active deployments is reached",
+                        limits.max_active
+                    ),
+                ));
             }
         }
         let now = now_rfc3339();
@@ -830,6 +839,10 @@ impl State {
             .filter(|d| !d.aborted && d.devices.get(device_id).is_some_and(|dd| !dd.is_finished()))
             .map(|d| (d.seq, d.id.clone()))
             .collect();
+        if order.is_empty() {
+            // The common poll: nothing to offer, nothing to record.
+            return (None, false);
+        }
         order.sort();
         let now = now_rfc3339();
         let mut changed = false;
@@ -889,16 +902,8 @@ impl State {
         status: &str,
         substate: Option<String>,
     ) -> Result<(), OpError> {
-        let dep = self
-            .deployments
-            .get_mut(deployment_id)
-            .filter(|d| d.devices.contains_key(device_id))
-            .ok_or_else(|| {
-                OpError::NotFound(format!(
-                    "deployment {deployment_id} not found for this device"
-                ))
-            })?;
-        let dd = dep.devices.get_mut(device_id).expect("filtered");
+        let dep = self.deployment_of_device(deployment_id, device_id)?;
+        let dd = dep.devices.get_mut(device_id).expect("checked");
         if dep.aborted || dd.status == "aborted" {
             return Err(OpError::Conflict("deployment aborted".into()));
         }
@@ -935,17 +940,25 @@ impl State {
         deployment_id: &str,
         messages: Vec<Value>,
     ) -> Result<(), OpError> {
-        let dd = self
-            .deployments
+        let dep = self.deployment_of_device(deployment_id, device_id)?;
+        dep.devices.get_mut(device_id).expect("checked").log = Some(messages);
+        Ok(())
+    }
+
+    /// A deployment that targets `device_id`; 404 otherwise (device-side reports).
+    fn deployment_of_device(
+        &mut self,
+        deployment_id: &str,
+        device_id: &str,
+    ) -> Result<&mut Deployment, OpError> {
+        self.deployments
             .get_mut(deployment_id)
-            .and_then(|d| d.devices.get_mut(device_id))
+            .filter(|d| d.devices.contains_key(device_id))
             .ok_or_else(|| {
                 OpError::NotFound(format!(
                     "deployment {deployment_id} not found for this device"
                 ))
-            })?;
-        dd.log = Some(messages);
-        Ok(())
+            })
     }
 }
 

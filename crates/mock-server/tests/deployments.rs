@@ -173,16 +173,10 @@ fn devices_list_is_lazy_and_paged_and_abort_per_device() {
             .json(),
         json!([])
     );
-    assert_eq!(
-        mgmt.call("GET", &format!("{list_url}?status=bogus"), None)
-            .status,
-        400
-    );
-    assert_eq!(
-        mgmt.call("GET", &format!("{list_url}?per_page=501"), None)
-            .status,
-        400
-    );
+    mgmt.expect_statuses(&[
+        ("GET", &format!("{list_url}?status=bogus"), 400),
+        ("GET", &format!("{list_url}?per_page=501"), 400),
+    ]);
     // B never polls: drop it from the batch; the deployment then finishes.
     assert_eq!(mgmt.deployment(&dep)["status"], "inprogress");
     let r = mgmt.call("DELETE", &format!("{DEPLOYMENTS}/devices/{b_id}"), None);
@@ -215,6 +209,22 @@ fn active_deployment_cap() {
         .status,
         201
     );
+    let r = create(
+        &mgmt,
+        json!({"name": "3", "artifact_name": "a1", "devices": ["x"]}),
+    );
+    // Default refusal: 400 with the services' JSON error body (the real status is not public).
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 active deployments"),
+        "{}",
+        r.text()
+    );
+    // The status is configurable.
+    server.update_settings(|s| s.max_active_deployments_status = 403);
     let r = create(
         &mgmt,
         json!({"name": "3", "artifact_name": "a1", "devices": ["x"]}),

@@ -35,25 +35,16 @@ fn paging_link_and_no_total_count() {
     let mgmt = Mgmt::new(&server);
     let mut all = preauth_n(&mgmt, 5);
     all.sort();
-    assert_eq!(
-        mgmt.call("GET", &format!("{DEVICES}?per_page=501"), None)
-            .status,
-        400
-    );
-    assert_eq!(
-        mgmt.call("GET", &format!("{DEVICES}?per_page=0"), None)
-            .status,
-        400
-    );
-    assert_eq!(
-        mgmt.call("GET", &format!("{DEVICES}?page=0"), None).status,
-        400
-    );
-    assert_eq!(
-        mgmt.call("GET", &format!("{DEVICES}?per_page=500"), None)
-            .status,
-        200
-    );
+    let paths: Vec<String> = ["per_page=501", "per_page=0", "page=0", "per_page=500"]
+        .iter()
+        .map(|q| format!("{DEVICES}?{q}"))
+        .collect();
+    mgmt.expect_statuses(&[
+        ("GET", &paths[0], 400),
+        ("GET", &paths[1], 400),
+        ("GET", &paths[2], 400),
+        ("GET", &paths[3], 200),
+    ]);
     let r = mgmt.call(
         "GET",
         &format!("{DEVICES}?status=preauthorized&per_page=2&page=2"),

@@ -6,25 +6,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn auth(server: &mock_mender_server::MockServer, body: &[u8], signature: Option<&str>) -> Reply {
-    let mut headers = vec![("Content-Type", "application/json")];
-    if let Some(s) = signature {
-        headers.push(("X-MEN-Signature", s));
-    }
-    send(
-        &agent(),
-        "POST",
-        &format!(
-            "{}/api/devices/v1/authentication/auth_requests",
-            server.url()
-        ),
-        &headers,
-        Some(body),
-        false,
-    )
-    .unwrap()
-}
-
 fn accepted_device(
     server: &mock_mender_server::MockServer,
     serial: &str,
@@ -59,27 +40,27 @@ fn signature_and_body_checks() {
     let good = key.sign_b64(&body);
 
     let other = DeviceKey::ed25519(2).sign_b64(&body);
-    let r = auth(&server, &body, Some(&other));
+    let r = auth_request(&server, &body, Some(&other));
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "signature verification failed");
     assert!(!r.json()["request_id"].as_str().unwrap().is_empty());
 
     // Signature over the body without its trailing newline does not verify the real body.
     let trimmed = key.sign_b64(&body[..body.len() - 1]);
-    assert_eq!(auth(&server, &body, Some(&trimmed)).status, 401);
-    assert_eq!(auth(&server, &body, None).status, 400);
-    assert_eq!(auth(&server, b"{not json", Some(&good)).status, 400);
+    assert_eq!(auth_request(&server, &body, Some(&trimmed)).status, 401);
+    assert_eq!(auth_request(&server, &body, None).status, 400);
+    assert_eq!(auth_request(&server, b"{not json", Some(&good)).status, 400);
     let bad_id = br#"{"id_data":"not-json","tenant_token":"","pubkey":"x"}"#;
-    assert_eq!(auth(&server, bad_id, Some(&good)).status, 400);
+    assert_eq!(auth_request(&server, bad_id, Some(&good)).status, 400);
     let bad_key = br#"{"id_data":"{\"mac\":\"aa\"}","tenant_token":"","pubkey":"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}"#;
-    assert_eq!(auth(&server, bad_key, Some(&good)).status, 400);
+    assert_eq!(auth_request(&server, bad_key, Some(&good)).status, 400);
     assert!(
         server.devices().is_empty(),
         "no device from refused requests"
     );
 
     // A good request registers a pending device (401), RSA signatures work as well.
-    let r = auth(&server, &body, Some(&good));
+    let r = auth_request(&server, &body, Some(&good));
     assert_eq!(r.status, 401);
     let rsa = DeviceKey::rsa_fixture();
     let rsa_body = auth_body(
@@ -89,7 +70,7 @@ fn signature_and_body_checks() {
         &rsa.public_pem(),
     );
     assert_eq!(
-        auth(&server, &rsa_body, Some(&rsa.sign_b64(&rsa_body))).status,
+        auth_request(&server, &rsa_body, Some(&rsa.sign_b64(&rsa_body))).status,
         401
     );
     let devices = server.devices();
@@ -110,7 +91,7 @@ fn signature_and_body_checks() {
         d["auth_sets"][0]["id"].as_str().unwrap(),
         "accepted",
     );
-    let r = auth(&server, &body, Some(&good));
+    let r = auth_request(&server, &body, Some(&good));
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type.as_deref(), Some("application/jwt"));
     assert!(r.text().len() >= 8 && !r.text().contains('\n'));

@@ -117,23 +117,7 @@ fn auth_with_tenant(server: &MockServer, seed: u8, token: Option<&str>) -> u16 {
         }
     }
     let bytes = serde_json::to_vec(&body).unwrap();
-    let signature = key.sign_b64(&bytes);
-    send(
-        &agent(),
-        "POST",
-        &format!(
-            "{}/api/devices/v1/authentication/auth_requests",
-            server.url()
-        ),
-        &[
-            ("Content-Type", "application/json"),
-            ("X-MEN-Signature", &signature),
-        ],
-        Some(&bytes),
-        false,
-    )
-    .unwrap()
-    .status
+    auth_request(server, &bytes, Some(&key.sign_b64(&bytes))).status
 }
 
 #[test]

@@ -40,6 +40,17 @@ fn call(
     .unwrap()
 }
 
+/// One request of a scripted sequence and the status it must get.
+type Step<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, u16);
+
+/// Sends the steps in order, asserting each status.
+fn expect_statuses(server: &MockServer, steps: &[Step]) {
+    for (i, &(method, path, auth, body, want)) in steps.iter().enumerate() {
+        let r = call(server, method, path, auth, body);
+        assert_eq!(r.status, want, "step {i}: {method} {path}: {}", r.text());
+    }
+}
+
 fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -50,6 +61,7 @@ fn basic(user: &str, password: &str) -> String {
 const DEVICES: &str = "/api/management/v2/devauth/devices";
 const LOGIN: &str = "/api/management/v1/useradm/auth/login";
 const TOKENS: &str = "/api/management/v1/useradm/settings/tokens";
+const EXPIRE: &str = "/admin/expire-tokens";
 
 #[test]
 fn login_gives_a_raw_jwt_that_works_as_bearer() {
@@ -60,18 +72,14 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
         assert_eq!(r.status, 401, "{path}");
         assert!(r.json()["request_id"].is_string());
     }
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            LOGIN,
-            Some(&basic("ops@example.com", "bad")),
-            None
-        )
-        .status,
-        401
+    let bad = basic("ops@example.com", "bad");
+    expect_statuses(
+        &server,
+        &[
+            ("POST", LOGIN, Some(&bad), None, 401),
+            ("POST", LOGIN, None, None, 401),
+        ],
     );
-    assert_eq!(call(&server, "POST", LOGIN, None, None).status, 401);
     // The e-mail is compared lower-cased, as useradm does.
     let r = call(
         &server,
@@ -85,10 +93,6 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
     let jwt = r.text();
     assert_eq!(jwt.split('.').count(), 3, "{jwt}");
     let bearer = format!("Bearer {jwt}");
-    assert_eq!(
-        call(&server, "GET", DEVICES, Some(&bearer), None).status,
-        200
-    );
     let me = call(
         &server,
         "GET",
@@ -97,26 +101,23 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
         None,
     );
     assert_eq!(me.json()["email"], "Ops@Example.com");
-    // A login token is no admin token.
-    assert_eq!(
-        call(&server, "GET", "/admin/faults", Some(&bearer), None).status,
-        401
-    );
-    // Logout revokes it.
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            "/api/management/v1/useradm/auth/logout",
-            Some(&bearer),
-            None
-        )
-        .status,
-        202
-    );
-    assert_eq!(
-        call(&server, "GET", DEVICES, Some(&bearer), None).status,
-        401
+    let b = Some(bearer.as_str());
+    expect_statuses(
+        &server,
+        &[
+            ("GET", DEVICES, b, None, 200),
+            // A login token is no admin token.
+            ("GET", "/admin/faults", b, None, 401),
+            // Logout revokes it.
+            (
+                "POST",
+                "/api/management/v1/useradm/auth/logout",
+                b,
+                None,
+                202,
+            ),
+            ("GET", DEVICES, b, None, 401),
+        ],
     );
 }
 
@@ -132,109 +133,58 @@ fn personal_access_tokens() {
     )
     .text();
     let bearer = format!("Bearer {jwt}");
+    let b = Some(bearer.as_str());
     let r = call(
         &server,
         "POST",
         TOKENS,
-        Some(&bearer),
+        b,
         Some(r#"{"name":"orchestrator","expires_in":3600}"#),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let pat = r.text();
-    assert_eq!(
-        call(
-            &server,
-            "GET",
-            DEVICES,
-            Some(&format!("Bearer {pat}")),
-            None
-        )
-        .status,
-        200
-    );
-    // Same name: 409; too long: 400.
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            TOKENS,
-            Some(&bearer),
-            Some(r#"{"name":"orchestrator"}"#)
-        )
-        .status,
-        409
-    );
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            TOKENS,
-            Some(&bearer),
-            Some(r#"{"name":"x","expires_in":31536001}"#)
-        )
-        .status,
-        400
+    let pat_bearer = format!("Bearer {pat}");
+    let p = Some(pat_bearer.as_str());
+    expect_statuses(
+        &server,
+        &[
+            ("GET", DEVICES, p, None, 200),
+            // Same name: 409; too long: 400.
+            ("POST", TOKENS, b, Some(r#"{"name":"orchestrator"}"#), 409),
+            (
+                "POST",
+                TOKENS,
+                b,
+                Some(r#"{"name":"x","expires_in":31536001}"#),
+                400,
+            ),
+        ],
     );
     // Listed without the value.
-    let list = call(&server, "GET", TOKENS, Some(&bearer), None).json();
+    let list = call(&server, "GET", TOKENS, b, None).json();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["name"], "orchestrator");
     assert!(!list.to_string().contains(&pat));
     // Ten per user, then 422.
-    for i in 0..9 {
-        let body = json!({"name": format!("t{i}")}).to_string();
-        assert_eq!(
-            call(&server, "POST", TOKENS, Some(&bearer), Some(&body)).status,
-            200
-        );
-    }
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            TOKENS,
-            Some(&bearer),
-            Some(r#"{"name":"eleventh"}"#)
-        )
-        .status,
-        422
-    );
-    // Revoked: 204, then the PAT is refused.
-    let id = list[0]["id"].as_str().unwrap();
-    assert_eq!(
-        call(
-            &server,
-            "DELETE",
-            &format!("{TOKENS}/{id}"),
-            Some(&bearer),
-            None
-        )
-        .status,
-        204
-    );
-    assert_eq!(
-        call(
-            &server,
-            "GET",
-            DEVICES,
-            Some(&format!("Bearer {pat}")),
-            None
-        )
-        .status,
-        401
-    );
-    // The configured token may create PATs too.
+    let bodies: Vec<String> = (0..9)
+        .map(|i| json!({"name": format!("t{i}")}).to_string())
+        .collect();
+    let mut steps: Vec<Step> = bodies
+        .iter()
+        .map(|body| ("POST", TOKENS, b, Some(body.as_str()), 200))
+        .collect();
+    steps.push(("POST", TOKENS, b, Some(r#"{"name":"eleventh"}"#), 422));
+    expect_statuses(&server, &steps);
+    // Revoked: 204, then the PAT is refused; the configured token may create PATs too.
+    let revoke = format!("{TOKENS}/{}", list[0]["id"].as_str().unwrap());
     let conf = format!("Bearer {TOKEN}");
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            TOKENS,
-            Some(&conf),
-            Some(r#"{"name":"ci"}"#)
-        )
-        .status,
-        200
+    expect_statuses(
+        &server,
+        &[
+            ("DELETE", &revoke, b, None, 204),
+            ("GET", DEVICES, p, None, 401),
+            ("POST", TOKENS, Some(&conf), Some(r#"{"name":"ci"}"#), 200),
+        ],
     );
 }
 
@@ -242,51 +192,36 @@ fn personal_access_tokens() {
 fn tokens_expire_mid_run_through_admin() {
     let server = server_with_user();
     let conf = format!("Bearer {TOKEN}");
-    let pat = call(
-        &server,
-        "POST",
-        TOKENS,
-        Some(&conf),
-        Some(r#"{"name":"ci"}"#),
-    )
-    .text();
+    let c = Some(conf.as_str());
+    let pat = call(&server, "POST", TOKENS, c, Some(r#"{"name":"ci"}"#)).text();
     let pat = format!("Bearer {pat}");
-    assert_eq!(call(&server, "GET", DEVICES, Some(&pat), None).status, 200);
-    assert_eq!(
-        call(&server, "POST", "/admin/expire-tokens", Some(&conf), None).status,
-        204
+    expect_statuses(
+        &server,
+        &[
+            ("GET", DEVICES, Some(&pat), None, 200),
+            ("POST", EXPIRE, c, None, 204),
+        ],
     );
     let r = call(&server, "GET", DEVICES, Some(&pat), None);
     assert_eq!(r.status, 401);
     assert!(r.json()["error"].as_str().unwrap().contains("expired"));
     // Only issued tokens by default; with "configured" the configured token too, except on /admin.
-    assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 200);
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            "/admin/expire-tokens",
-            Some(&conf),
-            Some(r#"{"configured":true}"#)
-        )
-        .status,
-        204
+    expect_statuses(
+        &server,
+        &[
+            ("GET", DEVICES, c, None, 200),
+            ("POST", EXPIRE, c, Some(r#"{"configured":true}"#), 204),
+            ("GET", DEVICES, c, None, 401),
+            ("GET", "/admin/faults", c, None, 200),
+            ("DELETE", EXPIRE, c, None, 204),
+            ("GET", DEVICES, c, None, 200),
+        ],
     );
-    assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 401);
-    assert_eq!(
-        call(&server, "GET", "/admin/faults", Some(&conf), None).status,
-        200
-    );
-    assert_eq!(
-        call(&server, "DELETE", "/admin/expire-tokens", Some(&conf), None).status,
-        204
-    );
-    assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 200);
     // The same through the in-process API.
     server.expire_management_tokens(true);
-    assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 401);
+    expect_statuses(&server, &[("GET", DEVICES, c, None, 401)]);
     server.restore_management_token();
-    assert_eq!(call(&server, "GET", DEVICES, Some(&conf), None).status, 200);
+    expect_statuses(&server, &[("GET", DEVICES, c, None, 200)]);
 }
 
 #[test]
@@ -298,38 +233,24 @@ fn short_jwt_lifetime_expires_by_itself() {
     }];
     config.jwt_lifetime = std::time::Duration::from_millis(300);
     let server = MockServer::start(config).unwrap();
-    let jwt = call(&server, "POST", LOGIN, Some(&basic("a@b.c", "p")), None).text();
+    let auth = basic("a@b.c", "p");
+    let jwt = call(&server, "POST", LOGIN, Some(&auth), None).text();
     let bearer = format!("Bearer {jwt}");
-    assert_eq!(
-        call(&server, "GET", DEVICES, Some(&bearer), None).status,
-        200
-    );
+    expect_statuses(&server, &[("GET", DEVICES, Some(&bearer), None, 200)]);
     std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(
-        call(&server, "GET", DEVICES, Some(&bearer), None).status,
-        401
-    );
+    expect_statuses(&server, &[("GET", DEVICES, Some(&bearer), None, 401)]);
     // no_expiry gives a token without an expiry.
     let jwt = call(
         &server,
         "POST",
         LOGIN,
-        Some(&basic("a@b.c", "p")),
+        Some(&auth),
         Some(r#"{"no_expiry":true}"#),
     )
     .text();
     std::thread::sleep(std::time::Duration::from_millis(600));
-    assert_eq!(
-        call(
-            &server,
-            "GET",
-            DEVICES,
-            Some(&format!("Bearer {jwt}")),
-            None
-        )
-        .status,
-        200
-    );
+    let bearer = format!("Bearer {jwt}");
+    expect_statuses(&server, &[("GET", DEVICES, Some(&bearer), None, 200)]);
 }
 
 #[test]
@@ -364,17 +285,18 @@ fn two_factor_code_when_configured() {
     config.login_2fa_code = Some("123456".into());
     let server = MockServer::start(config).unwrap();
     let auth = basic("a@b.c", "p");
-    assert_eq!(call(&server, "POST", LOGIN, Some(&auth), None).status, 401);
-    assert_eq!(
-        call(
-            &server,
-            "POST",
-            LOGIN,
-            Some(&auth),
-            Some(r#"{"token2fa":"000000"}"#)
-        )
-        .status,
-        401
+    expect_statuses(
+        &server,
+        &[
+            ("POST", LOGIN, Some(&auth), None, 401),
+            (
+                "POST",
+                LOGIN,
+                Some(&auth),
+                Some(r#"{"token2fa":"000000"}"#),
+                401,
+            ),
+        ],
     );
     let r = call(
         &server,

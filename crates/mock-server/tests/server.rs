@@ -295,6 +295,8 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
             "--no-duplicate-deployment-check",
             "--max-active-deployments",
             "800",
+            "--max-active-deployments-status",
+            "429",
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -331,6 +333,7 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
     assert_eq!(settings["edition"], "enterprise");
     assert_eq!(settings["duplicate_deployment_check"], false);
     assert_eq!(settings["max_active_deployments"], 800);
+    assert_eq!(settings["max_active_deployments_status"], 429);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

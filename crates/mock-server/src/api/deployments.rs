@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::paging::QueryPairs;
-use super::parse_json;
+use super::{json_or_404, parse_json};
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::shared::Shared;
@@ -112,10 +112,9 @@ pub(super) async fn artifact_get(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| s.artifacts.get(&id).map(artifact_view))
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("artifact not found"))
+    json_or_404(&shared, "artifact", |s| {
+        s.artifacts.get(&id).map(artifact_view)
+    })
 }
 
 /// Streams the `artifact` part to a temp file in the artifact dir, indexes it with the
@@ -276,6 +275,7 @@ fn limits(shared: &Shared) -> DeploymentLimits {
     DeploymentLimits {
         duplicate_check: settings.duplicate_deployment_check,
         max_active: settings.max_active_deployments,
+        cap_status: settings.max_active_deployments_status,
     }
 }
 
@@ -424,14 +424,11 @@ pub(super) async fn deployment_device_list(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| {
-            s.deployments
-                .get(&id)
-                .map(|d| d.devices.keys().cloned().collect::<Vec<_>>())
-        })
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("deployment not found"))
+    json_or_404(&shared, "deployment", |s| {
+        s.deployments
+            .get(&id)
+            .map(|d| d.devices.keys().cloned().collect::<Vec<_>>())
+    })
 }
 
 /// `DELETE …/deployments/devices/{id}`: aborts the device's part of every unfinished
@@ -455,24 +452,38 @@ fn status_matches(filter: &str, status: &str) -> bool {
     }
 }
 
-const DEVICE_STATUSES: &[&str] = &[
-    "pending",
-    "downloading",
-    "installing",
-    "rebooting",
-    "pause_before_installing",
-    "pause_before_rebooting",
-    "pause_before_committing",
-    "success",
-    "failure",
-    "noartifact",
-    "already-installed",
-    "aborted",
-    "decommissioned",
-    "pause",
-    "active",
-    "finished",
-];
+/// Valid `devices/list` status filters: every device-deployment status (pending, the
+/// reportable ones, the final ones) and the aggregates.
+fn is_status_filter(f: &str) -> bool {
+    use crate::state::{DEVICE_REPORTABLE, FINAL_STATUSES};
+    f == "pending"
+        || DEVICE_REPORTABLE.contains(&f)
+        || FINAL_STATUSES.contains(&f)
+        || ["pause", "active", "finished"].contains(&f)
+}
+
+/// The device records of deployment `id` that pass `keep`, with the deployment's artifact;
+/// `None` when there is no such deployment.
+fn device_views(
+    s: &crate::state::State,
+    id: &str,
+    history: bool,
+    keep: impl Fn(&crate::state::DeviceDeployment) -> bool,
+) -> Option<Vec<Value>> {
+    let d = s.deployments.get(id)?;
+    let image = s
+        .artifacts
+        .values()
+        .find(|a| a.name == d.artifact_name)
+        .map(artifact_view);
+    Some(
+        d.devices
+            .iter()
+            .filter(|(_, dd)| keep(dd))
+            .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, history))
+            .collect(),
+    )
+}
 
 fn device_deployment_view(
     device_id: &str,
@@ -509,30 +520,18 @@ pub(super) async fn deployment_devices_list(
     let paging = q.paging(20)?;
     let status = q.get("status").map(str::to_string);
     if let Some(st) = &status {
-        if !DEVICE_STATUSES.contains(&st.as_str()) {
+        if !is_status_filter(st) {
             return Err(ApiError::bad_request(format!("invalid status {st:?}")));
         }
     }
     let all = shared
         .read(|s| {
-            let d = s.deployments.get(&id)?;
-            let image = s
-                .artifacts
-                .values()
-                .find(|a| a.name == d.artifact_name)
-                .map(artifact_view);
-            Some(
-                d.devices
-                    .iter()
-                    .filter(|(_, dd)| dd.polled)
-                    .filter(|(_, dd)| {
-                        status
-                            .as_deref()
-                            .is_none_or(|f| status_matches(f, &dd.status))
-                    })
-                    .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, false))
-                    .collect::<Vec<_>>(),
-            )
+            device_views(s, &id, false, |dd| {
+                dd.polled
+                    && status
+                        .as_deref()
+                        .is_none_or(|f| status_matches(f, &dd.status))
+            })
         })
         .ok_or_else(|| ApiError::not_found("deployment not found"))?;
     let path = format!("/api/management/v1/deployments/deployments/{id}/devices/list");
@@ -552,10 +551,9 @@ pub(super) async fn deployment_get(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| s.deployments.get(&id).map(|d| deployment_view(s, d)))
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("deployment not found"))
+    json_or_404(&shared, "deployment", |s| {
+        s.deployments.get(&id).map(|d| deployment_view(s, d))
+    })
 }
 
 pub(super) async fn deployment_abort(
@@ -575,10 +573,9 @@ pub(super) async fn deployment_statistics(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| s.deployments.get(&id).map(|d| d.statistics()))
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("deployment not found"))
+    json_or_404(&shared, "deployment", |s| {
+        s.deployments.get(&id).map(|d| d.statistics())
+    })
 }
 
 /// Deprecated unpaged `GET …/deployments/{id}/devices`. Mock extension for tests: every
@@ -587,23 +584,9 @@ pub(super) async fn deployment_devices(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| {
-            let d = s.deployments.get(&id)?;
-            let image = s
-                .artifacts
-                .values()
-                .find(|a| a.name == d.artifact_name)
-                .map(artifact_view);
-            Some(
-                d.devices
-                    .iter()
-                    .map(|(device_id, dd)| device_deployment_view(device_id, dd, &image, true))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("deployment not found"))
+    json_or_404(&shared, "deployment", |s| {
+        device_views(s, &id, true, |_| true)
+    })
 }
 
 pub(super) async fn deployment_device_log(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::paging::QueryPairs;
-use super::parse_json;
+use super::{json_or_404, parse_json};
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::shared::Shared;
@@ -168,10 +168,7 @@ pub(super) async fn device_get(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| s.devices.get(&id).map(device_view))
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("device not found"))
+    json_or_404(&shared, "device", |s| s.devices.get(&id).map(device_view))
 }
 
 #[derive(Deserialize)]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::paging::{Paging, QueryPairs, PER_PAGE_MAX};
-use super::parse_json;
+use super::{json_or_404, parse_json};
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::shared::Shared;
@@ -95,10 +95,9 @@ pub(super) async fn inventory_get(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    shared
-        .read(|s| s.devices.get(&id).map(|d| inventory_view(d, None)))
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found("device not found"))
+    json_or_404(&shared, "device", |s| {
+        s.devices.get(&id).map(|d| inventory_view(d, None))
+    })
 }
 
 #[derive(Deserialize, Clone, Debug)]

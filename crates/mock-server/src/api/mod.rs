@@ -16,8 +16,9 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse as _;
 use axum::routing::{delete, get, post, put};
-use axum::Router;
+use axum::{Json, Router};
 
 use crate::error::{ApiError, ApiResult};
 use crate::layers::{self, bearer_token};
@@ -39,6 +40,18 @@ impl FromRequestParts<Arc<Shared>> for DeviceAuth {
         let device_id = shared.check_in(token).ok_or_else(unauthorized)?;
         Ok(DeviceAuth(device_id))
     }
+}
+
+/// Answers one object found in the state as JSON; 404 `"{what} not found"` when there is none.
+pub(crate) fn json_or_404<T: serde::Serialize>(
+    shared: &Shared,
+    what: &str,
+    find: impl FnOnce(&crate::state::State) -> Option<T>,
+) -> ApiResult {
+    shared
+        .read(find)
+        .map(|v| Json(v).into_response())
+        .ok_or_else(|| ApiError::not_found(format!("{what} not found")))
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {

@@ -107,6 +107,26 @@ pub fn send(
     into_reply(result)
 }
 
+/// `POST auth_requests` with `body` as sent and an optional `X-MEN-Signature`.
+pub fn auth_request(server: &MockServer, body: &[u8], signature: Option<&str>) -> Reply {
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(s) = signature {
+        headers.push(("X-MEN-Signature", s));
+    }
+    send(
+        &agent(),
+        "POST",
+        &format!(
+            "{}/api/devices/v1/authentication/auth_requests",
+            server.url()
+        ),
+        &headers,
+        Some(body),
+        false,
+    )
+    .unwrap()
+}
+
 /// The orchestrator side: management API calls with the bearer token.
 pub struct Mgmt {
     pub base: String,
@@ -140,24 +160,32 @@ impl Mgmt {
         .expect("management call reaches the server")
     }
 
+    /// Sends each bodiless `(method, path)` in order and asserts its status.
+    pub fn expect_statuses(&self, steps: &[(&str, &str, u16)]) {
+        for &(method, path, want) in steps {
+            let r = self.call(method, path, None);
+            assert_eq!(r.status, want, "{method} {path}: {}", r.text());
+        }
+    }
+
+    /// `GET path`, which must answer 200; the JSON body.
+    pub fn get_ok(&self, path: &str) -> Value {
+        let r = self.call("GET", path, None);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        r.json()
+    }
+
     pub fn devices(&self, status: &str) -> Vec<Value> {
-        let r = self.call(
-            "GET",
-            &format!("/api/management/v2/devauth/devices?status={status}"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json().as_array().unwrap().clone()
+        self.get_ok(&format!(
+            "/api/management/v2/devauth/devices?status={status}"
+        ))
+        .as_array()
+        .unwrap()
+        .clone()
     }
 
     pub fn device(&self, id: &str) -> Value {
-        let r = self.call(
-            "GET",
-            &format!("/api/management/v2/devauth/devices/{id}"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        self.get_ok(&format!("/api/management/v2/devauth/devices/{id}"))
     }
 
     pub fn set_auth_status(&self, device_id: &str, auth_id: &str, status: &str) {
@@ -236,33 +264,19 @@ impl Mgmt {
     }
 
     pub fn statistics(&self, deployment_id: &str) -> Value {
-        let r = self.call(
-            "GET",
-            &format!("/api/management/v1/deployments/deployments/{deployment_id}/statistics"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        self.get_ok(&format!(
+            "/api/management/v1/deployments/deployments/{deployment_id}/statistics"
+        ))
     }
 
     pub fn deployment(&self, deployment_id: &str) -> Value {
-        let r = self.call(
-            "GET",
-            &format!("/api/management/v1/deployments/deployments/{deployment_id}"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        self.get_ok(&format!(
+            "/api/management/v1/deployments/deployments/{deployment_id}"
+        ))
     }
 
     pub fn inventory(&self, device_id: &str) -> Value {
-        let r = self.call(
-            "GET",
-            &format!("/api/management/v1/inventory/devices/{device_id}"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
+        self.get_ok(&format!("/api/management/v1/inventory/devices/{device_id}"))
     }
 }
 
