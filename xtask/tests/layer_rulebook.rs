@@ -330,35 +330,31 @@ fn upper_case_host_and_query_behave_alike() {
     let tool_dir = stage_tool_dir();
     let scratch = tempfile::tempdir().unwrap();
     let main = br#"{"ServerURL": "https://old.example.com"}"#;
-    let case = |new: &str| Case {
-        name: new.into(),
-        main: main.to_vec(),
-        fallback: None,
-        old: Some("https://old.example.com".into()),
-        new: new.into(),
+    // The dual-stage result through the CLI and through the layer, for new server `new`.
+    let both_dual = |new: &str| {
+        let case = Case {
+            name: new.into(),
+            main: main.to_vec(),
+            fallback: None,
+            old: Some("https://old.example.com".into()),
+            new: new.into(),
+        };
+        let (cli_dual, _, _) = cli(&case, scratch.path());
+        let layer_dual = layer(
+            &tool_dir,
+            "dual",
+            case.old.as_deref(),
+            &case.new,
+            (main, None),
+        );
+        (cli_dual, layer_dual)
     };
-    let upper = case("https://NEW.Example.com");
-    let (cli_dual, _, _) = cli(&upper, scratch.path());
-    let layer_dual = layer(
-        &tool_dir,
-        "dual",
-        upper.old.as_deref(),
-        &upper.new,
-        (main, None),
-    );
+    let (cli_dual, layer_dual) = both_dual("https://NEW.Example.com");
     let expected = r#"{"Servers":[{"ServerURL":"https://old.example.com"},{"ServerURL":"https://new.example.com"}]}"#;
     assert_eq!(cli_dual, Ok((Some(expected.to_string()), None)));
     assert_eq!(layer_dual, cli_dual);
 
-    let query = case("https://new.example.com/?tenant=1");
-    let (cli_dual, _, _) = cli(&query, scratch.path());
-    let layer_dual = layer(
-        &tool_dir,
-        "dual",
-        query.old.as_deref(),
-        &query.new,
-        (main, None),
-    );
+    let (cli_dual, layer_dual) = both_dual("https://new.example.com/?tenant=1");
     let cli_err = cli_dual.unwrap_err();
     let layer_err = layer_dual.unwrap_err();
     assert!(cli_err.contains("query"), "{cli_err}");

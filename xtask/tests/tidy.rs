@@ -66,11 +66,7 @@ fn metadata(workspace: &str, extra: &[&str]) -> serde_json::Value {
         .args(extra)
         .output()
         .expect("running cargo metadata");
-    assert!(
-        out.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    test_support::assert_success("cargo metadata", &out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
 

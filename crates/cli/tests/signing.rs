@@ -7,6 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use test_support::{gen_key, KeyKind};
 
+/// `mender-migrate inspect ART --verify-key PUBLIC`.
+fn inspect_verified(art: &Path, public: &Path) -> Output {
+    cli(&[
+        "inspect",
+        art.to_str().unwrap(),
+        "--verify-key",
+        public.to_str().unwrap(),
+    ])
+}
+
 fn openssl(args: &[&str]) {
     let out = Command::new("openssl").args(args).output().unwrap();
     test_support::assert_success(&format!("openssl {args:?}"), &out);
@@ -69,12 +79,7 @@ fn signed_artifacts_verify_with_the_official_tool_and_ours() {
                     text(&o.stderr)
                 );
             }
-            let ours = cli(&[
-                "inspect",
-                path.to_str().unwrap(),
-                "--verify-key",
-                public.to_str().unwrap(),
-            ]);
+            let ours = inspect_verified(&path, public);
             assert!(
                 ours.status.success(),
                 "{name} inspect {artifact}: {}",
@@ -99,12 +104,7 @@ fn signed_artifacts_verify_with_the_official_tool_and_ours() {
                 !o.status.success(),
                 "{name}: official tool accepted the wrong key"
             );
-            let ours = cli(&[
-                "inspect",
-                path.to_str().unwrap(),
-                "--verify-key",
-                other_public.to_str().unwrap(),
-            ]);
+            let ours = inspect_verified(&path, other_public);
             assert_eq!(
                 ours.status.code(),
                 Some(1),
@@ -120,12 +120,7 @@ fn signed_artifacts_verify_with_the_official_tool_and_ours() {
     // unsigned artifact with a verify key: refused, and distinctly reported
     let out_dir = dir.path().join("out-unsigned");
     assert!(artifacts(dir.path(), &out_dir, None).status.success());
-    let ours = cli(&[
-        "inspect",
-        out_dir.join("fleet-stage1-dual.mender").to_str().unwrap(),
-        "--verify-key",
-        all[0].2.to_str().unwrap(),
-    ]);
+    let ours = inspect_verified(&out_dir.join("fleet-stage1-dual.mender"), &all[0].2);
     assert_eq!(ours.status.code(), Some(1));
     assert!(text(&ours.stdout).contains("unsigned"));
 }

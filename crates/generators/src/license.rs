@@ -159,21 +159,25 @@ impl<'a> Parser<'a> {
     }
 
     fn or(&mut self) -> Result<License, String> {
-        let mut items = vec![self.and()?];
-        while self.peek() == Some("OR") {
-            self.pos += 1;
-            items.push(self.and()?);
-        }
-        Ok(License::Any(items))
+        self.joined("OR", Self::and).map(License::Any)
     }
 
     fn and(&mut self) -> Result<License, String> {
-        let mut items = vec![self.term()?];
-        while self.peek() == Some("AND") {
+        self.joined("AND", Self::term).map(License::All)
+    }
+
+    /// One or more `operand`s joined by `operator`.
+    fn joined(
+        &mut self,
+        operator: &str,
+        operand: fn(&mut Self) -> Result<License, String>,
+    ) -> Result<Vec<License>, String> {
+        let mut items = vec![operand(self)?];
+        while self.peek() == Some(operator) {
             self.pos += 1;
-            items.push(self.term()?);
+            items.push(operand(self)?);
         }
-        Ok(License::All(items))
+        Ok(items)
     }
 
     fn term(&mut self) -> Result<License, String> {

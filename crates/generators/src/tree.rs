@@ -221,33 +221,21 @@ fn file_mode(path: &Path) -> Option<u32> {
 /// Stream `source` to `dest` via a temp file beside `dest` and a rename.
 pub fn copy_atomic(source: &Path, dest: &Path, mode: u32) -> Result<(), GenError> {
     let mut input = fs::File::open(source).map_err(|e| GenError::io(source, e))?;
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| GenError::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| GenError::io(dir, e))?;
-    std::io::copy(&mut input, tmp.as_file_mut()).map_err(|e| GenError::io(dest, e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| GenError::io(dest, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
-            .map_err(|e| GenError::io(dest, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    tmp.persist(dest).map_err(|e| GenError::io(dest, e.error))?;
-    Ok(())
+    replace_atomic(dest, mode, |tmp| std::io::copy(&mut input, tmp).map(|_| ()))
 }
 
 /// Write `path` via a temp file in the same directory and a rename; sets `mode` before the rename.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), GenError> {
+    replace_atomic(path, mode, |tmp| tmp.write_all(contents))
+}
+
+/// Replaces `path` with what `fill` writes: a temp file in the same directory, synced, given
+/// `mode`, then renamed over `path` (a reader never sees a half-written file).
+fn replace_atomic(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> Result<(), GenError> {
     let dir: PathBuf = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -258,7 +246,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), GenEr
         .prefix(".tmp-")
         .tempfile_in(&dir)
         .map_err(|e| GenError::io(&dir, e))?;
-    tmp.write_all(contents).map_err(|e| GenError::io(path, e))?;
+    fill(tmp.as_file_mut()).map_err(|e| GenError::io(path, e))?;
     tmp.as_file()
         .sync_all()
         .map_err(|e| GenError::io(path, e))?;

@@ -400,26 +400,7 @@ impl State {
         let now = now_rfc3339();
         let device_id = match self.device_by_identity(&identity) {
             Some(id) => id.to_string(),
-            None => {
-                let id = new_id();
-                self.devices.insert(
-                    id.clone(),
-                    Device {
-                        id: id.clone(),
-                        identity_data: identity.clone(),
-                        status: AuthStatus::Pending,
-                        created_ts: now.clone(),
-                        updated_ts: now.clone(),
-                        check_in_time: None,
-                        decommissioning: false,
-                        auth_sets: Vec::new(),
-                        inventory: BTreeMap::new(),
-                        inventory_updated_ts: None,
-                        group: None,
-                    },
-                );
-                id
-            }
+            None => self.add_device(&identity, AuthStatus::Pending, Vec::new(), &now),
         };
         let device = self
             .devices
@@ -518,30 +499,43 @@ impl State {
             }
             return Ok((existing, true));
         }
+        let auth_set = AuthSet {
+            id: new_id(),
+            identity_data: identity.clone(),
+            pubkey: pubkey.to_string(),
+            status: AuthStatus::Preauthorized,
+            ts: now.clone(),
+        };
+        let id = self.add_device(&identity, AuthStatus::Preauthorized, vec![auth_set], &now);
+        Ok((id, false))
+    }
+
+    /// Registers a new device (fresh id, no inventory yet); returns its id.
+    fn add_device(
+        &mut self,
+        identity: &BTreeMap<String, Value>,
+        status: AuthStatus,
+        auth_sets: Vec<AuthSet>,
+        now: &str,
+    ) -> String {
         let id = new_id();
         self.devices.insert(
             id.clone(),
             Device {
                 id: id.clone(),
                 identity_data: identity.clone(),
-                status: AuthStatus::Preauthorized,
-                created_ts: now.clone(),
-                updated_ts: now.clone(),
+                status,
+                created_ts: now.to_string(),
+                updated_ts: now.to_string(),
                 check_in_time: None,
                 decommissioning: false,
-                auth_sets: vec![AuthSet {
-                    id: new_id(),
-                    identity_data: identity,
-                    pubkey: pubkey.to_string(),
-                    status: AuthStatus::Preauthorized,
-                    ts: now,
-                }],
+                auth_sets,
                 inventory: BTreeMap::new(),
                 inventory_updated_ts: None,
                 group: None,
             },
         );
-        Ok((id, false))
+        id
     }
 
     /// Sets an auth set's status with deviceauth's transition rules: nothing leaves

@@ -51,6 +51,11 @@ fn expect_statuses(server: &MockServer, steps: &[Step]) {
     }
 }
 
+/// `POST …/auth/login` with HTTP Basic credentials and an optional JSON body.
+fn login(server: &MockServer, user: &str, password: &str, body: Option<&str>) -> Reply {
+    call(server, "POST", LOGIN, Some(&basic(user, password)), body)
+}
+
 fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -81,13 +86,7 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
         ],
     );
     // The e-mail is compared lower-cased, as useradm does.
-    let r = call(
-        &server,
-        "POST",
-        LOGIN,
-        Some(&basic("OPS@example.com", "pw:1")),
-        None,
-    );
+    let r = login(&server, "OPS@example.com", "pw:1", None);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.content_type.as_deref(), Some("application/jwt"));
     let jwt = r.text();
@@ -124,14 +123,7 @@ fn login_gives_a_raw_jwt_that_works_as_bearer() {
 #[test]
 fn personal_access_tokens() {
     let server = server_with_user();
-    let jwt = call(
-        &server,
-        "POST",
-        LOGIN,
-        Some(&basic("ops@example.com", "pw:1")),
-        None,
-    )
-    .text();
+    let jwt = login(&server, "ops@example.com", "pw:1", None).text();
     let bearer = format!("Bearer {jwt}");
     let b = Some(bearer.as_str());
     let r = call(
@@ -233,21 +225,13 @@ fn short_jwt_lifetime_expires_by_itself() {
     }];
     config.jwt_lifetime = std::time::Duration::from_millis(300);
     let server = MockServer::start(config).unwrap();
-    let auth = basic("a@b.c", "p");
-    let jwt = call(&server, "POST", LOGIN, Some(&auth), None).text();
+    let jwt = login(&server, "a@b.c", "p", None).text();
     let bearer = format!("Bearer {jwt}");
     expect_statuses(&server, &[("GET", DEVICES, Some(&bearer), None, 200)]);
     std::thread::sleep(std::time::Duration::from_millis(600));
     expect_statuses(&server, &[("GET", DEVICES, Some(&bearer), None, 401)]);
     // no_expiry gives a token without an expiry.
-    let jwt = call(
-        &server,
-        "POST",
-        LOGIN,
-        Some(&auth),
-        Some(r#"{"no_expiry":true}"#),
-    )
-    .text();
+    let jwt = login(&server, "a@b.c", "p", Some(r#"{"no_expiry":true}"#)).text();
     std::thread::sleep(std::time::Duration::from_millis(600));
     let bearer = format!("Bearer {jwt}");
     expect_statuses(&server, &[("GET", DEVICES, Some(&bearer), None, 200)]);
@@ -298,12 +282,6 @@ fn two_factor_code_when_configured() {
             ),
         ],
     );
-    let r = call(
-        &server,
-        "POST",
-        LOGIN,
-        Some(&auth),
-        Some(r#"{"token2fa":"123456"}"#),
-    );
+    let r = login(&server, "a@b.c", "p", Some(r#"{"token2fa":"123456"}"#));
     assert_eq!(r.status, 200, "{}", r.text());
 }
