@@ -16,7 +16,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use mender_fleet_sim::{peak_rss_kib, Fleet, FleetSpec, InitialConfig, Knobs};
+use mender_fleet_sim::{peak_rss_kib, Counts, Fleet, FleetSpec, InitialConfig, Knobs};
 use std::io::{BufRead as _, Write as _};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -108,6 +108,20 @@ fn measure(fleet: &Fleet, label: &str, secs: u64) {
     );
 }
 
+/// Waits (at most 120 s) until the fleet has `settled`, lets it run 2 s more, then measures.
+fn phase(
+    fleet: &Fleet,
+    settled_name: &str,
+    settled: impl Fn(&Counts) -> bool,
+    label: &str,
+    secs: u64,
+) {
+    let r = fleet.wait_until(Duration::from_secs(120), settled);
+    println!("{settled_name} after {} ms: {:?}", r.elapsed_ms, r.counts);
+    std::thread::sleep(Duration::from_secs(2));
+    measure(fleet, label, secs);
+}
+
 fn main() {
     if let Ok(name) = std::env::var(ROLE_ENV) {
         serve_mock(&name);
@@ -154,13 +168,10 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     fleet.boot();
-    let r = fleet.wait_until(Duration::from_secs(120), |c| {
-        c.on_old == c.devices && c.polled == c.devices
-    });
-    println!("all on old after {} ms: {:?}", r.elapsed_ms, r.counts);
-    std::thread::sleep(Duration::from_secs(2));
-    measure(
+    phase(
         &fleet,
+        "all on old",
+        |c| c.on_old == c.devices && c.polled == c.devices,
         &format!("phase 1 ({n} devices on old, poll {poll_ms} ms)"),
         secs,
     );
@@ -170,11 +181,10 @@ fn main() {
         mgmt_old.set_auth_status(&id, &aid, "rejected");
     }
     println!("rejected on old in {:.1} s", t.elapsed().as_secs_f64());
-    let r = fleet.wait_until(Duration::from_secs(120), |c| c.on_new == c.devices);
-    println!("all on new {} ms after start: {:?}", r.elapsed_ms, r.counts);
-    std::thread::sleep(Duration::from_secs(2));
-    measure(
+    phase(
         &fleet,
+        "all on new",
+        |c| c.on_new == c.devices,
         &format!("phase 2 ({n} devices on new, poll {poll_ms} ms)"),
         secs,
     );

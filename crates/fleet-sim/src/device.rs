@@ -118,15 +118,18 @@ struct Offer {
 }
 
 /// What survives a reboot in the client's store (the update in progress).
+/// An installed, not yet committed update: what the commit phase needs.
+struct Installed {
+    offer: Offer,
+    server: String,
+    artifact: Arc<ParsedArtifact>,
+    old_files: ConfigFiles,
+    module_installed: Option<String>,
+}
+
 enum Resume {
     /// Rebooted for `NeedsArtifactReboot: Automatic`: verify, then the commit phase.
-    Commit {
-        offer: Offer,
-        server: String,
-        artifact: Arc<ParsedArtifact>,
-        old_files: ConfigFiles,
-        module_installed: Option<String>,
-    },
+    Commit(Installed),
     /// Power lost inside ArtifactInstall: the client rolls back and reports failure.
     InstallInterrupted {
         offer: Offer,
@@ -957,33 +960,24 @@ impl Device {
         } else {
             // Any other module: nothing this simulator models beyond "installed".
         }
-        if reboot {
-            if self.report(shared, &offer.id, "rebooting").await.is_err() {
-                self.files = old_files;
-                self.publish_disk(shared);
-                self.record(shared, &offer, &server, "aborted", None);
-                return None;
-            }
-            self.resume = Some(Resume::Commit {
-                offer,
-                server,
-                artifact,
-                old_files,
-                module_installed,
-            });
-            return Some(Exit::Restart(knobs.reboot_time));
+        if reboot && self.report(shared, &offer.id, "rebooting").await.is_err() {
+            self.files = old_files;
+            self.publish_disk(shared);
+            self.record(shared, &offer, &server, "aborted", None);
+            return None;
         }
-        self.commit(
-            shared,
+        let installed = Installed {
             offer,
             server,
             artifact,
             old_files,
             module_installed,
-            false,
-            service_restart,
-        )
-        .await
+        };
+        if reboot {
+            self.resume = Some(Resume::Commit(installed));
+            return Some(Exit::Restart(knobs.reboot_time));
+        }
+        self.commit(shared, installed, false, service_restart).await
     }
 
     /// The commit phase: forced re-auth from `Servers[0]`, the pre-commit `installing` report
@@ -992,14 +986,17 @@ impl Device {
     async fn commit(
         &mut self,
         shared: &Shared,
-        offer: Offer,
-        server: String,
-        artifact: Arc<ParsedArtifact>,
-        old_files: ConfigFiles,
-        module_installed: Option<String>,
+        installed: Installed,
         after_reboot: bool,
         service_restart: bool,
     ) -> Option<Exit> {
+        let Installed {
+            offer,
+            server,
+            artifact,
+            old_files,
+            module_installed,
+        } = installed;
         self.auth = None;
         let pre_commit = self.report(shared, &offer.id, "installing").await;
         if pre_commit != Ok(true) {
@@ -1039,25 +1036,7 @@ impl Device {
 
     async fn resume_update(&mut self, shared: &Shared, resume: Resume) -> Option<Exit> {
         match resume {
-            Resume::Commit {
-                offer,
-                server,
-                artifact,
-                old_files,
-                module_installed,
-            } => {
-                self.commit(
-                    shared,
-                    offer,
-                    server,
-                    artifact,
-                    old_files,
-                    module_installed,
-                    true,
-                    false,
-                )
-                .await
-            }
+            Resume::Commit(installed) => self.commit(shared, installed, true, false).await,
             Resume::InstallInterrupted {
                 offer,
                 server,

@@ -17,13 +17,11 @@ use mender_fleet::{
     TenantRoute, TokenSource,
 };
 use mender_fleet_sim::{Fleet, FleetSpec, InitialConfig};
-use menderartifact::{
-    module_image_single_file, write_artifact_to_path, ArtifactSpec, Payload, PayloadFile,
-};
-use menderconf::{
-    Mode as ConfMode, ServerUrl, Stage, StagePlan, MODULE_NAME, PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
-};
 use mock_mender_server::{MockServer, ServerConfig};
+
+/// The tests' environment helpers (one artifact writer for tests and benchmark).
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const DEVICE_TYPE: &str = "bench-device";
 
@@ -58,24 +56,12 @@ fn plan(devices: usize) -> Plan {
 fn orchestrate() {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let devices: usize = env("FLEET_BENCH_N").parse().unwrap();
-    let old = Api::new(
-        Client::new(
-            "old",
-            &env("FLEET_BENCH_OLD"),
-            TokenSource::load(None, "MENDER_MIGRATE_OLD_TOKEN", "-").unwrap(),
-            opts(32),
-        )
-        .unwrap(),
-    );
-    let new = Api::new(
-        Client::new(
-            "new",
-            &env("FLEET_BENCH_NEW"),
-            TokenSource::load(None, "MENDER_MIGRATE_NEW_TOKEN", "-").unwrap(),
-            opts(32),
-        )
-        .unwrap(),
-    );
+    let api = |name: &str, url_var: &str, token_var: &str| {
+        let token = TokenSource::load(None, token_var, "-").unwrap();
+        Api::new(Client::new(name, &env(url_var), token, opts(32)).unwrap())
+    };
+    let old = api("old", "FLEET_BENCH_OLD", "MENDER_MIGRATE_OLD_TOKEN");
+    let new = api("new", "FLEET_BENCH_NEW", "MENDER_MIGRATE_NEW_TOKEN");
     let cfg = FleetConfig {
         artifacts_dir: PathBuf::from(env("FLEET_BENCH_ARTIFACTS")),
         selection: Selection::default(),
@@ -108,52 +94,6 @@ fn orchestrate() {
     println!("{v}");
 }
 
-fn write_artifacts(dir: &std::path::Path, old: &str, new: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    let module = dir.join(MODULE_NAME);
-    std::fs::write(&module, b"#!/bin/sh\nexit 0\n").unwrap();
-    let spec = module_image_single_file(
-        "bench-module-install",
-        vec![DEVICE_TYPE.into()],
-        &module,
-        "/usr/share/mender/modules/v3",
-    )
-    .unwrap();
-    write_artifact_to_path(spec, &dir.join("bench-module-install.mender")).unwrap();
-    std::fs::remove_file(&module).unwrap();
-    for (stage, name) in [
-        (Stage::Dual, "bench-stage1-dual"),
-        (Stage::NewOnly, "bench-stage2-new-only"),
-    ] {
-        let plan = StagePlan::new(
-            stage,
-            ConfMode::Patch,
-            ServerUrl::parse(old).unwrap(),
-            ServerUrl::parse(new).unwrap(),
-        );
-        let mut spec = ArtifactSpec::new(
-            name,
-            vec![DEVICE_TYPE.into()],
-            Payload::Module {
-                type_name: MODULE_NAME.into(),
-                files: vec![PayloadFile::from_bytes(
-                    PLAN_FILE_NAME,
-                    plan.to_json(),
-                    0o644,
-                )],
-                meta_data: None,
-            },
-        );
-        spec.provides
-            .insert(STAGE_PROVIDES_KEY.into(), stage.to_string());
-        if stage == Stage::NewOnly {
-            spec.depends
-                .insert(STAGE_PROVIDES_KEY.into(), Stage::Dual.to_string());
-        }
-        write_artifact_to_path(spec, &dir.join(format!("{name}.mender"))).unwrap();
-    }
-}
-
 fn main() {
     if std::env::var_os("FLEET_BENCH_ROLE").is_some() {
         orchestrate();
@@ -174,7 +114,7 @@ fn main() {
     let new = MockServer::start(new_cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let artifacts = dir.path().join("artifacts");
-    write_artifacts(&artifacts, old.url(), new.url());
+    common::write_artifacts_for(&artifacts, old.url(), new.url(), DEVICE_TYPE, "bench");
 
     let mut spec = FleetSpec::new(n, InitialConfig::server_url(old.url()));
     spec.device_type = DEVICE_TYPE.into();

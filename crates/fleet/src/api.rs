@@ -393,28 +393,37 @@ impl Api {
 
     /// Deployments with exactly this name (v2 list; v1 list filtered here where v2 is missing).
     pub fn deployments_by_name(&self, name: &str) -> Result<Vec<DeploymentSummary>, ApiError> {
+        self.list_by_name("deployments", name, |d: &DeploymentSummary| &d.name)
+    }
+
+    /// Items of a deployments-service list (`deployments`, `artifacts`) with exactly this name:
+    /// the v2 list filtered by the server, the v1 list where v2 is missing, filtered here.
+    fn list_by_name<T: serde::de::DeserializeOwned>(
+        &self,
+        list: &str,
+        name: &str,
+        name_of: impl Fn(&T) -> &str,
+    ) -> Result<Vec<T>, ApiError> {
         let mut out = Vec::new();
         let r = self.client.get_all_pages(
-            &format!("{DEPLOYMENTS_V2}/deployments"),
+            &format!("{DEPLOYMENTS_V2}/{list}"),
             &format!("name={}", enc(name)),
             None,
             |v| {
-                if let Ok(d) = serde_json::from_value::<DeploymentSummary>(v) {
-                    out.push(d)
+                if let Ok(item) = serde_json::from_value::<T>(v) {
+                    out.push(item)
                 }
             },
         );
         match r {
             Ok(_) => {}
             Err(e) if e.is_status(404) || e.is_status(405) => {
-                let v = self
-                    .client
-                    .get_json(&format!("{DEPLOYMENTS_V1}/deployments"))?;
-                out = serde_json::from_value::<Vec<DeploymentSummary>>(v).unwrap_or_default();
+                let v = self.client.get_json(&format!("{DEPLOYMENTS_V1}/{list}"))?;
+                out = serde_json::from_value::<Vec<T>>(v).unwrap_or_default();
             }
             Err(e) => return Err(e),
         }
-        out.retain(|d| d.name == name);
+        out.retain(|item| name_of(item) == name);
         Ok(out)
     }
 
@@ -612,29 +621,7 @@ impl Api {
 
     /// Artifacts with exactly this name (v2 list; v1 where v2 is missing).
     pub fn artifacts_by_name(&self, name: &str) -> Result<Vec<ServerArtifact>, ApiError> {
-        let mut out = Vec::new();
-        let r = self.client.get_all_pages(
-            &format!("{DEPLOYMENTS_V2}/artifacts"),
-            &format!("name={}", enc(name)),
-            None,
-            |v| {
-                if let Ok(a) = serde_json::from_value::<ServerArtifact>(v) {
-                    out.push(a)
-                }
-            },
-        );
-        match r {
-            Ok(_) => {}
-            Err(e) if e.is_status(404) || e.is_status(405) => {
-                let v = self
-                    .client
-                    .get_json(&format!("{DEPLOYMENTS_V1}/artifacts"))?;
-                out = serde_json::from_value::<Vec<ServerArtifact>>(v).unwrap_or_default();
-            }
-            Err(e) => return Err(e),
-        }
-        out.retain(|a| a.name == name);
-        Ok(out)
+        self.list_by_name("artifacts", name, |a: &ServerArtifact| &a.name)
     }
 
     /// Multipart upload (`size`, then `artifact` last), streamed from the file. Not

@@ -291,6 +291,21 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The first record must be a run header of this journal version.
+fn check_header(path: &Path, first: Option<&Record>) -> Result<(), String> {
+    match first {
+        Some(Record::Run { version, .. }) if *version == JOURNAL_VERSION => Ok(()),
+        Some(Record::Run { version, .. }) => Err(format!(
+            "{}: journal version {version} is not supported (this tool writes {JOURNAL_VERSION})",
+            path.display()
+        )),
+        _ => Err(format!(
+            "{}: not a fleet journal (no run header)",
+            path.display()
+        )),
+    }
+}
+
 /// The open journal file. Appends are serialized; `sync` makes them durable.
 pub struct Journal {
     path: PathBuf,
@@ -325,12 +340,19 @@ impl Journal {
     /// Opens an existing journal and returns its records. A torn last line (a crash while
     /// writing it) is cut off so the next append starts on a clean line.
     pub fn open(path: &Path) -> Result<(Journal, Vec<Record>), String> {
+        let mut records = Vec::new();
+        let journal = Journal::open_with(path, |r| records.push(r))?;
+        Ok((journal, records))
+    }
+
+    /// [`Journal::open`] handing each record to `each` instead of collecting them (a resume
+    /// of a large fleet replays without holding the whole file).
+    pub fn open_with(path: &Path, mut each: impl FnMut(Record)) -> Result<Journal, String> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(path)
             .map_err(|e| format!("{}: cannot open the journal: {e}", path.display()))?;
-        let mut records = Vec::new();
         let mut good_len = 0u64;
         {
             let mut reader = BufReader::new(&mut file);
@@ -349,7 +371,12 @@ impl Journal {
                     break; // torn tail
                 }
                 match serde_json::from_str::<Record>(line.trim_end()) {
-                    Ok(r) => records.push(r),
+                    Ok(r) => {
+                        if lineno == 1 {
+                            check_header(path, Some(&r))?;
+                        }
+                        each(r)
+                    }
                     Err(e) => {
                         return Err(format!(
                             "{}: line {lineno} is not a journal record ({e}); the file is damaged or not a fleet journal",
@@ -369,29 +396,14 @@ impl Journal {
             file.sync_all()
                 .map_err(|e| format!("{}: fsync: {e}", path.display()))?;
         }
-        match records.first() {
-            Some(Record::Run { version, .. }) if *version == JOURNAL_VERSION => {}
-            Some(Record::Run { version, .. }) => {
-                return Err(format!(
-                    "{}: journal version {version} is not supported (this tool writes {JOURNAL_VERSION})",
-                    path.display()
-                ))
-            }
-            _ => {
-                return Err(format!(
-                    "{}: not a fleet journal (no run header)",
-                    path.display()
-                ))
-            }
+        if good_len == 0 {
+            check_header(path, None)?;
         }
-        Ok((
-            Journal {
-                path: path.to_path_buf(),
-                file: Mutex::new(file),
-                dead: AtomicBool::new(false),
-            },
-            records,
-        ))
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            dead: AtomicBool::new(false),
+        })
     }
 
     pub fn path(&self) -> &Path {

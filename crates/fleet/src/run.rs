@@ -18,7 +18,8 @@ use crate::artifacts::{ArtifactSet, Role};
 use crate::duration::format_duration;
 use crate::http::{ApiError, ErrorKind};
 use crate::journal::{
-    now, now_ms, DevState, DeviceView, Fleet, Journal, Op, OpKind, Record, Side, JOURNAL_VERSION,
+    now, now_ms, DevState, DeviceView, Fleet, Journal, Op, OpKind, Record, Side, SnapshotDevice,
+    JOURNAL_VERSION,
 };
 use crate::preflight::{preflight, PreflightReport};
 use crate::progress::Progress;
@@ -103,6 +104,38 @@ fn stage_ok(status: &str) -> Option<bool> {
     }
 }
 
+/// Opens a journal, replaying it record by record, and checks it migrates these servers.
+fn open_journal(path: &Path, old: &Api, new: &Api) -> R<(Journal, Fleet)> {
+    let mut fleet = Fleet::default();
+    let journal = Journal::open_with(path, |r| fleet.apply(&r))?;
+    if fleet.old != old.client.base_url() || fleet.new != new.client.base_url() {
+        return Err(RunError::Config(format!(
+            "{}: this journal migrates {} → {}, not {} → {}",
+            path.display(),
+            fleet.old,
+            fleet.new,
+            old.client.base_url(),
+            new.client.base_url()
+        )));
+    }
+    Ok((journal, fleet))
+}
+
+/// Journals the snapshot (consumed: each device is held once, in the fleet view) and marks
+/// it complete, durably.
+fn write_snapshot(journal: &Journal, fleet: &mut Fleet, snapshot: Vec<SnapshotDevice>) -> R<()> {
+    let count = snapshot.len();
+    for d in snapshot {
+        let r = Record::Device(d);
+        journal.append(&r)?;
+        fleet.apply(&r);
+    }
+    let done = Record::SnapshotDone { count };
+    journal.append_sync(&done)?;
+    fleet.apply(&done);
+    Ok(())
+}
+
 impl Orchestrator {
     /// Opens `journal` (resume) or, when it does not exist, runs the pre-flight and creates it
     /// with the fleet snapshot. A failed pre-flight creates nothing.
@@ -117,18 +150,7 @@ impl Orchestrator {
         let old_token = old.client.token();
         let new_token = new.client.token();
         let (journal, fleet) = if journal_path.exists() {
-            let (journal, records) = Journal::open(journal_path)?;
-            let fleet = Fleet::replay(&records);
-            if fleet.old != old.client.base_url() || fleet.new != new.client.base_url() {
-                return Err(RunError::Config(format!(
-                    "{}: this journal migrates {} → {}, not {} → {}",
-                    journal_path.display(),
-                    fleet.old,
-                    fleet.new,
-                    old.client.base_url(),
-                    new.client.base_url()
-                )));
-            }
+            let (journal, mut fleet) = open_journal(journal_path, &old, &new)?;
             let report = preflight(
                 &old,
                 &new,
@@ -153,41 +175,26 @@ impl Orchestrator {
             }
             if !fleet.snapshot_complete {
                 // Crashed while writing the snapshot: nothing was changed yet; write it again.
-                for d in &report.snapshot {
-                    journal.append(&Record::Device(d.clone()))?;
-                }
-                journal.append_sync(&Record::SnapshotDone {
-                    count: report.snapshot.len(),
-                })?;
-                let (_, records) = Journal::open(journal_path)?;
-                (journal, Fleet::replay(&records))
-            } else {
-                (journal, fleet)
+                write_snapshot(&journal, &mut fleet, report.snapshot)?;
             }
+            (journal, fleet)
         } else {
             let report = preflight(&old, &new, &old_token, &new_token, &cfg, false);
             if !report.passed() {
                 return Err(RunError::Preflight(Box::new(report)));
             }
-            let run = format!("{:08x}", rand::random::<u32>());
-            let journal = Journal::create(
-                journal_path,
-                &Record::Run {
-                    version: JOURNAL_VERSION,
-                    run,
-                    old: old.client.base_url().to_string(),
-                    new: new.client.base_url().to_string(),
-                    created: now(),
-                },
-            )?;
-            for d in &report.snapshot {
-                journal.append(&Record::Device(d.clone()))?;
-            }
-            journal.append_sync(&Record::SnapshotDone {
-                count: report.snapshot.len(),
-            })?;
-            let (_, records) = Journal::open(journal_path)?;
-            (journal, Fleet::replay(&records))
+            let header = Record::Run {
+                version: JOURNAL_VERSION,
+                run: format!("{:08x}", rand::random::<u32>()),
+                old: old.client.base_url().to_string(),
+                new: new.client.base_url().to_string(),
+                created: now(),
+            };
+            let journal = Journal::create(journal_path, &header)?;
+            let mut fleet = Fleet::default();
+            fleet.apply(&header);
+            write_snapshot(&journal, &mut fleet, report.snapshot)?;
+            (journal, fleet)
         };
         let artifacts = ArtifactSet::load(&cfg.artifacts_dir).map_err(RunError::Config)?;
         let mut names = BTreeMap::new();
@@ -199,21 +206,10 @@ impl Orchestrator {
                     .map_err(RunError::Config)?,
             );
         }
-        Ok(Orchestrator {
-            old,
-            new,
-            cfg,
-            journal,
-            fleet: Mutex::new(fleet),
-            artifacts,
-            names,
-            progress,
-            kill: None,
-            kill_count: Mutex::new(HashMap::new()),
-            killed: AtomicBool::new(false),
-            stopping: AtomicBool::new(false),
-            moving: Mutex::new(()),
-        })
+        let mut orch = Orchestrator::assemble(old, new, cfg, journal, fleet, progress);
+        orch.artifacts = artifacts;
+        orch.names = names;
+        Ok(orch)
     }
 
     /// Opens an existing journal for `status`/`rollback` (no pre-flight, no artifacts needed).
@@ -224,19 +220,21 @@ impl Orchestrator {
         journal_path: &Path,
         progress: Arc<Progress>,
     ) -> R<Orchestrator> {
-        let (journal, records) = Journal::open(journal_path)?;
-        let fleet = Fleet::replay(&records);
-        if fleet.old != old.client.base_url() || fleet.new != new.client.base_url() {
-            return Err(RunError::Config(format!(
-                "{}: this journal migrates {} → {}, not {} → {}",
-                journal_path.display(),
-                fleet.old,
-                fleet.new,
-                old.client.base_url(),
-                new.client.base_url()
-            )));
-        }
-        Ok(Orchestrator {
+        let (journal, fleet) = open_journal(journal_path, &old, &new)?;
+        Ok(Orchestrator::assemble(
+            old, new, cfg, journal, fleet, progress,
+        ))
+    }
+
+    fn assemble(
+        old: Api,
+        new: Api,
+        cfg: FleetConfig,
+        journal: Journal,
+        fleet: Fleet,
+        progress: Arc<Progress>,
+    ) -> Orchestrator {
+        Orchestrator {
             old,
             new,
             cfg,
@@ -250,7 +248,7 @@ impl Orchestrator {
             killed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             moving: Mutex::new(()),
-        })
+        }
     }
 
     /// Arms the crash-test hook.
@@ -1251,6 +1249,13 @@ impl Orchestrator {
                 self.set_state(&d.snapshot.id, DevState::Excluded, Some(reason), None)
             }
         });
+        self.close_per_device_op(seq, r)
+    }
+
+    /// Ends a per-device side effect run over many devices: the per-device states recorded so
+    /// far are made durable, and the intent is closed only when every device succeeded (a
+    /// kill leaves everything as the crash would).
+    fn close_per_device_op(&self, seq: u64, r: R<()>) -> R<()> {
         if matches!(r, Err(RunError::Killed)) {
             return r;
         }
@@ -1296,14 +1301,7 @@ impl Orchestrator {
             };
             self.set_state(&d.snapshot.id, DevState::RejectedOnOld, reason, None)
         });
-        if matches!(r, Err(RunError::Killed)) {
-            return r;
-        }
-        self.sync()?;
-        r?;
-        self.done(seq, None, None)?;
-        self.emit_counts();
-        Ok(())
+        self.close_per_device_op(seq, r)
     }
 
     fn appear_gate(&self, n: u32, hint: usize) -> R<()> {
@@ -1403,14 +1401,7 @@ impl Orchestrator {
                 None,
             )
         });
-        if matches!(r, Err(RunError::Killed)) {
-            return r;
-        }
-        self.sync()?;
-        r?;
-        self.done(seq, None, None)?;
-        self.emit_counts();
-        Ok(())
+        self.close_per_device_op(seq, r)
     }
 
     /// Uploads the artifacts a server lacks (module-install and stage 1 to old, stage 2 to

@@ -56,6 +56,8 @@ pub struct Env {
     sign_key: Option<SignKey>,
     /// Time spent building artifacts (not part of any scenario's wall time).
     artifact_build: Duration,
+    /// `mender-migrate`, built on first use.
+    migrate_binary: Option<PathBuf>,
 }
 
 impl Env {
@@ -68,7 +70,21 @@ impl Env {
             artifacts: BTreeMap::new(),
             sign_key: None,
             artifact_build: Duration::ZERO,
+            migrate_binary: None,
         }
+    }
+
+    /// The `mender-migrate` binary (built on first use; the build counts as artifact
+    /// preparation, not as scenario time).
+    pub(crate) fn migrate_binary(&mut self) -> Result<PathBuf> {
+        if self.migrate_binary.is_none() {
+            let started = Instant::now();
+            self.migrate_binary = Some(build_migrate()?);
+            self.artifact_build += started.elapsed();
+        }
+        self.migrate_binary
+            .clone()
+            .context("mender-migrate not built")
     }
 
     pub(crate) fn artifacts(&mut self, mode: Mode, transport: Transport) -> Result<&ArtifactSet> {
@@ -257,28 +273,8 @@ impl<'a> Run<'a> {
         if self.transport == Transport::Https {
             // One `ServerCertificate` bundle holding both servers' own CAs, as a fleet moving
             // between two private-CA servers would carry.
-            let mut bundle = Vec::new();
-            let mut cas = Vec::new();
-            for which in [Which::Old, Which::New] {
-                let server = self.server(which)?;
-                let ca = server
-                    .ca_file
-                    .as_ref()
-                    .context("TLS server without CA file")?;
-                let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
-                ensure!(
-                    !cas.contains(&pem),
-                    "old and new serve from the same CA ({}); the bundle would not test two CAs",
-                    ca.display()
-                );
-                bundle.extend_from_slice(&pem);
-                if !bundle.ends_with(b"\n") {
-                    bundle.push(b'\n');
-                }
-                cas.push(pem);
-            }
             let cert = scratch.join("server.crt");
-            std::fs::write(&cert, bundle)?;
+            std::fs::write(&cert, self.ca_bundle()?)?;
             edits.write(&cert, SERVER_CERT, 0o644)?;
         }
         // A key of its own per VM (the image's key would be shared by every VM booted from it).
@@ -306,6 +302,32 @@ impl<'a> Run<'a> {
         self.vm_config = Some(VmConfig::new(&self.name, &self.serial_number, forwards));
         self.disk = Some(disk);
         Ok(())
+    }
+
+    /// Both HTTPS servers' own CAs in one PEM bundle (the device's `ServerCertificate`, the
+    /// orchestrator's `--ca-file`).
+    pub(crate) fn ca_bundle(&self) -> Result<Vec<u8>> {
+        let mut bundle = Vec::new();
+        let mut cas = Vec::new();
+        for which in [Which::Old, Which::New] {
+            let server = self.server(which)?;
+            let ca = server
+                .ca_file
+                .as_ref()
+                .context("TLS server without CA file")?;
+            let pem = std::fs::read(ca).with_context(|| ca.display().to_string())?;
+            ensure!(
+                !cas.contains(&pem),
+                "old and new serve from the same CA ({}); the bundle would not test two CAs",
+                ca.display()
+            );
+            bundle.extend_from_slice(&pem);
+            if !bundle.ends_with(b"\n") {
+                bundle.push(b'\n');
+            }
+            cas.push(pem);
+        }
+        Ok(bundle)
     }
 
     pub(crate) fn boot(&mut self) -> Result<()> {
@@ -522,16 +544,22 @@ impl<'a> Run<'a> {
                 Ok(dd.filter(|d| d["status"].as_str().is_some_and(|s| FINAL.contains(&s))))
             },
         )?;
-        self.account_reboots(&result);
-        let statuses = history_statuses(&result);
-        self.log(&format!(
-            "{name}: {} (reports: {})",
-            result["status"].as_str().unwrap_or("?"),
-            statuses.join(" > ")
-        ));
+        self.note_deployment(&format!("{name} from {which:?}"), &result);
         let mut result = result;
         result["deployment_id"] = deployment.into();
         Ok(result)
+    }
+
+    /// Logs how this device's part of a deployment ended, with its reports, and counts its
+    /// reboots as booting time.
+    pub(crate) fn note_deployment(&mut self, what: &str, device_deployment: &Value) {
+        self.account_reboots(device_deployment);
+        let statuses = history_statuses(device_deployment);
+        self.log(&format!(
+            "{what}: {} (reports: {})",
+            device_deployment["status"].as_str().unwrap_or("?"),
+            statuses.join(" > ")
+        ));
     }
 
     /// Counts `rebooting` → next report as booting time.
@@ -638,6 +666,14 @@ impl<'a> Run<'a> {
             "rejected",
         )?;
         self.log("preauthorized on new, rejected on old");
+        self.expect_failover(rejected_at)?;
+        Ok(rejected_at)
+    }
+
+    /// After the reject on old at `rejected_at` (epoch seconds): waits until the device
+    /// authenticated on new and made an API call there, records its id on new, and checks the
+    /// failover was driven by the reject (old answered 401 after it).
+    pub(crate) fn expect_failover(&mut self, rejected_at: f64) -> Result<()> {
         self.wait_for(
             "the device to authenticate on new and call its API",
             budget(60),
@@ -679,7 +715,7 @@ impl<'a> Run<'a> {
             "old never answered 401 after the reject; the failover was not driven by the reject"
         );
         self.log("device failed over to new");
-        Ok(rejected_at)
+        Ok(())
     }
 
     /// Clean guest shutdown (QMP powerdown, bounded, then kill).
@@ -967,21 +1003,25 @@ pub(crate) fn run_named(
 
 /// Builds the mock server binary (debug profile: fast to build, fast enough to serve one VM).
 pub fn build_mock_server() -> Result<PathBuf> {
-    crate::progress::step("qemu-test", "cargo build -p mock-mender-server", || {
+    build_host_binary("mock-mender-server", "mock-mender-server")
+}
+
+/// Builds the toolkit's command line (`mender-migrate`), whose `fleet run` drives the
+/// migration scenarios (debug profile, like the mock server).
+pub fn build_migrate() -> Result<PathBuf> {
+    build_host_binary("mender-migrate", "mender-migrate")
+}
+
+/// `cargo build -p PACKAGE --bin BIN` in this workspace; the path of the debug binary.
+fn build_host_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    crate::progress::step("qemu-test", &format!("cargo build -p {package}"), || {
         let status = Command::new(host::cargo())
             .current_dir(host::workspace_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "mock-mender-server",
-                "--bin",
-                "mock-mender-server",
-            ])
+            .args(["build", "--quiet", "-p", package, "--bin", bin])
             .status()
             .context("cannot run cargo")?;
-        ensure!(status.success(), "building mock-mender-server failed");
-        Ok(host::target_dir().join("debug/mock-mender-server"))
+        ensure!(status.success(), "building {package} failed");
+        Ok(host::target_dir().join("debug").join(bin))
     })
 }
 

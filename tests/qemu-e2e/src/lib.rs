@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod ext4;
+pub mod fleet;
 pub mod guest;
 pub mod harness;
 pub mod host;

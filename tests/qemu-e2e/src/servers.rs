@@ -311,6 +311,40 @@ impl MockServer {
         Ok(id)
     }
 
+    /// Every deployment on the server (v1 list: `id`, `name`, `artifact_name`, ...).
+    pub fn deployments(&self) -> Result<Vec<Value>> {
+        let v = self.get_json("/api/management/v1/deployments/deployments")?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Issues a Personal Access Token (`POST .../useradm/settings/tokens`), as an operator
+    /// does for the orchestrator, and writes it to `file` (mode 0600). The token is never
+    /// printed nor passed on a command line.
+    pub fn issue_pat(&self, name: &str, file: &Path) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = "/api/management/v1/useradm/settings/tokens";
+        let token = self
+            .send_json(
+                "POST",
+                path,
+                serde_json::json!({ "name": name, "expires_in": 86400 }),
+            )?
+            .into_string()?;
+        if token.trim().is_empty() || token.trim().contains(char::is_whitespace) {
+            bail!("{} POST {path}: the answer is not one token", self.name);
+        }
+        let _ = std::fs::remove_file(file);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .and_then(|mut f| f.write_all(token.trim().as_bytes()))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        Ok(())
+    }
+
     /// This device's part of a deployment (`status`, `history` of reports).
     pub fn deployment_device(&self, deployment_id: &str, device_id: &str) -> Result<Option<Value>> {
         let v = self.get_json(&format!(

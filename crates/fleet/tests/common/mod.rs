@@ -55,26 +55,33 @@ fn url(s: &str) -> ServerUrl {
 
 /// Module-install, stage 1 and stage 2, as `mender-migrate artifacts` writes them.
 pub fn write_artifacts(dir: &Path, old: &str, new: &str) {
+    write_artifacts_for(dir, old, new, DEVICE_TYPE, "srvmig");
+}
+
+/// [`write_artifacts`] for another device type, named `PREFIX-module-install`,
+/// `PREFIX-stage1-dual`, `PREFIX-stage2-new-only` (the benchmark's fleet).
+pub fn write_artifacts_for(dir: &Path, old: &str, new: &str, device_type: &str, prefix: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let module = dir.join(MODULE_NAME);
     std::fs::write(&module, b"#!/bin/sh\nexit 0\n").unwrap();
     let spec = module_image_single_file(
-        "srvmig-module-install",
-        vec![DEVICE_TYPE.to_string()],
+        format!("{prefix}-module-install"),
+        vec![device_type.to_string()],
         &module,
         "/usr/share/mender/modules/v3",
     )
     .unwrap();
-    write_artifact_to_path(spec, &dir.join("srvmig-module-install.mender")).unwrap();
+    write_artifact_to_path(spec, &dir.join(format!("{prefix}-module-install.mender"))).unwrap();
     std::fs::remove_file(&module).unwrap();
-    for (stage, name) in [
-        (Stage::Dual, "srvmig-stage1-dual"),
-        (Stage::NewOnly, "srvmig-stage2-new-only"),
+    for (stage, suffix) in [
+        (Stage::Dual, "stage1-dual"),
+        (Stage::NewOnly, "stage2-new-only"),
     ] {
+        let name = format!("{prefix}-{suffix}");
         let plan = StagePlan::new(stage, Mode::Patch, url(old), url(new));
         let mut spec = ArtifactSpec::new(
-            name,
-            vec![DEVICE_TYPE.to_string()],
+            &name,
+            vec![device_type.to_string()],
             Payload::Module {
                 type_name: MODULE_NAME.into(),
                 files: vec![PayloadFile::from_bytes(

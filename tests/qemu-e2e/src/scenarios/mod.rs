@@ -29,7 +29,7 @@ pub fn all() -> Vec<Scenario> {
     vec![
         Scenario { name: "boot", about: "guest boots, the real client authenticates on old and sends inventory", needs: &[],
             run: boot::boot },
-        Scenario { name: "migration", about: "module-install + stage 1 from old, reject/preauthorize, failover, stage 2 from new", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
+        Scenario { name: "migration", about: "mender-migrate fleet run: module-install + stage 1 from old, preauthorize/reject, failover, stage 2 from new", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: migration::migration_patch },
         Scenario { name: "new-down-stage1", about: "new server down during stage 1: device stays on old, migration continues later", needs: &[(Mode::Patch, Transport::Http, Verify::Off)],
             run: outage::new_down_stage1 },
