@@ -257,7 +257,7 @@ impl<'a> Run<'a> {
         module_preinstalled: bool,
         extra: impl FnOnce(&mut Edits, &Path) -> Result<()>,
     ) -> Result<()> {
-        if !self.env.image.has_module {
+        if self.env.image.module.is_none() {
             bail!("the guest image was built without the server-migration module");
         }
         let disk = Disk::copy_from(&self.env.image, &self.dir)?;

@@ -87,7 +87,9 @@ pub struct GuestImage {
     pub initrd: PathBuf,
     /// The device key baked into the image (the runner normally replaces it per VM).
     pub device_key: PathBuf,
-    pub has_module: bool,
+    /// The Update Module binary baked in (`None`: built without it); scenarios that wrap the
+    /// module copy this same binary again.
+    pub module: Option<PathBuf>,
     pub key: String,
 }
 
@@ -407,7 +409,7 @@ fn ensure_overlay(cache: &Path, base: &BaseImage, req: &ImageRequest) -> Result<
         kernel: base.kernel.clone(),
         initrd: base.initrd.clone(),
         device_key: dir.join("device-key.pem"),
-        has_module: module.is_some(),
+        module: module.as_ref().map(|(binary, _)| binary.clone()),
         key: key.clone(),
     };
     if dir.join("complete").exists() && !req.rebuild_base {

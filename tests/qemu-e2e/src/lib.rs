@@ -72,7 +72,7 @@ pub fn run_qemu_image(args: &[String], build_module: ModuleBuilder) -> Result<()
             img.disk.display(),
             img.kernel.display(),
             img.initrd.display(),
-            if img.has_module {
+            if img.module.is_some() {
                 ""
             } else {
                 " (without the server-migration module)"

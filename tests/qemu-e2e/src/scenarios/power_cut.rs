@@ -41,7 +41,13 @@ pub(crate) fn power_cut_in(run: &mut Run, stage: u8) -> Result<()> {
          if [ \"$1\" = ArtifactInstall ] && grep -qx '{held}' \"$2/header/artifact_name\"; then\n    \
          echo \"{HOLD_MARKER} (rc=$rc)\" > /dev/ttyS0\n    sleep 300\nfi\nexit $rc\n"
     );
-    let binary = crate::host::target_dir().join("device/server-migration");
+    // The same binary the image was built with (xtask's one module build, for the guest's target).
+    let binary = run
+        .env
+        .image
+        .module
+        .clone()
+        .context("the guest image was built without the server-migration module")?;
     run.prepare_disk(true, |edits, scratch| {
         let w = scratch.join("wrapper.sh");
         std::fs::write(&w, wrapper)?;
