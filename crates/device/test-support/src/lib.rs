@@ -149,6 +149,16 @@ pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) 
     (key, public)
 }
 
+/// Whether this process runs as root (`id -u` says 0): chroots, mounts and installing host tools
+/// need it.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
 /// `tool`'s path on `PATH` plus `/usr/sbin` and `/sbin`.
 pub fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
