@@ -68,20 +68,10 @@ fn image(dir: &Path, conf: &str) -> PathBuf {
 /// `mender-artifact write rootfs-image` (the official tool) of `img`.
 fn official_artifact(dir: &Path, img: &Path, extra: &[&str]) -> PathBuf {
     let art = dir.join("current.mender");
-    run(Command::new("mender-artifact")
-        .args([
-            "write",
-            "rootfs-image",
-            "-n",
-            "rel-1",
-            "-t",
-            "qemux86-64",
-            "-f",
-        ])
-        .arg(img)
-        .arg("-o")
-        .arg(&art)
-        .args(extra));
+    run(
+        test_support::official_rootfs_write("mender-artifact", "rel-1", "qemux86-64", img, &art)
+            .args(extra),
+    );
     art
 }
 

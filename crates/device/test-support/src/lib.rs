@@ -4,7 +4,10 @@
 //! fixtures several suites make alike (ext4 images, openssl signing keys). Locally
 //! a test missing its tool is skipped with a notice written straight to the terminal's stderr
 //! (the test harness captures `eprintln!` of passing tests, which would hide the skip); in CI it
-//! fails, naming what to install. No dependencies, Rust 1.75.
+//! fails, naming what to install. Rust 1.75; its one dependency is `libc`
+//! (benchmarks measure their children with [`usage`]).
+
+pub mod usage;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -78,6 +81,24 @@ pub fn mkfs_ext4(test: &str, root: &Path, img: &Path, size: &str) -> Option<()> 
         .expect("running mkfs.ext4");
     assert_success("mkfs.ext4", &out);
     Some(())
+}
+
+/// `TOOL write rootfs-image -n NAME -t DEVICE_TYPE -f IMG -o ART`: the official
+/// `mender-artifact`'s rootfs artifact of `img`, the one suites and benchmarks compare against
+/// (callers add flags and run it).
+pub fn official_rootfs_write(
+    tool: impl AsRef<OsStr>,
+    name: &str,
+    device_type: &str,
+    img: &Path,
+    art: &Path,
+) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.args(["write", "rootfs-image", "-n", name, "-t", device_type, "-f"])
+        .arg(img)
+        .arg("-o")
+        .arg(art);
+    cmd
 }
 
 /// Runs `openssl` with `args`, panicking with its stderr on failure.
