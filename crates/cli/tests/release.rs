@@ -149,36 +149,26 @@ fn validate(art: &Path, public: Option<&Path>) -> Output {
     cmd.arg(art).output().unwrap()
 }
 
-fn rootfs(from: &Path, out: &Path, stage: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "rootfs",
-        "--from",
-        from.to_str().unwrap(),
-        "--stage",
-        stage,
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+/// `mender-migrate HEAD... --stage STAGE --old-server OLD --new-server NEW TAIL...`.
+fn staged_cli(head: &[&str], stage: &str, tail: &[&str]) -> Output {
+    let mut args = head.to_vec();
+    args.extend_from_slice(&["--stage", stage, "--old-server", OLD, "--new-server", NEW]);
+    args.extend_from_slice(tail);
     cli(&args)
 }
 
+fn rootfs(from: &Path, out: &Path, stage: &str, extra: &[&str]) -> Output {
+    let mut tail = vec!["--out", out.to_str().unwrap()];
+    tail.extend_from_slice(extra);
+    staged_cli(&["rootfs", "--from", from.to_str().unwrap()], stage, &tail)
+}
+
 fn check_release(art: &Path, stage: &str) -> Output {
-    cli(&[
-        "check-release",
-        art.to_str().unwrap(),
-        "--stage",
+    staged_cli(
+        &["check-release", art.to_str().unwrap()],
         stage,
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-        "--json",
-    ])
+        &["--json"],
+    )
 }
 
 /// `check-release --json ART --stage STAGE`, which must exit 0 when `passes`, else 1.
@@ -506,41 +496,56 @@ fn module_image_passes_the_gate_without_config_change() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = cli(&[
-        "check-release",
-        "x.mender",
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    let o = cli(&[
-        "rootfs",
-        "--from",
-        "x.mender",
-        "--stage",
-        "dual",
-        "--old-server",
-        OLD,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    let o = cli(&[
-        "check-release",
-        "missing.mender",
-        "--stage",
-        "dual",
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("missing.mender"),
-        "{}",
-        text(&o.stderr)
-    );
+    // (arguments, exit code): a missing flag is a usage error; a missing file is a refusal.
+    let cases: [(&[&str], i32); 3] = [
+        (
+            &[
+                "check-release",
+                "x.mender",
+                "--old-server",
+                OLD,
+                "--new-server",
+                NEW,
+            ],
+            2,
+        ),
+        (
+            &[
+                "rootfs",
+                "--from",
+                "x.mender",
+                "--stage",
+                "dual",
+                "--old-server",
+                OLD,
+            ],
+            2,
+        ),
+        (
+            &[
+                "check-release",
+                "missing.mender",
+                "--stage",
+                "dual",
+                "--old-server",
+                OLD,
+                "--new-server",
+                NEW,
+            ],
+            1,
+        ),
+    ];
+    for (args, code) in cases {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o.stderr));
+        if code == 1 {
+            assert!(
+                text(&o.stderr).contains("missing.mender"),
+                "{args:?}: {}",
+                text(&o.stderr)
+            );
+        }
+    }
 }
 
 #[test]
