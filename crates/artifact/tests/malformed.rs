@@ -103,34 +103,41 @@ fn bad_header_and_version_checksums() {
 #[test]
 fn missing_members() {
     let m = members(&valid_artifact());
-    let without = |name: &str| -> Vec<(String, Vec<u8>)> {
-        m.iter().filter(|(n, _)| n != name).cloned().collect()
-    };
-    let err = err_of(&assemble(&without("version")));
-    assert!(
-        matches!(&err, ArtifactError::UnexpectedMember { expected, found } if expected == "version" && found == "manifest"),
-        "{err}"
-    );
-    let err = err_of(&assemble(&without("manifest")));
-    assert!(
-        matches!(&err, ArtifactError::UnexpectedMember { expected, found } if expected == "manifest" && found == "header.tar"),
-        "{err}"
-    );
-    let err = err_of(&assemble(&without("header.tar")));
-    assert!(
-        matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
-        "{err}"
-    );
-    let err = err_of(&assemble(&without("data/0000.tar")));
-    assert!(
-        matches!(&err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/a.txt", "data/0000/b.bin"]),
-        "{err}"
-    );
-    let err = err_of(&assemble(&m[..2]));
-    assert!(
-        matches!(&err, ArtifactError::MissingMember(n) if n == "header.tar.gz"),
-        "{err}"
-    );
+    type Members = Vec<(String, Vec<u8>)>;
+    let without =
+        |name: &str| -> Members { m.iter().filter(|(n, _)| n != name).cloned().collect() };
+    type Check = fn(&ArtifactError) -> bool;
+    let cases: [(&str, Members, Check); 5] = [
+        (
+            "no version",
+            without("version"),
+            |err| matches!(err, ArtifactError::UnexpectedMember { expected, found } if expected == "version" && found == "manifest"),
+        ),
+        (
+            "no manifest",
+            without("manifest"),
+            |err| matches!(err, ArtifactError::UnexpectedMember { expected, found } if expected == "manifest" && found == "header.tar"),
+        ),
+        (
+            "no header.tar",
+            without("header.tar"),
+            |err| matches!(err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
+        ),
+        (
+            "no data/0000.tar",
+            without("data/0000.tar"),
+            |err| matches!(err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/a.txt", "data/0000/b.bin"]),
+        ),
+        (
+            "version and manifest only",
+            m[..2].to_vec(),
+            |err| matches!(err, ArtifactError::MissingMember(n) if n == "header.tar.gz"),
+        ),
+    ];
+    for (case, members, check) in cases {
+        let err = err_of(&assemble(&members));
+        assert!(check(&err), "{case}: {err}");
+    }
     assert!(matches!(err_of(b""), ArtifactError::Malformed(_)));
     assert!(
         matches!(err_of(&[b'x'; 2048]), ArtifactError::Malformed(_)),

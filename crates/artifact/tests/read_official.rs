@@ -37,10 +37,8 @@ fn reads_official_module_and_rootfs_artifacts() {
     std::fs::write(&f1, b"one\n").unwrap();
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&f2, &blob).unwrap();
-    let meta = d.join("meta.json");
-    std::fs::write(&meta, br#"{"b":2,"a":{"x":"y"}}"#).unwrap();
-    let script = d.join("ArtifactInstall_Enter_00");
-    std::fs::write(&script, b"#!/bin/sh\nexit 0\n").unwrap();
+    let meta = scratch_file(d, "meta.json", br#"{"b":2,"a":{"x":"y"}}"#);
+    let script = scratch_file(d, "ArtifactInstall_Enter_00", b"#!/bin/sh\nexit 0\n");
     let img = d.join("img.ext4");
     std::fs::write(&img, vec![0x5au8; 300_000]).unwrap();
 
@@ -126,8 +124,7 @@ fn reads_official_signed_artifacts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f1 = d.join("payload.bin");
-    std::fs::write(&f1, b"signed payload\n").unwrap();
+    let f1 = scratch_file(d, "payload.bin", b"signed payload\n");
     for (i, kind) in [
         KeyKind::Rsa2048Pkcs1,
         KeyKind::Rsa3072Pkcs1,
@@ -248,8 +245,7 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     assert_eq!(info.payload_files[0].size, image.len() as u64);
     assert!(streamed == image, "streamed payload differs from the image");
 
-    let f1 = d.join("payload.bin");
-    std::fs::write(&f1, b"x").unwrap();
+    let f1 = scratch_file(d, "payload.bin", b"x");
     let m = d.join("m-lzma.mender");
     write_official(
         &tool,
