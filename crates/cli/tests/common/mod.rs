@@ -38,6 +38,42 @@ pub fn have(tool: &str) -> bool {
     test_support::require_tool("this test", tool, "run .ci/install-deps").is_some()
 }
 
+/// The three artifacts `artifacts --name fleet --arch x86_64` writes.
+pub const FLEET_ARTIFACTS: [&str; 3] = [
+    "fleet-module-install-x86_64.mender",
+    "fleet-stage1-dual.mender",
+    "fleet-stage2-new-only.mender",
+];
+
+/// `mender-artifact validate` and `read` (with `-k PUBLIC` when given) accept `path`; `case`
+/// names the case in a failure.
+pub fn assert_official_tool_accepts(path: &Path, public: Option<&Path>, case: &str) {
+    for verb in ["validate", "read"] {
+        let mut cmd = Command::new("mender-artifact");
+        cmd.arg(verb);
+        if let Some(public) = public {
+            cmd.arg("-k").arg(public);
+        }
+        let o = cmd.arg(path).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{case}: {verb} {}: {}{}",
+            path.display(),
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
+}
+
+/// Whether the `plan --json` output `v` warns with a text containing `needle`.
+pub fn has_warning(v: &serde_json::Value, needle: &str) -> bool {
+    v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains(needle))
+}
+
 /// The crate's stand-in module binary (an ELF header, never run).
 pub use mender_migrate::fake_elf;
 
