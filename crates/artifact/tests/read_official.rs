@@ -26,6 +26,14 @@ fn write_official(tool: &Path, args: &[&str], extra: &[&std::ffi::OsStr]) {
     );
 }
 
+/// The official tool's rootfs-image artifact `out` of `img` (device type `dev1`).
+fn write_official_rootfs(tool: &Path, name: &str, compression: &str, img: &Path, out: &Path) {
+    let mut cmd = test_support::official_rootfs_write(tool, name, "dev1", img, out);
+    cmd.args(["--compression", compression]);
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{cmd:?} failed: {}", out_text(&o));
+}
+
 #[test]
 fn reads_official_module_and_rootfs_artifacts() {
     let Some((tool, dir)) = mender_artifact_and_scratch() else {
@@ -91,20 +99,7 @@ fn reads_official_module_and_rootfs_artifacts() {
         assert_eq!(info.payload_files[1].sha256, sha_hex(&blob));
 
         let r = d.join(format!("r-{compression}.mender"));
-        write_official(
-            &tool,
-            &[
-                "write",
-                "rootfs-image",
-                "--compression",
-                compression,
-                "-n",
-                "rootfs-1",
-                "-t",
-                "dev1",
-            ],
-            &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
-        );
+        write_official_rootfs(&tool, "rootfs-1", compression, &img, &r);
         let info = read_info(std::fs::File::open(&r).unwrap()).unwrap();
         // 3.9 writes the legacy `"type":""`; we report it as rootfs-image.
         assert_eq!(info.payload_types, ["rootfs-image"]);
@@ -219,20 +214,7 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     let image = std::fs::read(&img).unwrap();
 
     let r = d.join("r-lzma.mender");
-    write_official(
-        &tool,
-        &[
-            "write",
-            "rootfs-image",
-            "--compression",
-            "lzma",
-            "-n",
-            "rootfs-xz",
-            "-t",
-            "dev1",
-        ],
-        &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
-    );
+    write_official_rootfs(&tool, "rootfs-xz", "lzma", &img, &r);
     let mut streamed = Vec::new();
     let info = read_payloads(std::fs::File::open(&r).unwrap(), None, |_, content| {
         content.read_to_end(&mut streamed)?;
