@@ -40,15 +40,12 @@ fn reads_official_module_and_rootfs_artifacts() {
         return;
     };
     let d = dir.path();
-    let f1 = d.join("file1.txt");
-    let f2 = d.join("file2.bin");
-    std::fs::write(&f1, b"one\n").unwrap();
+    let f1 = scratch_file(d, "file1.txt", b"one\n");
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
-    std::fs::write(&f2, &blob).unwrap();
+    let f2 = scratch_file(d, "file2.bin", &blob);
     let meta = scratch_file(d, "meta.json", br#"{"b":2,"a":{"x":"y"}}"#);
     let script = scratch_file(d, "ArtifactInstall_Enter_00", b"#!/bin/sh\nexit 0\n");
-    let img = d.join("img.ext4");
-    std::fs::write(&img, vec![0x5au8; 300_000]).unwrap();
+    let img = scratch_file(d, "img.ext4", vec![0x5au8; 300_000]);
 
     for compression in ["gzip", "none"] {
         let m = d.join(format!("m-{compression}.mender"));
