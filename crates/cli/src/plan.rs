@@ -22,12 +22,8 @@ pub struct PlanArgs {
     /// on stderr.
     #[arg(long)]
     pub json: bool,
-    /// The devices' Rust target triple, to name the module-install artifact (as `artifacts`).
-    #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
-    /// The devices' architecture, to name the module-install artifact (instead of --target).
-    #[arg(long, value_name = "ARCH", conflicts_with = "target")]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub device: crate::artifacts::DeviceArch,
     /// Artifact name prefix, as given to `artifacts`.
     #[arg(long, default_value = "server-migration")]
     pub name: String,
@@ -64,8 +60,7 @@ const PLAN_JSON_HELP: &str = r#"JSON output (--json):
   alone and checks it on the device)."#;
 
 pub fn run(args: &PlanArgs) -> Result<()> {
-    let arch = crate::artifacts::resolve_arch(args.target.as_deref(), args.arch.as_deref())?
-        .map(|(arch, _)| arch.name);
+    let arch = args.device.resolve()?.map(|(arch, _)| arch.name);
     let plan = args.inputs.plan_for(args.client.client)?;
     if let Some(path) = &args.sign_key {
         crate::artifacts::load_signing_key(path)?;
