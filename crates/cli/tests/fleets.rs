@@ -41,41 +41,46 @@ fn read_payload(artifact: &Path) -> Vec<u8> {
     std::fs::read(artifact).unwrap()
 }
 
+/// Runs `artifacts` with `extra` and asserts it is refused with exit `code`, stderr naming
+/// every needle, and no output directory left behind.
+fn refused(dir: &Path, extra: &[&str], code: i32, needles: &[&str]) {
+    let out = artifacts(dir, EXAMPLE, extra);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{extra:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{extra:?}: no {needle:?} in {err}");
+    }
+    assert!(
+        !dir.join("out").exists(),
+        "{extra:?}: output directory left behind"
+    );
+}
+
 #[test]
 fn without_target_or_module_it_refuses_and_says_how_to_pick() {
     let dir = tempfile::tempdir().unwrap();
-    let out = artifacts(dir.path(), EXAMPLE, &["--device-type", "raspberrypi4"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("uname -m") && err.contains("aarch64-unknown-linux-musl"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("out").exists(),
-        "output directory left behind"
-    );
-    // an unknown triple is a usage error too
-    let out = artifacts(
-        dir.path(),
-        EXAMPLE,
-        &[
-            "--device-type",
-            "x",
-            "--target",
-            "armv7-unknown-linux-musleabihf",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    // --module-binary alone does not say which CPU the devices have
     let m = write(dir.path(), "m", &fake_elf(183, 64, None));
-    let out = artifacts(
-        dir.path(),
-        EXAMPLE,
-        &["--device-type", "x", "--module-binary", &m],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--arch"));
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["--device-type", "raspberrypi4"],
+            &["uname -m", "aarch64-unknown-linux-musl"],
+        ),
+        // an unknown triple is a usage error too
+        (
+            &[
+                "--device-type",
+                "x",
+                "--target",
+                "armv7-unknown-linux-musleabihf",
+            ],
+            &[],
+        ),
+        // --module-binary alone does not say which CPU the devices have
+        (&["--device-type", "x", "--module-binary", &m], &["--arch"]),
+    ];
+    for (extra, needles) in cases {
+        refused(dir.path(), extra, 2, needles);
+    }
 }
 
 #[test]
@@ -85,53 +90,24 @@ fn module_binary_is_checked_against_the_architecture() {
     let text_file = write(dir.path(), "notes.txt", b"hello");
     let x86 = write(dir.path(), "x86", &fake_elf(62, 64, None));
     let arm32 = write(dir.path(), "arm32", &fake_elf(40, 32, None));
+    let a_dir = dir.path().to_str().unwrap();
     for (module, arch, needle) in [
-        (&script, "aarch64", "script"),
+        (script.as_str(), "aarch64", "script"),
         (&text_file, "aarch64", "not an ELF"),
         (&x86, "aarch64", "x86-64"),
         (&arm32, "aarch64", "ARM, 32-bit"),
+        (a_dir, "x86_64", "is a directory"),
     ] {
-        let out = artifacts(
-            dir.path(),
-            EXAMPLE,
-            &[
-                "--device-type",
-                "rpi",
-                "--module-binary",
-                module,
-                "--arch",
-                arch,
-            ],
-        );
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{module}: {err}");
-        assert!(
-            err.contains(needle) && err.contains(module.as_str()),
-            "{err}"
-        );
-        assert!(
-            !dir.path().join("out").exists(),
-            "output directory left behind"
-        );
-    }
-    // a directory
-    let out = artifacts(
-        dir.path(),
-        EXAMPLE,
-        &[
+        let extra = [
             "--device-type",
             "rpi",
             "--module-binary",
-            dir.path().to_str().unwrap(),
+            module,
             "--arch",
-            "x86_64",
-        ],
-    );
-    assert!(
-        text(&out.stderr).contains("is a directory"),
-        "{}",
-        text(&out.stderr)
-    );
+            arch,
+        ];
+        refused(dir.path(), &extra, 1, &[needle, module]);
+    }
     // the right machine: accepted; dynamic linking is said, the name carries the arch
     let dynamic = write(
         dir.path(),
@@ -165,23 +141,15 @@ fn device_types_are_checked_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), "m", &fake_elf(62, 64, None));
     for bad in ["", "  ", " rpi"] {
-        let out = artifacts(
-            dir.path(),
-            EXAMPLE,
-            &[
-                "--device-type",
-                bad,
-                "--module-binary",
-                &m,
-                "--arch",
-                "x86_64",
-            ],
-        );
-        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
-        assert!(
-            !dir.path().join("out").exists(),
-            "{bad:?}: output directory left behind"
-        );
+        let extra = [
+            "--device-type",
+            bad,
+            "--module-binary",
+            &m,
+            "--arch",
+            "x86_64",
+        ];
+        refused(dir.path(), &extra, 2, &[]);
     }
     let out = artifacts(
         dir.path(),
@@ -489,10 +457,9 @@ mod fleet_env;
 fn fleet_run_killed_with_sigkill_and_resumed() {
     use std::time::{Duration, Instant};
     let env = fleet_env::Env::start(fleet_env::EnvSpec {
-        online: 12,
         offline: 1,
         cut_off_from_new: 1,
-        poll: Duration::from_millis(300),
+        ..fleet_env::EnvSpec::online(12)
     });
     let journal = env.journal.to_str().unwrap().to_string();
     let run = || {
