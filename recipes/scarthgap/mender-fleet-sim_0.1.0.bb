@@ -8,11 +8,11 @@ inherit cargo
 # mender-fleet-sim is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-fleet-sim/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "b2b8b51aad9dadb4d418807906f39474a1226d36"
+SRCREV = "32b99237bb911ac9dd0e08289456ceca266dcc08"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-fleet-sim"
-PV:append = ".AUTOINC+b2b8b51aad"
+PV:append = ".AUTOINC+32b99237bb"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -67,14 +67,9 @@ fn reference(root: &Path, check: bool) -> Result<()> {
         bail!("debian-overlay/ is stale; regenerate with `cargo xtask debian-overlay`");
     }
     // Remove generated files that are no longer produced (never the QEMU guest's).
-    for rel in migration_generators::tree::list_files(&dir) {
-        if !overlay::is_foreign(&rel) && !tree.files.contains_key(&rel) {
-            std::fs::remove_file(dir.join(&rel))
-                .with_context(|| format!("removing debian-overlay/{rel}"))?;
-            println!("removed debian-overlay/{rel}");
-        }
+    for rel in tree.sync_into(&dir, &overlay::is_foreign)? {
+        println!("removed debian-overlay/{rel}");
     }
-    tree.write_files_into(&dir)?;
     for rel in tree.files.keys() {
         println!("wrote debian-overlay/{rel}");
     }

@@ -1,9 +1,8 @@
 //! `cargo xtask recipes`: (re)generate the cargo-bitbake style recipes in `recipes/` and the
 //! layer's Update Module recipe, or `--check` that the checked-in ones are fresh.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use migration_generators::project::{self, git, RecipeInputs};
-use migration_generators::tree;
 
 /// Generate BitBake recipes (cargo-bitbake layout) for the workspace's binary crates, offline,
 /// from Cargo.lock. SRCREV pins a commit that must hold the same Cargo.lock and license files
@@ -41,18 +40,12 @@ fn write(inputs: &RecipeInputs, rev: &str) -> Result<()> {
     let source = git::project_source(root, inputs, &commit)?;
     for (dir, files) in inputs.render(&source)? {
         let dir_path = root.join(&dir);
-        // Drop recipes of versions or crates that no longer exist.
-        for rel in tree::list_files(&dir_path) {
-            if !project::is_not_generated(&rel)
-                && !rel.contains('/')
-                && !files.files.contains_key(&rel)
-            {
-                std::fs::remove_file(dir_path.join(&rel))
-                    .with_context(|| format!("removing {dir}/{rel}"))?;
-                println!("removed {dir}/{rel}");
-            }
+        // Drop recipes of versions or crates that no longer exist (only generated files at the
+        // top of the folder).
+        let keep = |rel: &str| project::is_not_generated(rel) || rel.contains('/');
+        for rel in files.sync_into(&dir_path, &keep)? {
+            println!("removed {dir}/{rel}");
         }
-        files.write_files_into(&dir_path)?;
         for name in files.files.keys() {
             println!("wrote {dir}/{name}");
         }

@@ -95,12 +95,7 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let missing = missing_tools();
     if !missing.is_empty() {
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout.starts_with(b"0"))
-            .unwrap_or(false);
-        if !is_root {
+        if !test_support::is_root() {
             bail!("missing host tools {missing:?}: run `sudo bash .ci/install-deps` first");
         }
         step(

@@ -36,17 +36,17 @@ fn stage_tool_dir() -> PathBuf {
     target.join("debug")
 }
 
-fn python3_or_skip() -> bool {
-    match Command::new("python3").arg("--version").output() {
-        Ok(_) => true,
-        Err(e) => {
-            test_support::skip(
-                "layer rulebook parity",
-                &format!("python3 cannot run ({e}; apt-get install python3)"),
-            );
-            false
-        }
+/// What both parity tests need: the native tool's directory and a scratch dir; `None` when
+/// python3 cannot run (after the skip notice; a failure in CI).
+fn layer_setup() -> Option<(PathBuf, tempfile::TempDir)> {
+    if let Err(e) = Command::new("python3").arg("--version").output() {
+        test_support::skip(
+            "layer rulebook parity",
+            &format!("python3 cannot run ({e}; apt-get install python3)"),
+        );
+        return None;
     }
+    Some((stage_tool_dir(), tempfile::tempdir().unwrap()))
 }
 
 /// One config case: the captured files and the servers as a user would type them.
@@ -260,11 +260,9 @@ fn inline_cases() -> Vec<Case> {
 
 #[test]
 fn layer_and_cli_agree_on_every_config_case() {
-    if !python3_or_skip() {
+    let Some((tool_dir, scratch)) = layer_setup() else {
         return;
-    }
-    let tool_dir = stage_tool_dir();
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let mut disagreements = Vec::new();
     let mut compared = 0;
     for case in repo_cases().into_iter().chain(inline_cases()) {
@@ -324,11 +322,9 @@ fn layer_and_cli_agree_on_every_config_case() {
 /// same way through the layer and the CLI.
 #[test]
 fn upper_case_host_and_query_behave_alike() {
-    if !python3_or_skip() {
+    let Some((tool_dir, scratch)) = layer_setup() else {
         return;
-    }
-    let tool_dir = stage_tool_dir();
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let main = br#"{"ServerURL": "https://old.example.com"}"#;
     // The dual-stage result through the CLI and through the layer, for new server `new`.
     let both_dual = |new: &str| {

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHILD_ENV: &str = "MENDERARTIFACT_BENCH_CHILD";
 
@@ -50,33 +50,14 @@ struct Measured {
     out_bytes: u64,
 }
 
-fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-}
-
-/// Spawns `cmd`, waits with wait4 and returns its own resource usage.
+/// Runs `cmd` (see [`test_support::usage::run_measured`]) and sizes its output `out`.
 fn measure(mut cmd: Command, out: &Path) -> Measured {
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; status/ru are valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let wall = start.elapsed();
-    assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed (status {status})"
-    );
-    std::mem::forget(child); // already reaped
+    let usage = test_support::usage::run_measured(&mut cmd);
     Measured {
-        wall,
-        user: tv(ru.ru_utime),
-        sys: tv(ru.ru_stime),
-        max_rss_kib: ru.ru_maxrss,
+        wall: usage.wall,
+        user: usage.user,
+        sys: usage.sys,
+        max_rss_kib: usage.max_rss_kib,
         out_bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
     }
 }
@@ -218,21 +199,15 @@ fn main() {
         let ours = measure(cmd, &ours_out);
 
         let theirs_out = work.path().join(format!("theirs{mib}.mender"));
-        let mut cmd = Command::new(&mender);
-        cmd.args([
-            "write",
-            "rootfs-image",
-            "-t",
-            "bench-device",
-            "-n",
+        let mut cmd = test_support::official_rootfs_write(
+            &mender,
             "bench-1",
-            "-f",
-        ])
-        .arg(&img)
-        .arg("-o")
-        .arg(&theirs_out)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+            "bench-device",
+            &img,
+            &theirs_out,
+        );
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         let theirs = measure(cmd, &theirs_out);
 
         // Reading + verifying: our reader on the official output, `validate` on ours (each

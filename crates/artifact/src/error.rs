@@ -99,6 +99,14 @@ pub enum ArtifactError {
 }
 
 impl ArtifactError {
+    /// The error for an I/O failure on the payload file `path` (for `map_err`).
+    pub(crate) fn payload_file(
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> ArtifactError {
+        let path = path.to_path_buf();
+        move |source| ArtifactError::PayloadFile { path, source }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         let context = context.into();
         if source.kind() == std::io::ErrorKind::UnexpectedEof {

@@ -74,6 +74,23 @@ fn require_p256(curve: Option<pkcs8::ObjectIdentifier>) -> Result<(), ArtifactEr
     }
 }
 
+/// Parses a PKCS#8 or SPKI key by its `algorithm`: RSA with `rsa`, EC (P-256 only) with `ec`;
+/// any other algorithm or curve is an unsupported key type.
+fn by_algorithm<T>(
+    algorithm: &spki::AlgorithmIdentifierRef<'_>,
+    rsa: impl FnOnce() -> Result<T, ArtifactError>,
+    ec: impl FnOnce() -> Result<T, ArtifactError>,
+) -> Result<T, ArtifactError> {
+    match algorithm.oid.to_string().as_str() {
+        OID_RSA => rsa(),
+        OID_EC => {
+            require_p256(algorithm.parameters_oid().ok())?;
+            ec()
+        }
+        other => Err(ArtifactError::UnsupportedKeyType(algorithm_name(other))),
+    }
+}
+
 fn curve_name(oid: &str) -> String {
     match oid {
         "1.3.132.0.34" => "ECDSA P-384".into(),
@@ -92,6 +109,11 @@ fn algorithm_name(oid: &str) -> String {
     }
 }
 
+/// The error for key bytes that do not parse as `what` (e.g. "PKCS#8 RSA key").
+fn bad<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> ArtifactError {
+    move |e| ArtifactError::InvalidKey(format!("bad {what}: {e}"))
+}
+
 impl SigningKey {
     /// Parses a PEM private key: PKCS#1 (`RSA PRIVATE KEY`), SEC1 (`EC PRIVATE KEY`) or
     /// PKCS#8 (`PRIVATE KEY`). Encrypted keys and curves other than P-256 are rejected.
@@ -100,10 +122,9 @@ impl SigningKey {
         match label.as_str() {
             "RSA PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs1_der(&der)
                 .map(|k| SigningKey::Rsa(Box::new(k)))
-                .map_err(|e| ArtifactError::InvalidKey(format!("bad PKCS#1 RSA key: {e}"))),
+                .map_err(bad("PKCS#1 RSA key")),
             "EC PRIVATE KEY" => {
-                let ec = sec1::EcPrivateKey::from_der(&der)
-                    .map_err(|e| ArtifactError::InvalidKey(format!("bad SEC1 EC key: {e}")))?;
+                let ec = sec1::EcPrivateKey::from_der(&der).map_err(bad("SEC1 EC key"))?;
                 let curve = ec
                     .parameters
                     .and_then(|p| p.named_curve())
@@ -111,28 +132,25 @@ impl SigningKey {
                 match curve.as_deref() {
                     Some(OID_P256) | None => p256::SecretKey::from_sec1_der(&der)
                         .map(|k| SigningKey::EcdsaP256(k.into()))
-                        .map_err(|e| ArtifactError::InvalidKey(format!("bad SEC1 P-256 key: {e}"))),
+                        .map_err(bad("SEC1 P-256 key")),
                     Some(other) => Err(ArtifactError::UnsupportedKeyType(curve_name(other))),
                 }
             }
             "PRIVATE KEY" => {
-                let info = pkcs8::PrivateKeyInfo::from_der(&der)
-                    .map_err(|e| ArtifactError::InvalidKey(format!("bad PKCS#8 key: {e}")))?;
-                let oid = info.algorithm.oid.to_string();
-                match oid.as_str() {
-                    OID_RSA => rsa::RsaPrivateKey::from_pkcs8_der(&der)
-                        .map(|k| SigningKey::Rsa(Box::new(k)))
-                        .map_err(|e| ArtifactError::InvalidKey(format!("bad PKCS#8 RSA key: {e}"))),
-                    OID_EC => {
-                        require_p256(info.algorithm.parameters_oid().ok())?;
+                let info = pkcs8::PrivateKeyInfo::from_der(&der).map_err(bad("PKCS#8 key"))?;
+                by_algorithm(
+                    &info.algorithm,
+                    || {
+                        rsa::RsaPrivateKey::from_pkcs8_der(&der)
+                            .map(|k| SigningKey::Rsa(Box::new(k)))
+                            .map_err(bad("PKCS#8 RSA key"))
+                    },
+                    || {
                         p256::SecretKey::from_pkcs8_der(&der)
                             .map(|k| SigningKey::EcdsaP256(k.into()))
-                            .map_err(|e| {
-                                ArtifactError::InvalidKey(format!("bad PKCS#8 P-256 key: {e}"))
-                            })
-                    }
-                    other => Err(ArtifactError::UnsupportedKeyType(algorithm_name(other))),
-                }
+                            .map_err(bad("PKCS#8 P-256 key"))
+                    },
+                )
             }
             "OPENSSH PRIVATE KEY" => Err(ArtifactError::InvalidKey(
                 "OpenSSH key format is not supported; convert it to PEM \
@@ -184,26 +202,24 @@ impl VerifyKey {
         match label.as_str() {
             "PUBLIC KEY" => {
                 let info = spki::SubjectPublicKeyInfoRef::from_der(&der)
-                    .map_err(|e| ArtifactError::InvalidKey(format!("bad SPKI public key: {e}")))?;
-                let oid = info.algorithm.oid.to_string();
-                match oid.as_str() {
-                    OID_RSA => rsa::RsaPublicKey::from_public_key_der(&der)
-                        .map(|k| VerifyKey::Rsa(Box::new(k)))
-                        .map_err(|e| ArtifactError::InvalidKey(format!("bad RSA public key: {e}"))),
-                    OID_EC => {
-                        require_p256(info.algorithm.parameters_oid().ok())?;
+                    .map_err(bad("SPKI public key"))?;
+                by_algorithm(
+                    &info.algorithm,
+                    || {
+                        rsa::RsaPublicKey::from_public_key_der(&der)
+                            .map(|k| VerifyKey::Rsa(Box::new(k)))
+                            .map_err(bad("RSA public key"))
+                    },
+                    || {
                         p256::PublicKey::from_public_key_der(&der)
                             .map(|k| VerifyKey::EcdsaP256(k.into()))
-                            .map_err(|e| {
-                                ArtifactError::InvalidKey(format!("bad P-256 public key: {e}"))
-                            })
-                    }
-                    other => Err(ArtifactError::UnsupportedKeyType(algorithm_name(other))),
-                }
+                            .map_err(bad("P-256 public key"))
+                    },
+                )
             }
             "RSA PUBLIC KEY" => rsa::RsaPublicKey::from_pkcs1_der(&der)
                 .map(|k| VerifyKey::Rsa(Box::new(k)))
-                .map_err(|e| ArtifactError::InvalidKey(format!("bad PKCS#1 RSA public key: {e}"))),
+                .map_err(bad("PKCS#1 RSA public key")),
             "RSA PRIVATE KEY" | "EC PRIVATE KEY" | "PRIVATE KEY" => {
                 Ok(SigningKey::from_pem(pem)?.verify_key())
             }

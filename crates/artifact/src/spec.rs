@@ -197,10 +197,7 @@ pub fn module_image_single_file(
             "destination directory '{dest_dir}' must be an absolute path"
         )));
     }
-    let meta = std::fs::metadata(file).map_err(|source| ArtifactError::PayloadFile {
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let meta = std::fs::metadata(file).map_err(ArtifactError::payload_file(file))?;
     if !meta.is_file() {
         return Err(ArtifactError::InvalidSpec(format!(
             "{} is not a regular file",

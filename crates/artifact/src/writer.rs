@@ -43,17 +43,11 @@ fn load_script(
     };
     match source {
         PayloadSource::Path(path) => {
-            let meta = std::fs::metadata(&path).map_err(|source| ArtifactError::PayloadFile {
-                path: path.clone(),
-                source,
-            })?;
+            let meta = std::fs::metadata(&path).map_err(ArtifactError::payload_file(&path))?;
             if meta.len() > MAX_SCRIPT {
                 return Err(too_big(meta.len()));
             }
-            let data = std::fs::read(&path).map_err(|source| ArtifactError::PayloadFile {
-                path: path.clone(),
-                source,
-            })?;
+            let data = std::fs::read(&path).map_err(ArtifactError::payload_file(&path))?;
             Ok((name, data, mode.unwrap_or(0o755), file_mtime(&meta)))
         }
         PayloadSource::Bytes(b) => Ok((name, b, mode.unwrap_or(0o755), default_mtime)),
@@ -160,14 +154,8 @@ fn append_payload_file<W: Write>(
     let PayloadFile { name, source, mode } = file;
     let (reader, size, mode, mtime, label): (Box<dyn Read>, u64, u32, u64, String) = match source {
         PayloadSource::Path(path) => {
-            let f = File::open(&path).map_err(|source| ArtifactError::PayloadFile {
-                path: path.clone(),
-                source,
-            })?;
-            let meta = f.metadata().map_err(|source| ArtifactError::PayloadFile {
-                path: path.clone(),
-                source,
-            })?;
+            let f = File::open(&path).map_err(ArtifactError::payload_file(&path))?;
+            let meta = f.metadata().map_err(ArtifactError::payload_file(&path))?;
             if !meta.is_file() {
                 return Err(ArtifactError::InvalidSpec(format!(
                     "payload {} is not a regular file",

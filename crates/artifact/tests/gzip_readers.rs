@@ -30,8 +30,7 @@ fn payload() -> Vec<u8> {
 }
 
 fn write_rootfs(dir: &Path, data: &[u8]) -> std::path::PathBuf {
-    let img = dir.join("rootfs.ext4");
-    std::fs::write(&img, data).unwrap();
+    let img = scratch_file(dir, "rootfs.ext4", data);
     let spec = ArtifactSpec::new(
         "rootfs-1",
         vec!["dev1".into()],
@@ -117,8 +116,7 @@ fn mender_artifact_and_gnu_gzip_read_our_multi_member_gzip() {
         }
         gz
     };
-    let gz_path = dir.path().join("data.tar.gz");
-    std::fs::write(&gz_path, &members).unwrap();
+    let gz_path = scratch_file(dir.path(), "data.tar.gz", &members);
     let o = run(Command::new(&gzip).arg("-t").arg(&gz_path));
     assert!(o.status.success(), "gzip -t: {}", out_text(&o));
     let o = run(Command::new(&gzip).arg("-dc").arg(&gz_path));
@@ -139,8 +137,7 @@ fn rootfs_written_in_place_equals_rootfs_written_as_a_stream() {
     // written last); write_artifact streams it. Same content, both valid, signed or not.
     let dir = tempfile::tempdir().unwrap();
     let data = payload();
-    let img = dir.path().join("rootfs.ext4");
-    std::fs::write(&img, &data).unwrap();
+    let img = scratch_file(dir.path(), "rootfs.ext4", &data);
     let key = SigningKey::EcdsaP256(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng));
     let spec = |signed: bool| {
         let mut s = ArtifactSpec::new(

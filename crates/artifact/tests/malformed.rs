@@ -17,6 +17,13 @@ fn valid_artifact() -> Vec<u8> {
     )
 }
 
+/// The error reading the valid artifact after `edit` changed its outer members.
+fn err_after(edit: impl FnOnce(&mut Members)) -> ArtifactError {
+    let mut m = members(&valid_artifact());
+    edit(&mut m);
+    err_of(&assemble(&m))
+}
+
 #[test]
 fn valid_artifact_reads() {
     let info = read_info(valid_artifact().as_slice()).unwrap();
@@ -65,10 +72,10 @@ fn lenient_tar_framing_is_accepted() {
 
 #[test]
 fn bad_payload_checksum() {
-    let mut m = members(&valid_artifact());
-    let data = member_mut(&mut m, "data/0000.tar");
-    data[512 + 2] ^= 1; // first byte of content of a.txt is at 512
-    let err = err_of(&assemble(&m));
+    let err = err_after(|m| {
+        let data = member_mut(m, "data/0000.tar");
+        data[512 + 2] ^= 1; // first byte of content of a.txt is at 512
+    });
     match err {
         ArtifactError::ChecksumMismatch { name, .. } => assert_eq!(name, "data/0000/a.txt"),
         e => panic!("unexpected {e}"),
@@ -77,11 +84,11 @@ fn bad_payload_checksum() {
 
 #[test]
 fn bad_header_and_version_checksums() {
-    let mut m = members(&valid_artifact());
-    let h = member_mut(&mut m, "header.tar");
-    let pos = h.len() - 1030; // inside the last entry's content region or padding
-    h[pos] ^= 0x20;
-    let err = err_of(&assemble(&m));
+    let err = err_after(|m| {
+        let h = member_mut(m, "header.tar");
+        let pos = h.len() - 1030; // inside the last entry's content region or padding
+        h[pos] ^= 0x20;
+    });
     assert!(
         matches!(&err, ArtifactError::ChecksumMismatch { name, .. } if name == "header.tar")
             || matches!(
@@ -91,9 +98,7 @@ fn bad_header_and_version_checksums() {
         "{err}"
     );
 
-    let mut m = members(&valid_artifact());
-    m[0].1 = br#"{"format":"mender","version":3} "#.to_vec();
-    let err = err_of(&assemble(&m));
+    let err = err_after(|m| m[0].1 = br#"{"format":"mender","version":3} "#.to_vec());
     assert!(
         matches!(&err, ArtifactError::ChecksumMismatch { name, .. } if name == "version"),
         "{err}"
@@ -103,34 +108,40 @@ fn bad_header_and_version_checksums() {
 #[test]
 fn missing_members() {
     let m = members(&valid_artifact());
-    let without = |name: &str| -> Vec<(String, Vec<u8>)> {
-        m.iter().filter(|(n, _)| n != name).cloned().collect()
-    };
-    let err = err_of(&assemble(&without("version")));
-    assert!(
-        matches!(&err, ArtifactError::UnexpectedMember { expected, found } if expected == "version" && found == "manifest"),
-        "{err}"
-    );
-    let err = err_of(&assemble(&without("manifest")));
-    assert!(
-        matches!(&err, ArtifactError::UnexpectedMember { expected, found } if expected == "manifest" && found == "header.tar"),
-        "{err}"
-    );
-    let err = err_of(&assemble(&without("header.tar")));
-    assert!(
-        matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
-        "{err}"
-    );
-    let err = err_of(&assemble(&without("data/0000.tar")));
-    assert!(
-        matches!(&err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/a.txt", "data/0000/b.bin"]),
-        "{err}"
-    );
-    let err = err_of(&assemble(&m[..2]));
-    assert!(
-        matches!(&err, ArtifactError::MissingMember(n) if n == "header.tar.gz"),
-        "{err}"
-    );
+    let without =
+        |name: &str| -> Members { m.iter().filter(|(n, _)| n != name).cloned().collect() };
+    type Check = fn(&ArtifactError) -> bool;
+    let cases: [(&str, Members, Check); 5] = [
+        (
+            "no version",
+            without("version"),
+            |err| matches!(err, ArtifactError::UnexpectedMember { expected, found } if expected == "version" && found == "manifest"),
+        ),
+        (
+            "no manifest",
+            without("manifest"),
+            |err| matches!(err, ArtifactError::UnexpectedMember { expected, found } if expected == "manifest" && found == "header.tar"),
+        ),
+        (
+            "no header.tar",
+            without("header.tar"),
+            |err| matches!(err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
+        ),
+        (
+            "no data/0000.tar",
+            without("data/0000.tar"),
+            |err| matches!(err, ArtifactError::MissingFromArtifact(v) if v == &["data/0000/a.txt", "data/0000/b.bin"]),
+        ),
+        (
+            "version and manifest only",
+            m[..2].to_vec(),
+            |err| matches!(err, ArtifactError::MissingMember(n) if n == "header.tar.gz"),
+        ),
+    ];
+    for (case, members, check) in cases {
+        let err = err_of(&assemble(&members));
+        assert!(check(&err), "{case}: {err}");
+    }
     assert!(matches!(err_of(b""), ArtifactError::Malformed(_)));
     assert!(
         matches!(err_of(&[b'x'; 2048]), ArtifactError::Malformed(_)),
@@ -141,23 +152,16 @@ fn missing_members() {
 
 #[test]
 fn wrong_member_order() {
-    let m = members(&valid_artifact());
-    let mut swapped = m.clone();
-    swapped.swap(2, 3); // data before header
-    let err = err_of(&assemble(&swapped));
+    let err = err_after(|m| m.swap(2, 3)); // data before header
     assert!(
         matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "data/0000.tar"),
         "{err}"
     );
-    let mut swapped = m.clone();
-    swapped.swap(0, 1);
     assert!(matches!(
-        err_of(&assemble(&swapped)),
+        err_after(|m| m.swap(0, 1)),
         ArtifactError::UnexpectedMember { .. }
     ));
-    let mut extra = m.clone();
-    extra.push(("README".into(), b"hi".to_vec()));
-    let err = err_of(&assemble(&extra));
+    let err = err_after(|m| m.push(("README".into(), b"hi".to_vec())));
     assert!(
         matches!(&err, ArtifactError::UnexpectedMember { found, .. } if found == "README"),
         "{err}"

@@ -26,23 +26,26 @@ fn write_official(tool: &Path, args: &[&str], extra: &[&std::ffi::OsStr]) {
     );
 }
 
+/// The official tool's rootfs-image artifact `out` of `img` (device type `dev1`).
+fn write_official_rootfs(tool: &Path, name: &str, compression: &str, img: &Path, out: &Path) {
+    let mut cmd = test_support::official_rootfs_write(tool, name, "dev1", img, out);
+    cmd.args(["--compression", compression]);
+    let o = run(&mut cmd);
+    assert!(o.status.success(), "{cmd:?} failed: {}", out_text(&o));
+}
+
 #[test]
 fn reads_official_module_and_rootfs_artifacts() {
     let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
     let d = dir.path();
-    let f1 = d.join("file1.txt");
-    let f2 = d.join("file2.bin");
-    std::fs::write(&f1, b"one\n").unwrap();
+    let f1 = scratch_file(d, "file1.txt", b"one\n");
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
-    std::fs::write(&f2, &blob).unwrap();
-    let meta = d.join("meta.json");
-    std::fs::write(&meta, br#"{"b":2,"a":{"x":"y"}}"#).unwrap();
-    let script = d.join("ArtifactInstall_Enter_00");
-    std::fs::write(&script, b"#!/bin/sh\nexit 0\n").unwrap();
-    let img = d.join("img.ext4");
-    std::fs::write(&img, vec![0x5au8; 300_000]).unwrap();
+    let f2 = scratch_file(d, "file2.bin", &blob);
+    let meta = scratch_file(d, "meta.json", br#"{"b":2,"a":{"x":"y"}}"#);
+    let script = scratch_file(d, "ArtifactInstall_Enter_00", b"#!/bin/sh\nexit 0\n");
+    let img = scratch_file(d, "img.ext4", vec![0x5au8; 300_000]);
 
     for compression in ["gzip", "none"] {
         let m = d.join(format!("m-{compression}.mender"));
@@ -93,20 +96,7 @@ fn reads_official_module_and_rootfs_artifacts() {
         assert_eq!(info.payload_files[1].sha256, sha_hex(&blob));
 
         let r = d.join(format!("r-{compression}.mender"));
-        write_official(
-            &tool,
-            &[
-                "write",
-                "rootfs-image",
-                "--compression",
-                compression,
-                "-n",
-                "rootfs-1",
-                "-t",
-                "dev1",
-            ],
-            &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
-        );
+        write_official_rootfs(&tool, "rootfs-1", compression, &img, &r);
         let info = read_info(std::fs::File::open(&r).unwrap()).unwrap();
         // 3.9 writes the legacy `"type":""`; we report it as rootfs-image.
         assert_eq!(info.payload_types, ["rootfs-image"]);
@@ -126,8 +116,7 @@ fn reads_official_signed_artifacts() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f1 = d.join("payload.bin");
-    std::fs::write(&f1, b"signed payload\n").unwrap();
+    let f1 = scratch_file(d, "payload.bin", b"signed payload\n");
     for (i, kind) in [
         KeyKind::Rsa2048Pkcs1,
         KeyKind::Rsa3072Pkcs1,
@@ -222,20 +211,7 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     let image = std::fs::read(&img).unwrap();
 
     let r = d.join("r-lzma.mender");
-    write_official(
-        &tool,
-        &[
-            "write",
-            "rootfs-image",
-            "--compression",
-            "lzma",
-            "-n",
-            "rootfs-xz",
-            "-t",
-            "dev1",
-        ],
-        &["-f".as_ref(), img.as_os_str(), "-o".as_ref(), r.as_os_str()],
-    );
+    write_official_rootfs(&tool, "rootfs-xz", "lzma", &img, &r);
     let mut streamed = Vec::new();
     let info = read_payloads(std::fs::File::open(&r).unwrap(), None, |_, content| {
         content.read_to_end(&mut streamed)?;
@@ -248,8 +224,7 @@ fn reads_official_lzma_rootfs_and_module_artifacts() {
     assert_eq!(info.payload_files[0].size, image.len() as u64);
     assert!(streamed == image, "streamed payload differs from the image");
 
-    let f1 = d.join("payload.bin");
-    std::fs::write(&f1, b"x").unwrap();
+    let f1 = scratch_file(d, "payload.bin", b"x");
     let m = d.join("m-lzma.mender");
     write_official(
         &tool,

@@ -148,8 +148,7 @@ fn module_image_tar_headers_match_official_tool() {
     };
     let f1 = dir.path().join("payload.bin");
     std::fs::write(&f1, vec![42u8; 70_000]).unwrap();
-    let f2 = dir.path().join("app.conf");
-    std::fs::write(&f2, b"key=value\n").unwrap();
+    let f2 = scratch_file(dir.path(), "app.conf", b"key=value\n");
     let theirs = dir.path().join("theirs.mender");
     run_tool(
         &tool,
@@ -205,8 +204,7 @@ fn gzip_member_headers_match_official_tool() {
     let Some((tool, dir)) = mender_artifact_and_scratch() else {
         return;
     };
-    let f1 = dir.path().join("payload.bin");
-    std::fs::write(&f1, b"abc").unwrap();
+    let f1 = scratch_file(dir.path(), "payload.bin", b"abc");
     let theirs = dir.path().join("theirs.mender");
     run_tool(
         &tool,

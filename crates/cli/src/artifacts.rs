@@ -67,16 +67,8 @@ pub struct ArtifactsArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
-    /// Rust target triple of the devices' CPU (from `uname -m` on a device: aarch64 →
-    /// aarch64-unknown-linux-musl, armv7l → armv7-unknown-linux-gnueabihf, x86_64 →
-    /// x86_64-unknown-linux-musl). `cargo xtask artifacts` builds the module for it; this
-    /// program uses the module built for it (target/TRIPLE/device/server-migration).
-    #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
-    /// The devices' architecture, to check a --module-binary built elsewhere (aarch64, armv7,
-    /// armv6, x86_64, i686, riscv64, or a `uname -m` name).
-    #[arg(long, value_name = "ARCH", conflicts_with = "target")]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArch,
     /// The `server-migration` update module binary for the module-install artifact; checked to
     /// be an executable for --target or --arch.
     #[arg(long, value_name = "PATH")]
@@ -143,31 +135,48 @@ fn prebuilt_module(target: &DeviceTarget) -> Result<PathBuf> {
         })
 }
 
-/// The module binary and the devices' architecture, from --target / --arch / --module-binary.
-/// Refuses (usage error) when nothing says which architecture the devices have.
-pub(crate) fn resolve_arch(
-    target: Option<&str>,
-    arch: Option<&str>,
-) -> Result<Option<(Arch, Option<DeviceTarget>)>> {
-    match (target, arch) {
-        (Some(t), _) => {
-            let t = DeviceTarget::parse(t).map_err(UsageError)?;
-            Ok(Some((t.arch(), Some(t))))
-        }
-        (None, Some(a)) => {
-            let arch = Arch::parse(a).ok_or_else(|| {
+/// The devices' CPU, as `artifacts` and `plan` take it: a Rust target triple or an
+/// architecture name.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArch {
+    /// Rust target triple of the devices' CPU (from `uname -m` on a device: aarch64 →
+    /// aarch64-unknown-linux-musl, armv7l → armv7-unknown-linux-gnueabihf, x86_64 →
+    /// x86_64-unknown-linux-musl). It names the module-install artifact; `cargo xtask
+    /// artifacts` builds the module for it and `artifacts` uses the module built for it
+    /// (target/TRIPLE/device/server-migration).
+    #[arg(long, value_name = "TRIPLE")]
+    pub target: Option<String>,
+    /// The devices' architecture instead of --target (aarch64, armv7, armv6, x86_64, i686,
+    /// riscv64, or a `uname -m` name): names the module-install artifact and checks a
+    /// --module-binary built elsewhere.
+    #[arg(long, value_name = "ARCH", conflicts_with = "target")]
+    pub arch: Option<String>,
+}
+
+impl DeviceArch {
+    /// The architecture (and the target, when given as one); `None` when neither flag is set.
+    /// An unknown triple or architecture is a usage error.
+    pub(crate) fn resolve(&self) -> Result<Option<(Arch, Option<DeviceTarget>)>> {
+        match (self.target.as_deref(), self.arch.as_deref()) {
+            (Some(t), _) => {
+                let t = DeviceTarget::parse(t).map_err(UsageError)?;
+                Ok(Some((t.arch(), Some(t))))
+            }
+            (None, Some(a)) => {
+                let arch = Arch::parse(a).ok_or_else(|| {
                 UsageError(format!(
                     "--arch {a:?} is not an architecture this project knows (aarch64, armv7, armv6, x86_64, i686, riscv64)"
                 ))
             })?;
-            Ok(Some((arch, None)))
+                Ok(Some((arch, None)))
+            }
+            (None, None) => Ok(None),
         }
-        (None, None) => Ok(None),
     }
 }
 
 fn module_binary(args: &ArtifactsArgs) -> Result<(PathBuf, Arch, ModuleBinary)> {
-    let Some((arch, target)) = resolve_arch(args.target.as_deref(), args.arch.as_deref())? else {
+    let Some((arch, target)) = args.device.resolve()? else {
         return Err(UsageError(match &args.module_binary {
             Some(_) => format!(
                 "--module-binary needs --target TRIPLE or --arch ARCH: say which CPU the devices have, the binary is checked against it\n{}",
@@ -588,7 +597,7 @@ fn report_json(
         "artifacts": artifacts,
         "device_types": device_types,
         "arch": arch.name,
-        "target": args.target,
+        "target": args.device.target,
         "module_linkage": if module.is_static() { "static" } else { "dynamic" },
         "signed": args.sign_key.is_some(),
         "client": crate::plan::client_json(args.client.client),

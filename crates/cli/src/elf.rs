@@ -147,45 +147,49 @@ pub fn check_module_binary(path: &Path, arch: &Arch) -> Result<ModuleBinary> {
     Ok(info)
 }
 
+/// Test support (not an API): a minimal ELF executable header for `machine` (EM_*) and word
+/// size, plus a PT_INTERP when `interp` is given (a dynamically linked binary); enough for
+/// [`parse`] and the module-binary check, never run. The unit tests here and the CLI's
+/// integration tests build their stand-in module binaries with it.
+#[doc(hidden)]
+pub fn fake_elf(machine: u16, bits: u8, interp: Option<&str>) -> Vec<u8> {
+    let mut b = vec![0u8; 256];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = if bits == 64 { 2 } else { 1 };
+    b[5] = 1;
+    b[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+    b[18..20].copy_from_slice(&machine.to_le_bytes());
+    let (ph, phentsize) = (64usize, if bits == 64 { 56u16 } else { 32 });
+    if bits == 64 {
+        b[24..32].copy_from_slice(&0x400000u64.to_le_bytes());
+        b[32..40].copy_from_slice(&(ph as u64).to_le_bytes());
+        b[54..56].copy_from_slice(&phentsize.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+    } else {
+        b[24..28].copy_from_slice(&0x10000u32.to_le_bytes());
+        b[28..32].copy_from_slice(&(ph as u32).to_le_bytes());
+        b[42..44].copy_from_slice(&phentsize.to_le_bytes());
+        b[44..46].copy_from_slice(&1u16.to_le_bytes());
+    }
+    let ptype: u32 = if interp.is_some() { PT_INTERP } else { 1 };
+    b[ph..ph + 4].copy_from_slice(&ptype.to_le_bytes());
+    if let Some(i) = interp {
+        let off = 160usize;
+        b[off..off + i.len()].copy_from_slice(i.as_bytes());
+        if bits == 64 {
+            b[ph + 8..ph + 16].copy_from_slice(&(off as u64).to_le_bytes());
+            b[ph + 32..ph + 40].copy_from_slice(&(i.len() as u64 + 1).to_le_bytes());
+        } else {
+            b[ph + 4..ph + 8].copy_from_slice(&(off as u32).to_le_bytes());
+            b[ph + 16..ph + 20].copy_from_slice(&(i.len() as u32 + 1).to_le_bytes());
+        }
+    }
+    b
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A minimal ELF executable header (+ optional PT_INTERP), enough for [`parse`].
-    pub fn fake_elf(machine: u16, bits: u8, interp: Option<&str>) -> Vec<u8> {
-        let mut b = vec![0u8; 256];
-        b[..4].copy_from_slice(b"\x7fELF");
-        b[4] = if bits == 64 { 2 } else { 1 };
-        b[5] = 1;
-        b[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
-        b[18..20].copy_from_slice(&machine.to_le_bytes());
-        let (ph, phentsize) = (64usize, if bits == 64 { 56u16 } else { 32 });
-        if bits == 64 {
-            b[24..32].copy_from_slice(&0x400000u64.to_le_bytes());
-            b[32..40].copy_from_slice(&(ph as u64).to_le_bytes());
-            b[54..56].copy_from_slice(&phentsize.to_le_bytes());
-            b[56..58].copy_from_slice(&1u16.to_le_bytes());
-        } else {
-            b[24..28].copy_from_slice(&0x10000u32.to_le_bytes());
-            b[28..32].copy_from_slice(&(ph as u32).to_le_bytes());
-            b[42..44].copy_from_slice(&phentsize.to_le_bytes());
-            b[44..46].copy_from_slice(&1u16.to_le_bytes());
-        }
-        let ptype: u32 = if interp.is_some() { PT_INTERP } else { 1 };
-        b[ph..ph + 4].copy_from_slice(&ptype.to_le_bytes());
-        if let Some(i) = interp {
-            let off = 160usize;
-            b[off..off + i.len()].copy_from_slice(i.as_bytes());
-            if bits == 64 {
-                b[ph + 8..ph + 16].copy_from_slice(&(off as u64).to_le_bytes());
-                b[ph + 32..ph + 40].copy_from_slice(&(i.len() as u64 + 1).to_le_bytes());
-            } else {
-                b[ph + 4..ph + 8].copy_from_slice(&(off as u32).to_le_bytes());
-                b[ph + 16..ph + 20].copy_from_slice(&(i.len() as u32 + 1).to_le_bytes());
-            }
-        }
-        b
-    }
 
     #[test]
     fn reads_machine_bits_and_linkage() {

@@ -16,6 +16,8 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 pub use artifacts::{module_install_name, ArtifactsArgs, ArtifactsReport};
+#[doc(hidden)]
+pub use elf::fake_elf;
 pub use inputs::MigrationInputs;
 pub use target::{Arch, DeviceTarget, Linker};
 

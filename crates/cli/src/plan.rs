@@ -22,12 +22,8 @@ pub struct PlanArgs {
     /// on stderr.
     #[arg(long)]
     pub json: bool,
-    /// The devices' Rust target triple, to name the module-install artifact (as `artifacts`).
-    #[arg(long, value_name = "TRIPLE")]
-    pub target: Option<String>,
-    /// The devices' architecture, to name the module-install artifact (instead of --target).
-    #[arg(long, value_name = "ARCH", conflicts_with = "target")]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub device: crate::artifacts::DeviceArch,
     /// Artifact name prefix, as given to `artifacts`.
     #[arg(long, default_value = "server-migration")]
     pub name: String,
@@ -64,23 +60,22 @@ const PLAN_JSON_HELP: &str = r#"JSON output (--json):
   alone and checks it on the device)."#;
 
 pub fn run(args: &PlanArgs) -> Result<()> {
-    let arch = crate::artifacts::resolve_arch(args.target.as_deref(), args.arch.as_deref())?
-        .map(|(arch, _)| arch.name);
+    let arch = args.device.resolve()?.map(|(arch, _)| arch.name);
     let plan = args.inputs.plan_for(args.client.client)?;
     if let Some(path) = &args.sign_key {
         crate::artifacts::load_signing_key(path)?;
     }
     let warnings = all_warnings(&plan, args.sign_key.is_some());
+    let report = PlanReport {
+        plan: &plan,
+        warnings: &warnings,
+        name: &args.name,
+        arch,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&plan_json(&plan, &warnings, &args.name, arch))?
-        );
+        println!("{}", serde_json::to_string_pretty(&report.json())?);
     } else {
-        print!(
-            "{}",
-            plan_text(&plan, &args.inputs, &warnings, &args.name, arch)
-        );
+        print!("{}", plan_text(report, &args.inputs));
     }
     Ok(())
 }
@@ -104,34 +99,47 @@ fn files_json(set: &ConfigSet) -> Value {
     json!({ MAIN_CONFIG_PATH: file(&set.main), FALLBACK_CONFIG_PATH: file(&set.fallback) })
 }
 
-/// The machine-readable plan; `TenantToken` masked like everything printed.
-pub fn plan_json(
-    plan: &MigrationPlan,
-    warnings: &[String],
-    name: &str,
-    arch: Option<&str>,
-) -> Value {
-    let mut out = Map::new();
-    out.insert("old_server".into(), json!(plan.old_server));
-    out.insert("new_server".into(), json!(plan.new_server));
-    out.insert(
+/// What `plan` prints, as JSON or as text: the plan, every warning, and the artifact names the
+/// `artifacts` command will use (prefix `name`, module for `arch` when known).
+#[derive(Clone, Copy)]
+struct PlanReport<'a> {
+    plan: &'a MigrationPlan,
+    warnings: &'a [String],
+    name: &'a str,
+    arch: Option<&'a str>,
+}
+
+impl PlanReport<'_> {
+    /// The machine-readable plan; `TenantToken` masked like everything printed.
+    fn json(self) -> Value {
+        let PlanReport {
+            plan,
+            warnings,
+            name,
+            arch,
+        } = self;
+        let mut out = Map::new();
+        out.insert("old_server".into(), json!(plan.old_server));
+        out.insert("new_server".into(), json!(plan.new_server));
+        out.insert(
         "module_install".into(),
         arch.map_or(Value::Null, |arch| {
             json!({ "artifact_name": crate::artifacts::module_install_name(name, arch), "arch": arch })
         }),
     );
-    out.insert("client".into(), client_json(plan.options.client));
-    out.insert(
-        "tenant_token".into(),
-        json!({
-            "stages": plan.options.new_tenant_token.as_ref().map(|t| t.masked()),
-            "route": plan.tenant_route,
-        }),
-    );
-    out.insert("stage1".into(), files_json(&plan.stage1));
-    out.insert("stage2".into(), files_json(&plan.stage2));
-    out.insert("warnings".into(), json!(warnings));
-    Value::Object(out)
+        out.insert("client".into(), client_json(plan.options.client));
+        out.insert(
+            "tenant_token".into(),
+            json!({
+                "stages": plan.options.new_tenant_token.as_ref().map(|t| t.masked()),
+                "route": plan.tenant_route,
+            }),
+        );
+        out.insert("stage1".into(), files_json(&plan.stage1));
+        out.insert("stage2".into(), files_json(&plan.stage2));
+        out.insert("warnings".into(), json!(warnings));
+        Value::Object(out)
+    }
 }
 
 /// `{"generation": "5", "rules": "..."}`: whose rules were applied.
@@ -150,13 +158,14 @@ fn masked_text(file: &Option<ConfigFile>) -> String {
     }
 }
 
-fn plan_text(
-    plan: &MigrationPlan,
-    inputs: &MigrationInputs,
-    warnings: &[String],
-    name: &str,
-    arch: Option<&str>,
-) -> String {
+/// The plan for a person: servers, rules, artifacts, warnings and the procedure.
+fn plan_text(report: PlanReport<'_>, inputs: &MigrationInputs) -> String {
+    let PlanReport {
+        plan,
+        warnings,
+        name,
+        arch,
+    } = report;
     let mut out = String::new();
     let _ = writeln!(out, "Migration plan");
     let _ = writeln!(out, "  old server: {}", plan.old_server);

@@ -68,20 +68,10 @@ fn image(dir: &Path, conf: &str) -> PathBuf {
 /// `mender-artifact write rootfs-image` (the official tool) of `img`.
 fn official_artifact(dir: &Path, img: &Path, extra: &[&str]) -> PathBuf {
     let art = dir.join("current.mender");
-    run(Command::new("mender-artifact")
-        .args([
-            "write",
-            "rootfs-image",
-            "-n",
-            "rel-1",
-            "-t",
-            "qemux86-64",
-            "-f",
-        ])
-        .arg(img)
-        .arg("-o")
-        .arg(&art)
-        .args(extra));
+    run(
+        test_support::official_rootfs_write("mender-artifact", "rel-1", "qemux86-64", img, &art)
+            .args(extra),
+    );
     art
 }
 
@@ -159,36 +149,67 @@ fn validate(art: &Path, public: Option<&Path>) -> Output {
     cmd.arg(art).output().unwrap()
 }
 
-fn rootfs(from: &Path, out: &Path, stage: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "rootfs",
-        "--from",
-        from.to_str().unwrap(),
-        "--stage",
-        stage,
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
+/// `mender-migrate HEAD... --stage STAGE --old-server OLD --new-server NEW TAIL...`.
+fn staged_cli(head: &[&str], stage: &str, tail: &[&str]) -> Output {
+    let mut args = head.to_vec();
+    args.extend_from_slice(&["--stage", stage, "--old-server", OLD, "--new-server", NEW]);
+    args.extend_from_slice(tail);
     cli(&args)
 }
 
+fn rootfs(from: &Path, out: &Path, stage: &str, extra: &[&str]) -> Output {
+    let mut tail = vec!["--out", out.to_str().unwrap()];
+    tail.extend_from_slice(extra);
+    staged_cli(&["rootfs", "--from", from.to_str().unwrap()], stage, &tail)
+}
+
 fn check_release(art: &Path, stage: &str) -> Output {
-    cli(&[
-        "check-release",
-        art.to_str().unwrap(),
-        "--stage",
+    staged_cli(
+        &["check-release", art.to_str().unwrap()],
         stage,
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-        "--json",
-    ])
+        &["--json"],
+    )
+}
+
+/// `check-release --json ART --stage STAGE`, which must exit 0 when `passes`, else 1.
+fn gate(art: &Path, stage: &str, passes: bool) -> Output {
+    let o = check_release(art, stage);
+    assert_eq!(
+        o.status.code(),
+        Some(if passes { 0 } else { 1 }),
+        "check-release {} --stage {stage}: {}{}",
+        art.display(),
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    o
+}
+
+/// `rootfs --from FROM --stage STAGE EXTRA` into `out_dir`, which must succeed; the path of
+/// the artifact `file` it wrote there.
+fn stage_release(from: &Path, out_dir: &Path, stage: &str, extra: &[&str], file: &str) -> PathBuf {
+    let o = rootfs(from, out_dir, stage, extra);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    out_dir.join(file)
+}
+
+/// The main config of the image inside `art`, extracted to `img` (kept for further checks).
+fn artifact_config(art: &Path, img: &Path) -> serde_json::Value {
+    extract_image(art, img);
+    image_config(img)
+}
+
+/// A scratch dir with the release `rel-1` in it: the image holding `conf` as its main config
+/// and the official tool's artifact of it (`extra`: more `write` flags). `None` when a tool is
+/// missing (after the notice; the test returns).
+fn release(conf: &str, extra: &[&str]) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if !tools() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), conf);
+    let current = official_artifact(dir.path(), &img, extra);
+    Some((dir, img, current))
 }
 
 /// `Name:`, the payload file `name:` and `size:` lines of `mender-artifact read`.
@@ -211,19 +232,15 @@ fn read_summary(art: &Path) -> (String, Vec<String>) {
 
 #[test]
 fn rootfs_from_an_official_artifact_changes_only_the_config() {
-    if !tools() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let conf = format!(
         "{{\n  \"ServerURL\": \"{OLD}\",\n  \"TenantToken\": \"tenant-secret-9876\",\n  \"RootfsPartA\": \"/dev/sda2\",\n  \"InventoryPollIntervalSeconds\": 30\n}}\n"
     );
-    let img = image(d, &conf);
-    let current = official_artifact(d, &img, &[]);
+    let Some((dir, img, current)) = release(&conf, &[]) else {
+        return;
+    };
+    let d = dir.path();
     // The gate refuses the current release for a fleet at stage 1.
-    let gate = check_release(&current, "dual");
-    assert_eq!(gate.status.code(), Some(1), "{}", text(&gate.stdout));
+    gate(&current, "dual", false);
 
     let out_dir = d.join("out");
     let o = rootfs(&current, &out_dir, "dual", &[]);
@@ -253,11 +270,10 @@ fn rootfs_from_an_official_artifact_changes_only_the_config() {
     );
 
     let new_img = d.join("new.ext4");
-    extract_image(&staged, &new_img);
+    let cfg = artifact_config(&staged, &new_img);
     run(Command::new(sbin("e2fsck").unwrap())
         .arg("-fn")
         .arg(&new_img));
-    let cfg = image_config(&new_img);
     assert_eq!(cfg["Servers"][0]["ServerURL"], OLD);
     assert_eq!(cfg["Servers"][1]["ServerURL"], NEW);
     assert!(cfg.get("ServerURL").is_none());
@@ -275,9 +291,8 @@ fn rootfs_from_an_official_artifact_changes_only_the_config() {
     assert!(before.contains_key("usr/bin/tool") && before.contains_key("var/lib/mender"));
 
     // The result passes the gate at stage 1; `inspect` shows the new name and checksum.
-    let gate = check_release(&staged, "dual");
-    assert!(gate.status.success(), "{}", text(&gate.stdout));
-    let v: serde_json::Value = serde_json::from_slice(&gate.stdout).unwrap();
+    let passed = gate(&staged, "dual", true);
+    let v: serde_json::Value = serde_json::from_slice(&passed.stdout).unwrap();
     assert_eq!(v["pass"], true);
     let insp = cli(&["inspect", staged.to_str().unwrap(), "--json"]);
     assert!(insp.status.success(), "{}", text(&insp.stderr));
@@ -293,39 +308,30 @@ fn rootfs_from_an_official_artifact_changes_only_the_config() {
     );
 
     // Stage 2 from the stage-1 artifact; an existing output needs --force.
-    let o = rootfs(&staged, &out_dir, "new-only", &["--name", "rel-1-s2"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let o = rootfs(&staged, &out_dir, "new-only", &["--name", "rel-1-s2"]);
+    let s2_args = ["--name", "rel-1-s2"];
+    let s2 = stage_release(&staged, &out_dir, "new-only", &s2_args, "rel-1-s2.mender");
+    let o = rootfs(&staged, &out_dir, "new-only", &s2_args);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("--force"), "{}", text(&o.stderr));
-    let s2 = out_dir.join("rel-1-s2.mender");
-    let gate = check_release(&s2, "new-only");
-    assert!(gate.status.success(), "{}", text(&gate.stdout));
-    let gate = check_release(&s2, "dual");
-    assert_eq!(gate.status.code(), Some(1));
+    gate(&s2, "new-only", true);
+    gate(&s2, "dual", false);
 }
 
 #[test]
 fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
     // `mender-artifact --compression lzma` (Yocto's ARTIFACTIMG_COMPRESSION = "lzma"):
     // check-release reads it; rootfs --from writes the stage artifact with gzip.
-    if !tools() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     let conf = format!("{{\n  \"ServerURL\": \"{OLD}\",\n  \"RootfsPartA\": \"/dev/sda2\"\n}}\n");
-    let img = image(d, &conf);
-    let current = official_artifact(d, &img, &["--compression", "lzma"]);
-    let gate = check_release(&current, "dual");
-    assert_eq!(gate.status.code(), Some(1), "{}", text(&gate.stdout));
-    let v: serde_json::Value = serde_json::from_slice(&gate.stdout).unwrap();
+    let Some((dir, _, current)) = release(&conf, &["--compression", "lzma"]) else {
+        return;
+    };
+    let d = dir.path();
+    let refused = gate(&current, "dual", false);
+    let v: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(v["pass"], false);
 
     let out_dir = d.join("out");
-    let o = rootfs(&current, &out_dir, "dual", &[]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let staged = out_dir.join("rel-1-stage1-dual.mender");
+    let staged = stage_release(&current, &out_dir, "dual", &[], "rel-1-stage1-dual.mender");
     test_support::assert_success("mender-artifact validate", &validate(&staged, None));
     let listing = run(Command::new("tar").arg("tf").arg(&staged));
     assert!(
@@ -333,35 +339,23 @@ fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
         "{}",
         text(&listing.stdout)
     );
-    let new_img = d.join("new.ext4");
-    extract_image(&staged, &new_img);
-    let cfg = image_config(&new_img);
+    let img1 = d.join("stage1.ext4");
+    let cfg = artifact_config(&staged, &img1);
     assert_eq!(cfg["Servers"][0]["ServerURL"], OLD);
     assert_eq!(cfg["Servers"][1]["ServerURL"], NEW);
-    let gate = check_release(&staged, "dual");
-    assert!(gate.status.success(), "{}", text(&gate.stdout));
+    gate(&staged, "dual", true);
 
     // A stage-1 release written with lzma passes, like a gzip one.
-    let img1 = d.join("stage1.ext4");
-    extract_image(&staged, &img1);
     let art1 = d.join("s1-lzma.mender");
-    run(Command::new("mender-artifact")
-        .args([
-            "write",
-            "rootfs-image",
-            "-n",
-            "rel-2",
-            "-t",
-            "qemux86-64",
-            "--compression",
-            "lzma",
-            "-f",
-        ])
-        .arg(&img1)
-        .arg("-o")
-        .arg(&art1));
-    let gate = check_release(&art1, "dual");
-    assert!(gate.status.success(), "{}", text(&gate.stdout));
+    run(test_support::official_rootfs_write(
+        "mender-artifact",
+        "rel-2",
+        "qemux86-64",
+        &img1,
+        &art1,
+    )
+    .args(["--compression", "lzma"]));
+    gate(&art1, "dual", true);
 
     // A corrupt xz member is an error naming the artifact and the problem (the payload's
     // checksum, or the xz check when the damage hits the stream's framing), exit 1.
@@ -370,9 +364,8 @@ fn lzma_releases_are_gated_and_staged_like_gzip_ones() {
     bytes[n / 2] ^= 0x55;
     let bad = d.join("corrupt.mender");
     std::fs::write(&bad, bytes).unwrap();
-    let gate = check_release(&bad, "dual");
-    assert_eq!(gate.status.code(), Some(1));
-    let all = format!("{}{}", text(&gate.stdout), text(&gate.stderr));
+    let refused = gate(&bad, "dual", false);
+    let all = format!("{}{}", text(&refused.stdout), text(&refused.stderr));
     assert!(all.contains("corrupt.mender"), "{all}");
     assert!(
         all.contains("data/0000.tar.xz") || all.contains("checksum mismatch"),
@@ -398,22 +391,23 @@ fn signed_input_is_re_signed_with_sign_key() {
     );
 
     let out_dir = d.join("out");
-    let o = rootfs(&current, &out_dir, "new-only", &["--sign-key", key_s]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let staged = out_dir.join("rel-1-stage2-new-only.mender");
+    let sign = ["--sign-key", key_s];
+    let staged = stage_release(
+        &current,
+        &out_dir,
+        "new-only",
+        &sign,
+        "rel-1-stage2-new-only.mender",
+    );
     test_support::assert_success(
         "mender-artifact validate -k",
         &validate(&staged, Some(&public)),
     );
-    let new_img = d.join("new.ext4");
-    extract_image(&staged, &new_img);
-    let cfg = image_config(&new_img);
+    let cfg = artifact_config(&staged, &d.join("new.ext4"));
     assert_eq!(cfg, serde_json::json!({ "ServerURL": NEW }));
 
     // Without --sign-key the result is unsigned (editing drops the old signature).
-    let o = rootfs(&current, &out_dir, "dual", &[]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let unsigned = out_dir.join("rel-1-stage1-dual.mender");
+    let unsigned = stage_release(&current, &out_dir, "dual", &[], "rel-1-stage1-dual.mender");
     let v = validate(&unsigned, Some(&public));
     assert!(
         !v.status.success(),
@@ -423,13 +417,13 @@ fn signed_input_is_re_signed_with_sign_key() {
 
 #[test]
 fn rootfs_refuses_when_the_server_setting_is_on_the_data_partition() {
-    if !tools() {
+    let Some((dir, _, current)) = release(
+        "{\"RootfsPartA\": \"/dev/sda2\"}",
+        &["--compression", "none"],
+    ) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+    };
     let d = dir.path();
-    let img = image(d, "{\"RootfsPartA\": \"/dev/sda2\"}");
-    let current = official_artifact(d, &img, &["--compression", "none"]);
     let out_dir = d.join("out");
     let o = rootfs(&current, &out_dir, "dual", &[]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
@@ -454,9 +448,8 @@ fn rootfs_refuses_when_the_server_setting_is_on_the_data_partition() {
     assert_eq!(o.status.code(), Some(1));
 
     // A gate on the same release passes, on the condition stated for the fallback file.
-    let gate = check_release(&current, "dual");
-    assert!(gate.status.success(), "{}", text(&gate.stdout));
-    let v: serde_json::Value = serde_json::from_slice(&gate.stdout).unwrap();
+    let passed = gate(&current, "dual", true);
+    let v: serde_json::Value = serde_json::from_slice(&passed.stdout).unwrap();
     assert!(v["conditions"][0]
         .as_str()
         .unwrap()
@@ -503,41 +496,56 @@ fn module_image_passes_the_gate_without_config_change() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let o = cli(&[
-        "check-release",
-        "x.mender",
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    let o = cli(&[
-        "rootfs",
-        "--from",
-        "x.mender",
-        "--stage",
-        "dual",
-        "--old-server",
-        OLD,
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
-    let o = cli(&[
-        "check-release",
-        "missing.mender",
-        "--stage",
-        "dual",
-        "--old-server",
-        OLD,
-        "--new-server",
-        NEW,
-    ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        text(&o.stderr).contains("missing.mender"),
-        "{}",
-        text(&o.stderr)
-    );
+    // (arguments, exit code): a missing flag is a usage error; a missing file is a refusal.
+    let cases: [(&[&str], i32); 3] = [
+        (
+            &[
+                "check-release",
+                "x.mender",
+                "--old-server",
+                OLD,
+                "--new-server",
+                NEW,
+            ],
+            2,
+        ),
+        (
+            &[
+                "rootfs",
+                "--from",
+                "x.mender",
+                "--stage",
+                "dual",
+                "--old-server",
+                OLD,
+            ],
+            2,
+        ),
+        (
+            &[
+                "check-release",
+                "missing.mender",
+                "--stage",
+                "dual",
+                "--old-server",
+                OLD,
+                "--new-server",
+                NEW,
+            ],
+            1,
+        ),
+    ];
+    for (args, code) in cases {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o.stderr));
+        if code == 1 {
+            assert!(
+                text(&o.stderr).contains("missing.mender"),
+                "{args:?}: {}",
+                text(&o.stderr)
+            );
+        }
+    }
 }
 
 #[test]

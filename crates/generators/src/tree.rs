@@ -77,6 +77,26 @@ impl FileTree {
         Ok(())
     }
 
+    /// Brings the generated files below `root` in line with this tree: removes each file there
+    /// that the tree no longer holds and `keep` does not claim (hand-written or foreign files),
+    /// then writes the tree's files. Returns the removed paths, relative to `root`.
+    pub fn sync_into(
+        &self,
+        root: &Path,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<String>, GenError> {
+        let mut removed = Vec::new();
+        for rel in list_files(root) {
+            if !keep(&rel) && !self.files.contains_key(&rel) && !self.copies.contains_key(&rel) {
+                let path = root.join(&rel);
+                fs::remove_file(&path).map_err(|e| GenError::io(&path, e))?;
+                removed.push(rel);
+            }
+        }
+        self.write_files_into(root)?;
+        Ok(removed)
+    }
+
     /// Create `dest` holding exactly this tree: built in a temp dir beside `dest`, then renamed
     /// into place. An existing `dest` is an error unless `force`, then it is replaced.
     pub fn write_new_dir(&self, dest: &Path, force: bool) -> Result<(), GenError> {

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CHILD_ENV: &str = "MENDER_RELEASE_BENCH_CHILD";
 const OLD: &str = "https://old.bench.example.com";
@@ -53,50 +53,22 @@ impl std::ops::Add for Measured {
     }
 }
 
-fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-}
-
-/// Runs `cmd` to completion and returns its wall time and user+sys CPU (with its children).
+/// Runs `cmd` to completion and returns its wall time and its own user+sys CPU.
 fn measure(mut cmd: Command) -> Measured {
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; status and ru are valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let wall = start.elapsed();
-    assert_eq!(r, pid, "wait4 failed");
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed (status {status})"
-    );
-    std::mem::forget(child); // already reaped
-                             // wait4 reports the child itself; the Go tool's own children (debugfs, fsck) are included
-                             // only in RUSAGE_CHILDREN, which we add below via the difference.
+    let usage = test_support::usage::run_measured(&mut cmd);
     Measured {
-        wall,
-        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        wall: usage.wall,
+        cpu: usage.user + usage.sys,
     }
-}
-
-fn children_cpu() -> Duration {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: ru is a valid out-pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Measures `cmd` with its grandchildren's CPU (debugfs, fsck.ext4 run by the Go tool).
 fn measure_tree(cmd: Command) -> Measured {
-    let before = children_cpu();
+    let before = test_support::usage::children_cpu();
     let m = measure(cmd);
     Measured {
         wall: m.wall,
-        cpu: children_cpu() - before,
+        cpu: test_support::usage::children_cpu() - before,
     }
 }
 
@@ -195,19 +167,13 @@ fn main() {
         .arg(format!("{image_mib}M")));
     std::fs::remove_dir_all(&root).unwrap();
     let input = d.join("current.mender");
-    run(Command::new("mender-artifact")
-        .args([
-            "write",
-            "rootfs-image",
-            "-n",
-            "rel-1",
-            "-t",
-            "bench-device",
-            "-f",
-        ])
-        .arg(&img)
-        .arg("-o")
-        .arg(&input));
+    run(&mut test_support::official_rootfs_write(
+        "mender-artifact",
+        "rel-1",
+        "bench-device",
+        &img,
+        &input,
+    ));
     std::fs::remove_file(&img).unwrap();
     let input_size = std::fs::metadata(&input).unwrap().len();
     let conf = d.join("stage1.conf");

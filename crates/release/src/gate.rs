@@ -32,14 +32,7 @@ pub(crate) struct Gate<'a> {
 }
 
 fn list(servers: &[ServerUrl]) -> String {
-    format!(
-        "[{}]",
-        servers
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
+    format!("[{}]", ServerUrl::comma_list(servers))
 }
 
 impl Gate<'_> {

@@ -41,20 +41,52 @@ fn rootfs_artifact(dir: &Path, name: &str, files: &[(&str, &[u8])]) -> Option<Pa
     Some(art)
 }
 
+fn options(stage: Stage) -> GateOptions {
+    GateOptions {
+        stage,
+        old_server: ServerUrl::parse(OLD).unwrap(),
+        new_server: ServerUrl::parse(NEW).unwrap(),
+        verify_key: None,
+    }
+}
+
 fn gate(art: &Path, stage: Stage) -> Verdict {
-    check_release_file(
-        art,
-        &GateOptions {
-            stage,
-            old_server: ServerUrl::parse(OLD).unwrap(),
-            new_server: ServerUrl::parse(NEW).unwrap(),
-            verify_key: None,
-        },
-    )
-    .unwrap()
+    check_release_file(art, &options(stage)).unwrap()
+}
+
+/// Gates `art` at `stage`: refused, the first reason saying `reason`.
+fn refused(art: &Path, stage: Stage, reason: &str) -> Verdict {
+    let v = gate(art, stage);
+    assert!(!v.pass, "{stage}: {v:#?}");
+    assert!(v.reasons[0].contains(reason), "{stage}: {v:#?}");
+    v
+}
+
+/// Gates `art` at `stage`: passed.
+fn passed(art: &Path, stage: Stage) -> Verdict {
+    let v = gate(art, stage);
+    assert!(v.pass, "{stage}: {v:#?}");
+    v
+}
+
+/// A `single-file` module-image artifact `NAME.mender` installing `file` (with `content`) into
+/// `dest`.
+fn single_file_artifact(dir: &Path, name: &str, file: &str, content: &str, dest: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, content).unwrap();
+    let spec = module_image_single_file(name, vec!["qemux86-64".into()], &path, dest).unwrap();
+    let art = dir.join(format!("{name}.mender"));
+    write_artifact_to_path(spec, &art).unwrap();
+    art
 }
 
 const CONF: &str = "etc/mender/mender.conf";
+
+/// A release whose config names `url` as its only server (a 3.x `ServerURL`).
+fn single_server_release(dir: &Path, name: &str, url: &str) -> Option<PathBuf> {
+    let conf = format!(r#"{{"ServerURL":"{url}","RootfsPartA":"/dev/sda2"}}"#);
+    rootfs_artifact(dir, name, &[(CONF, conf.as_bytes())])
+}
 
 fn stage1_conf() -> String {
     format!(
@@ -69,51 +101,39 @@ fn stage1_release_passes_at_stage1() {
     else {
         return;
     };
-    let v = gate(&art, Stage::Dual);
-    assert!(v.pass, "{v:#?}");
+    let v = passed(&art, Stage::Dual);
     assert_eq!(
         v.release_servers,
         Some(vec![OLD.to_string(), NEW.to_string()])
     );
     assert!(v.conditions[0].contains("no \"ServerURL\""), "{v:#?}");
     // The same release after stage 2 would put devices back on the old server.
-    let v = gate(&art, Stage::NewOnly);
-    assert!(!v.pass, "{v:#?}");
-    assert!(
-        v.reasons[0].contains("points devices back to the old server"),
-        "{v:#?}"
+    refused(
+        &art,
+        Stage::NewOnly,
+        "points devices back to the old server",
     );
 }
 
 #[test]
 fn stage2_release_passes_at_stage2() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = format!(r#"{{"ServerURL":"{NEW}","RootfsPartA":"/dev/sda2"}}"#);
-    let Some(art) = rootfs_artifact(dir.path(), "s2", &[(CONF, conf.as_bytes())]) else {
+    let Some(art) = single_server_release(dir.path(), "s2", NEW) else {
         return;
     };
-    let v = gate(&art, Stage::NewOnly);
-    assert!(v.pass, "{v:#?}");
+    let v = passed(&art, Stage::NewOnly);
     assert_eq!(v.release_servers, Some(vec![NEW.to_string()]));
-    let v = gate(&art, Stage::Dual);
-    assert!(!v.pass, "{v:#?}");
-    assert!(v.reasons[0].contains("new server only"), "{v:#?}");
+    refused(&art, Stage::Dual, "new server only");
 }
 
 #[test]
 fn old_only_release_is_refused_at_both_stages() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = format!(r#"{{"ServerURL":"{OLD}","RootfsPartA":"/dev/sda2"}}"#);
-    let Some(art) = rootfs_artifact(dir.path(), "old", &[(CONF, conf.as_bytes())]) else {
+    let Some(art) = single_server_release(dir.path(), "old", OLD) else {
         return;
     };
     for stage in [Stage::Dual, Stage::NewOnly] {
-        let v = gate(&art, stage);
-        assert!(!v.pass, "{v:#?}");
-        assert!(
-            v.reasons[0].contains("points devices back to the old server"),
-            "{v:#?}"
-        );
+        let v = refused(&art, stage, "points devices back to the old server");
         assert!(
             v.reasons.iter().any(|r| r.contains("MIGRATION_STAGE")),
             "{v:#?}"
@@ -136,8 +156,7 @@ fn broken_configs_are_refused() {
             return;
         };
         let v = gate(&art, Stage::Dual);
-        assert!(!v.pass, "{name}: {v:#?}");
-        assert!(v.reasons[0].contains(want), "{name}: {v:#?}");
+        assert!(!v.pass && v.reasons[0].contains(want), "{name}: {v:#?}");
     }
 }
 
@@ -151,8 +170,7 @@ fn release_without_server_key_passes_with_the_fallback_condition() {
     ) else {
         return;
     };
-    let v = gate(&art, Stage::Dual);
-    assert!(v.pass, "{v:#?}");
+    let v = passed(&art, Stage::Dual);
     assert_eq!(v.release_servers, None);
     assert!(
         v.conditions[0].contains("/var/lib/mender/mender.conf"),
@@ -161,8 +179,7 @@ fn release_without_server_key_passes_with_the_fallback_condition() {
     let Some(art) = rootfs_artifact(dir.path(), "noconf", &[("etc/hostname", b"dev\n")]) else {
         return;
     };
-    let v = gate(&art, Stage::NewOnly);
-    assert!(v.pass, "{v:#?}");
+    let v = passed(&art, Stage::NewOnly);
     assert!(
         v.reasons[0].contains("has no /etc/mender/mender.conf"),
         "{v:#?}"
@@ -172,14 +189,8 @@ fn release_without_server_key_passes_with_the_fallback_condition() {
 #[test]
 fn module_image_does_not_touch_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app.conf");
-    std::fs::write(&app, "x=1\n").unwrap();
-    let spec =
-        module_image_single_file("app-1", vec!["qemux86-64".into()], &app, "/etc/app").unwrap();
-    let art = dir.path().join("app.mender");
-    write_artifact_to_path(spec, &art).unwrap();
-    let v = gate(&art, Stage::NewOnly);
-    assert!(v.pass, "{v:#?}");
+    let art = single_file_artifact(dir.path(), "app-1", "app.conf", "x=1\n", "/etc/app");
+    let v = passed(&art, Stage::NewOnly);
     assert_eq!(v.payload_type, "single-file");
     assert!(v.reasons[0].contains("no config change"), "{v:#?}");
 }
@@ -187,15 +198,9 @@ fn module_image_does_not_touch_the_config() {
 #[test]
 fn single_file_update_of_mender_conf_is_judged() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mender.conf");
-    std::fs::write(&conf, format!(r#"{{"ServerURL":"{OLD}"}}"#)).unwrap();
-    let spec = module_image_single_file("conf-1", vec!["qemux86-64".into()], &conf, "/etc/mender")
-        .unwrap();
-    let art = dir.path().join("conf.mender");
-    write_artifact_to_path(spec, &art).unwrap();
-    let v = gate(&art, Stage::Dual);
-    assert!(!v.pass, "{v:#?}");
-    assert!(v.reasons[0].contains("single-file update"), "{v:#?}");
+    let conf = format!(r#"{{"ServerURL":"{OLD}"}}"#);
+    let art = single_file_artifact(dir.path(), "conf-1", "mender.conf", &conf, "/etc/mender");
+    refused(&art, Stage::Dual, "single-file update");
 }
 
 #[test]
@@ -208,16 +213,7 @@ fn a_corrupt_artifact_is_an_error() {
     let n = bytes.len();
     bytes[n - 3000] ^= 0xff;
     std::fs::write(&art, &bytes).unwrap();
-    let err = check_release_file(
-        &art,
-        &GateOptions {
-            stage: Stage::Dual,
-            old_server: ServerUrl::parse(OLD).unwrap(),
-            new_server: ServerUrl::parse(NEW).unwrap(),
-            verify_key: None,
-        },
-    )
-    .unwrap_err();
+    let err = check_release_file(&art, &options(Stage::Dual)).unwrap_err();
     assert!(
         err.to_string().contains("not a valid Mender artifact"),
         "{err}"

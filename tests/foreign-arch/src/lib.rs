@@ -64,32 +64,16 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-fn on_path(tool: &str) -> bool {
-    Command::new("sh")
-        .args([
-            "-c",
-            &format!("PATH=$PATH:/usr/sbin:/sbin command -v {tool} >/dev/null"),
-        ])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// Why this host cannot run the chroot tests (missing tool, not root), or `None`.
 pub fn missing_prerequisites(arch: &ForeignArch) -> Option<String> {
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false);
-    if !is_root {
+    if !test_support::is_root() {
         return Some("the chroot tests need root (chroot, mount)".into());
     }
     let static_qemu = format!("{}-static", arch.binfmt);
     let missing: Vec<&str> = ["mmdebstrap", "arch-test", "timeout", "update-binfmts"]
         .into_iter()
         .chain(std::iter::once(static_qemu.as_str()))
-        .filter(|t| !on_path(t))
+        .filter(|t| test_support::which(t).is_none())
         .collect();
     if missing.is_empty() {
         None
@@ -229,6 +213,35 @@ pub fn ensure_chroot(arch: &ForeignArch) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// A client call normally takes seconds under qemu-user; the bound only catches a hang.
+pub const CLIENT_CALL_LIMIT: Duration = Duration::from_secs(180);
+
+/// A finished child for an error message: exit code, stdout and the tail of stderr.
+pub fn describe(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        tail(&String::from_utf8_lossy(&o.stderr), 40)
+    )
+}
+
+/// A private copy of `arch`'s cached chroot named `name`, with qemu-user enabled; `None` when
+/// this host cannot run it outside CI (after a SKIP notice naming `test`); in CI a missing
+/// prerequisite is an error.
+pub fn scratch_chroot(arch: &ForeignArch, name: &str, test: &str) -> Result<Option<Scratch>> {
+    if let Some(why) = missing_prerequisites(arch) {
+        if test_support::in_ci() {
+            bail!("{why}");
+        }
+        eprintln!("SKIP foreign-arch {test}: {why}; this test runs in CI");
+        return Ok(None);
+    }
+    ensure_binfmt(arch)?;
+    let base = ensure_chroot(arch)?;
+    Scratch::copy_of(&base, name).map(Some)
+}
+
 /// A private copy of the cached chroot, removed on drop.
 pub struct Scratch {
     pub root: PathBuf,
@@ -280,6 +293,41 @@ impl Scratch {
             );
         }
         Ok(out)
+    }
+
+    /// `mender --no-syslog ARGS` in the chroot, bounded by [`CLIENT_CALL_LIMIT`]; must exit 0.
+    pub fn mender(&self, args: &[&str]) -> Result<Output> {
+        let mut argv = vec!["mender", "--no-syslog"];
+        argv.extend_from_slice(args);
+        let out = self.run(&argv, CLIENT_CALL_LIMIT)?;
+        if !out.status.success() {
+            bail!("mender {args:?} failed: {}", describe(&out));
+        }
+        Ok(out)
+    }
+
+    /// The client installs `artifact` (a path inside the chroot) and commits it.
+    pub fn install_and_commit(&self, artifact: &str) -> Result<()> {
+        self.mender(&["install", artifact])?;
+        self.mender(&["commit"])?;
+        Ok(())
+    }
+
+    /// Makes the chroot a device: `config` as `/etc/mender/mender.conf`, `artifact_name`
+    /// installed and `device_type` (in `/data/mender`, Debian's target of `/var/lib/mender`).
+    pub fn make_device(&self, config: &[u8], artifact_name: &str, device_type: &str) -> Result<()> {
+        std::fs::create_dir_all(self.path("/etc/mender"))?;
+        std::fs::write(self.path("/etc/mender/mender.conf"), config)?;
+        std::fs::write(
+            self.path("/etc/mender/artifact_info"),
+            format!("artifact_name={artifact_name}\n"),
+        )?;
+        std::fs::create_dir_all(self.path("/data/mender"))?;
+        std::fs::write(
+            self.path("/data/mender/device_type"),
+            format!("device_type={device_type}\n"),
+        )?;
+        Ok(())
     }
 }
 

@@ -3,41 +3,14 @@
 
 use anyhow::{ensure, Context, Result};
 use foreign_arch::{
-    ensure_binfmt, ensure_chroot, missing_prerequisites, tail, workspace_root, ForeignArch,
-    Scratch, ARM64, ARMHF,
+    describe, scratch_chroot, workspace_root, ForeignArch, Scratch, ARM64, ARMHF, CLIENT_CALL_LIMIT,
 };
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::Command;
 
 const OLD: &str = "https://old.mender.example.com";
 const NEW: &str = "https://new.mender.example.com";
-/// A client call normally takes about 1 s under qemu-user; the bound only catches a hang.
-const CALL_LIMIT: Duration = Duration::from_secs(180);
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        tail(&String::from_utf8_lossy(&o.stderr), 40)
-    )
-}
-
-/// `mender --no-syslog ARGS` in the chroot; must exit 0.
-fn mender(chroot: &Scratch, args: &[&str]) -> Result<Output> {
-    let mut argv = vec!["mender", "--no-syslog"];
-    argv.extend_from_slice(args);
-    let out = chroot.run(&argv, CALL_LIMIT)?;
-    ensure!(
-        out.status.success(),
-        "mender {args:?} failed: {}",
-        text(&out)
-    );
-    Ok(out)
-}
-
 fn config(chroot: &Scratch) -> Result<Value> {
     let path = chroot.path("/etc/mender/mender.conf");
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -65,25 +38,15 @@ fn make_artifacts(
         o.status.success(),
         "cargo xtask artifacts --target {} failed: {}",
         arch.triple,
-        text(&o)
+        describe(&o)
     );
     Ok(())
 }
 
 fn run_scenario(arch: ForeignArch) -> Result<()> {
-    if let Some(why) = missing_prerequisites(&arch) {
-        if std::env::var_os("CI").is_some() {
-            anyhow::bail!("{why}");
-        }
-        eprintln!(
-            "SKIP foreign-arch {}: {why}; this test runs in CI",
-            arch.debian
-        );
+    let Some(chroot) = scratch_chroot(&arch, arch.debian, arch.debian)? else {
         return Ok(());
-    }
-    ensure_binfmt(&arch)?;
-    let base = ensure_chroot(&arch)?;
-    let chroot = Scratch::copy_of(&base, arch.debian)?;
+    };
     let device_type = format!("foreign-{}", arch.debian);
 
     // The device: a 3.x config with a tenant token and device-specific keys.
@@ -95,18 +58,7 @@ fn run_scenario(arch: ForeignArch) -> Result<()> {
         "RetryPollIntervalSeconds": 300,
     });
     let original_bytes = serde_json::to_vec_pretty(&original)?;
-    std::fs::create_dir_all(chroot.path("/etc/mender"))?;
-    std::fs::write(chroot.path("/etc/mender/mender.conf"), &original_bytes)?;
-    std::fs::write(
-        chroot.path("/etc/mender/artifact_info"),
-        "artifact_name=foreign-arch-initial\n",
-    )?;
-    // /var/lib/mender is Debian's symlink to /data/mender.
-    std::fs::create_dir_all(chroot.path("/data/mender"))?;
-    std::fs::write(
-        chroot.path("/data/mender/device_type"),
-        format!("device_type={device_type}\n"),
-    )?;
+    chroot.make_device(&original_bytes, "foreign-arch-initial", &device_type)?;
 
     let work = chroot.path("/tmp/artifacts");
     std::fs::create_dir_all(&work)?;
@@ -120,8 +72,7 @@ fn run_scenario(arch: ForeignArch) -> Result<()> {
     );
 
     // 1. module-install: the module lands in the modules dir and runs on this CPU.
-    mender(&chroot, &["install", &module_install])?;
-    mender(&chroot, &["commit"])?;
+    chroot.install_and_commit(&module_install)?;
     let module = chroot.path("/usr/share/mender/modules/v3/server-migration");
     let head = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
     ensure!(
@@ -131,22 +82,18 @@ fn run_scenario(arch: ForeignArch) -> Result<()> {
     );
     let version = chroot.run(
         &["/usr/share/mender/modules/v3/server-migration", "--version"],
-        CALL_LIMIT,
+        CLIENT_CALL_LIMIT,
     )?;
     ensure!(
         version.status.success()
             && String::from_utf8_lossy(&version.stdout).contains("server-migration"),
         "the module does not run on {}: {}",
         arch.debian,
-        text(&version)
+        describe(&version)
     );
 
     // 2. stage 1 (dual), committed.
-    mender(
-        &chroot,
-        &["install", "/tmp/artifacts/fa-stage1-dual.mender"],
-    )?;
-    mender(&chroot, &["commit"])?;
+    chroot.install_and_commit("/tmp/artifacts/fa-stage1-dual.mender")?;
     let stage1 = config(&chroot)?;
     ensure!(
         stage1["Servers"] == json!([{ "ServerURL": OLD }, { "ServerURL": NEW }])
@@ -158,15 +105,12 @@ fn run_scenario(arch: ForeignArch) -> Result<()> {
     let stage1_bytes = std::fs::read(chroot.path("/etc/mender/mender.conf"))?;
 
     // 3. stage 2 installed, then rolled back: stage 1's exact bytes come back.
-    mender(
-        &chroot,
-        &["install", "/tmp/artifacts/fa-stage2-new-only.mender"],
-    )?;
+    chroot.mender(&["install", "/tmp/artifacts/fa-stage2-new-only.mender"])?;
     ensure!(
         config(&chroot)?["ServerURL"] == NEW,
         "stage 2 did not write ServerURL"
     );
-    mender(&chroot, &["rollback"])?;
+    chroot.mender(&["rollback"])?;
     ensure!(
         std::fs::read(chroot.path("/etc/mender/mender.conf"))? == stage1_bytes,
         "rollback did not restore stage 1's file: {}",
@@ -174,11 +118,7 @@ fn run_scenario(arch: ForeignArch) -> Result<()> {
     );
 
     // 4. stage 2 again, committed: new server only.
-    mender(
-        &chroot,
-        &["install", "/tmp/artifacts/fa-stage2-new-only.mender"],
-    )?;
-    mender(&chroot, &["commit"])?;
+    chroot.install_and_commit("/tmp/artifacts/fa-stage2-new-only.mender")?;
     let stage2 = config(&chroot)?;
     ensure!(
         stage2["ServerURL"] == NEW
@@ -186,11 +126,11 @@ fn run_scenario(arch: ForeignArch) -> Result<()> {
             && stage2["TenantToken"] == original["TenantToken"],
         "stage 2 left {stage2}"
     );
-    let provides = mender(&chroot, &["show-artifact"])?;
+    let provides = chroot.mender(&["show-artifact"])?;
     ensure!(
         String::from_utf8_lossy(&provides.stdout).contains("fa-stage2-new-only"),
         "show-artifact after stage 2: {}",
-        text(&provides)
+        describe(&provides)
     );
     Ok(())
 }

@@ -88,6 +88,13 @@ pub fn openssl() -> Option<PathBuf> {
     tool("openssl", "openssl")
 }
 
+/// Writes `bytes` to `dir/name` (a test input); its path.
+pub fn scratch_file(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))

@@ -38,42 +38,44 @@ pub fn have(tool: &str) -> bool {
     test_support::require_tool("this test", tool, "run .ci/install-deps").is_some()
 }
 
-/// A minimal ELF executable header for `machine` (EM_*) and word size: enough for the
-/// module-binary check, never run. `interp` adds a PT_INTERP (a dynamically linked binary).
-pub fn fake_elf(machine: u16, bits: u8, interp: Option<&str>) -> Vec<u8> {
-    let mut b = vec![0u8; 256];
-    b[..4].copy_from_slice(b"\x7fELF");
-    b[4] = if bits == 64 { 2 } else { 1 };
-    b[5] = 1;
-    b[16..18].copy_from_slice(&2u16.to_le_bytes());
-    b[18..20].copy_from_slice(&machine.to_le_bytes());
-    let ph = 64usize;
-    if bits == 64 {
-        b[24..32].copy_from_slice(&0x400000u64.to_le_bytes());
-        b[32..40].copy_from_slice(&(ph as u64).to_le_bytes());
-        b[54..56].copy_from_slice(&56u16.to_le_bytes());
-        b[56..58].copy_from_slice(&1u16.to_le_bytes());
-    } else {
-        b[24..28].copy_from_slice(&0x10000u32.to_le_bytes());
-        b[28..32].copy_from_slice(&(ph as u32).to_le_bytes());
-        b[42..44].copy_from_slice(&32u16.to_le_bytes());
-        b[44..46].copy_from_slice(&1u16.to_le_bytes());
-    }
-    let ptype: u32 = if interp.is_some() { 3 } else { 1 };
-    b[ph..ph + 4].copy_from_slice(&ptype.to_le_bytes());
-    if let Some(i) = interp {
-        let off = 160usize;
-        b[off..off + i.len()].copy_from_slice(i.as_bytes());
-        if bits == 64 {
-            b[ph + 8..ph + 16].copy_from_slice(&(off as u64).to_le_bytes());
-            b[ph + 32..ph + 40].copy_from_slice(&(i.len() as u64 + 1).to_le_bytes());
-        } else {
-            b[ph + 4..ph + 8].copy_from_slice(&(off as u32).to_le_bytes());
-            b[ph + 16..ph + 20].copy_from_slice(&(i.len() as u32 + 1).to_le_bytes());
+/// The three artifacts `artifacts --name fleet --arch x86_64` writes.
+pub const FLEET_ARTIFACTS: [&str; 3] = [
+    "fleet-module-install-x86_64.mender",
+    "fleet-stage1-dual.mender",
+    "fleet-stage2-new-only.mender",
+];
+
+/// `mender-artifact validate` and `read` (with `-k PUBLIC` when given) accept `path`; `case`
+/// names the case in a failure.
+pub fn assert_official_tool_accepts(path: &Path, public: Option<&Path>, case: &str) {
+    for verb in ["validate", "read"] {
+        let mut cmd = Command::new("mender-artifact");
+        cmd.arg(verb);
+        if let Some(public) = public {
+            cmd.arg("-k").arg(public);
         }
+        let o = cmd.arg(path).output().unwrap();
+        assert!(
+            o.status.success(),
+            "{case}: {verb} {}: {}{}",
+            path.display(),
+            text(&o.stdout),
+            text(&o.stderr)
+        );
     }
-    b
 }
+
+/// Whether the `plan --json` output `v` warns with a text containing `needle`.
+pub fn has_warning(v: &serde_json::Value, needle: &str) -> bool {
+    v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains(needle))
+}
+
+/// The crate's stand-in module binary (an ELF header, never run).
+pub use mender_migrate::fake_elf;
 
 /// `mender-migrate artifacts` on the example config with a stand-in (never run) static x86-64
 /// module binary and `--arch x86_64`, into `out`.

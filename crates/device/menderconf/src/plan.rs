@@ -164,11 +164,7 @@ impl StagePlan {
             if servers.is_empty() {
                 "none".to_string()
             } else {
-                servers
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ServerUrl::comma_list(&servers)
             }
         };
         let ok = match self.stage {
@@ -182,11 +178,7 @@ impl StagePlan {
             if !extra.is_empty() {
                 return Err(ConfigError::ExtraServers {
                     servers: list(),
-                    extra: extra
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    extra: ServerUrl::comma_list(&extra),
                 });
             }
         }
@@ -305,16 +297,8 @@ impl StagePlan {
             return Err(ConfigError::Precondition(format!(
                 "the {} result would make the client use [{}] instead of [{}]",
                 self.stage,
-                servers
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                self.target_servers()
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                ServerUrl::comma_list(&servers),
+                ServerUrl::comma_list(&self.target_servers()),
             )));
         }
         Ok(())
@@ -449,11 +433,7 @@ pub fn plan_migration_with(
     {
         return Err(ConfigError::Plan(format!(
             "--keep-server {k} is not in the captured config's servers ({}); keep only servers the devices list today",
-            captured_servers
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            ServerUrl::comma_list(&captured_servers)
         )));
     }
     let dropped: Vec<&ServerUrl> = captured_servers
@@ -465,11 +445,7 @@ pub fn plan_migration_with(
     if drops_servers {
         warnings.push(Warning(format!(
             "stage 1 drops {} from the devices' servers (not kept with --keep-server)",
-            dropped
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            ServerUrl::comma_list(dropped.iter().copied())
         )));
     }
     let mut stage_plan = StagePlan::new(Stage::Dual, Mode::Patch, old.clone(), new.clone());

@@ -11,6 +11,15 @@ use std::fmt;
 pub struct ServerUrl(String);
 
 impl ServerUrl {
+    /// `servers` as one comma-separated line (`a, b`), for messages.
+    pub fn comma_list<'a>(servers: impl IntoIterator<Item = &'a ServerUrl>) -> String {
+        servers
+            .into_iter()
+            .map(ServerUrl::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn parse(input: &str) -> Result<Self, ConfigError> {
         let bad = |reason: &str| ConfigError::BadServerUrl {
             origin: String::new(),

@@ -109,16 +109,38 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    /// A device root holding the directories `dirs` and the symlinks `(target, link)`.
+    fn device(dirs: &[&str], links: &[(&str, &str)]) -> (tempfile::TempDir, DeviceRoot) {
+        let d = tempfile::tempdir().unwrap();
+        for dir in dirs {
+            fs::create_dir_all(d.path().join(dir)).unwrap();
+        }
+        for (target, link) in links {
+            symlink(target, d.path().join(link)).unwrap();
+        }
+        let root = DeviceRoot::new(d.path());
+        (d, root)
+    }
+
+    /// Asserts that `root` resolves the device path `from` to `to`.
+    fn assert_resolves(root: &DeviceRoot, from: &str, to: &str) {
+        assert_eq!(
+            root.resolve(Path::new(from)).unwrap(),
+            PathBuf::from(to),
+            "{from}"
+        );
+    }
+
     #[test]
     fn resolves_absolute_dir_symlink_inside_root() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("data/mender")).unwrap();
-        fs::create_dir_all(d.path().join("var/lib")).unwrap();
-        symlink("/data/mender", d.path().join("var/lib/mender")).unwrap();
-        let r = DeviceRoot::new(d.path());
-        assert_eq!(
-            r.resolve(Path::new("/var/lib/mender/mender.conf")).unwrap(),
-            PathBuf::from("/data/mender/mender.conf")
+        let (d, r) = device(
+            &["data/mender", "var/lib"],
+            &[("/data/mender", "var/lib/mender")],
+        );
+        assert_resolves(
+            &r,
+            "/var/lib/mender/mender.conf",
+            "/data/mender/mender.conf",
         );
         assert_eq!(
             r.resolve_host(Path::new("/var/lib/mender/server-migration"))
@@ -129,28 +151,17 @@ mod tests {
 
     #[test]
     fn resolves_relative_file_symlink_and_missing_parts() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("etc/mender")).unwrap();
-        fs::create_dir_all(d.path().join("etc/real")).unwrap();
-        symlink("../real/m.conf", d.path().join("etc/mender/mender.conf")).unwrap();
-        let r = DeviceRoot::new(d.path());
-        assert_eq!(
-            r.resolve(Path::new("/etc/mender/mender.conf")).unwrap(),
-            PathBuf::from("/etc/real/m.conf")
+        let (_d, r) = device(
+            &["etc/mender", "etc/real"],
+            &[("../real/m.conf", "etc/mender/mender.conf")],
         );
-        assert_eq!(
-            r.resolve(Path::new("/nope/x")).unwrap(),
-            PathBuf::from("/nope/x")
-        );
+        assert_resolves(&r, "/etc/mender/mender.conf", "/etc/real/m.conf");
+        assert_resolves(&r, "/nope/x", "/nope/x");
     }
 
     #[test]
     fn symlink_loop_is_an_error() {
-        let d = tempfile::tempdir().unwrap();
-        symlink("/b", d.path().join("a")).unwrap();
-        symlink("/a", d.path().join("b")).unwrap();
-        assert!(DeviceRoot::new(d.path())
-            .resolve(Path::new("/a/x"))
-            .is_err());
+        let (_d, r) = device(&[], &[("/b", "a"), ("/a", "b")]);
+        assert!(r.resolve(Path::new("/a/x")).is_err());
     }
 }

@@ -60,6 +60,18 @@ pub fn read_device(
     Ok((current, set))
 }
 
+/// The files as they would be with `new` contents (`None`: removed), the rest of each kept.
+fn with_contents(current: &[CurrentFile], new: &[Option<Vec<u8>>]) -> Vec<CurrentFile> {
+    current
+        .iter()
+        .zip(new)
+        .map(|(cur, bytes)| CurrentFile {
+            contents: bytes.clone(),
+            ..cur.clone()
+        })
+        .collect()
+}
+
 fn parse_set(files: &[CurrentFile], rules: ClientGeneration) -> Result<ConfigSet> {
     let parse = |f: &CurrentFile| -> Result<Option<ConfigFile>> {
         match &f.contents {
@@ -120,15 +132,7 @@ pub fn prepare_install(root: &DeviceRoot, tree: &Path) -> Result<PreparedInstall
                     Some(Some(name)) => Some(read_payload_file(tree, name, &cur.device_path)?),
                 });
             }
-            let as_files: Vec<CurrentFile> = current
-                .iter()
-                .zip(&new)
-                .map(|(cur, bytes)| CurrentFile {
-                    contents: bytes.clone(),
-                    ..cur.clone()
-                })
-                .collect();
-            let replacement = parse_set(&as_files, rules)
+            let replacement = parse_set(&with_contents(&current, &new), rules)
                 .map_err(|e| Error::new(format!("payload file: {e}")))?;
             plan.check_replacement(&current_set, &replacement)?;
             new
@@ -136,15 +140,7 @@ pub fn prepare_install(root: &DeviceRoot, tree: &Path) -> Result<PreparedInstall
     };
 
     // Belt and braces: the exact bytes that will be written must parse and validate together.
-    let result: Vec<CurrentFile> = current
-        .iter()
-        .zip(&new)
-        .map(|(cur, bytes)| CurrentFile {
-            contents: bytes.clone(),
-            ..cur.clone()
-        })
-        .collect();
-    let warnings = parse_set(&result, rules)?.validate_for(rules)?;
+    let warnings = parse_set(&with_contents(&current, &new), rules)?.validate_for(rules)?;
 
     Ok(PreparedInstall {
         intent: Intent {

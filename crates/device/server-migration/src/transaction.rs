@@ -398,14 +398,50 @@ pub fn owner_of(path: &Path) -> Option<(u32, u32, u32)> {
 mod tests {
     use super::*;
 
-    /// Two files, a stand-in "migration" that rewrites one and removes the other.
-    fn setup() -> (tempfile::TempDir, DeviceRoot) {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir_all(d.path().join("etc/app")).unwrap();
-        fs::write(d.path().join("etc/app/a.conf"), b"old a\n").unwrap();
-        fs::write(d.path().join("etc/app/b.conf"), b"old b\n").unwrap();
-        let root = DeviceRoot::new(d.path());
-        (d, root)
+    /// A device root with two files for a stand-in "migration" that rewrites one and removes
+    /// the other, and the fault-free store over it.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        root: DeviceRoot,
+        faults: Faults,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            fs::create_dir_all(dir.path().join("etc/app")).unwrap();
+            fs::write(dir.path().join("etc/app/a.conf"), b"old a\n").unwrap();
+            fs::write(dir.path().join("etc/app/b.conf"), b"old b\n").unwrap();
+            let root = DeviceRoot::new(dir.path());
+            Fixture {
+                dir,
+                root,
+                faults: Faults::none(),
+            }
+        }
+
+        fn store(&self) -> Store<'_> {
+            Store {
+                root: &self.root,
+                state_dir: self.dir.path().join("state"),
+                faults: &self.faults,
+            }
+        }
+
+        /// Host path of `rel` below the device root.
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        /// Contents of `rel` below the device root.
+        fn read(&self, rel: &str) -> Vec<u8> {
+            fs::read(self.path(rel)).unwrap()
+        }
+
+        /// Installs "new a" over the current `a.conf` (the files as read before).
+        fn install_a(&self, store: &Store<'_>, current: &[CurrentFile]) -> Result<Journal> {
+            store.install(&intent(), current, &[Some(b"new a\n".to_vec())])
+        }
     }
 
     fn intent() -> Intent {
@@ -420,28 +456,20 @@ mod tests {
 
     #[test]
     fn install_rollback_recover_with_stand_in_contents() {
-        let (d, root) = setup();
-        let faults = Faults::none();
-        let store = Store {
-            root: &root,
-            state_dir: d.path().join("state"),
-            faults: &faults,
-        };
+        let f = Fixture::new();
+        let store = f.store();
         let current = vec![
-            read_current(&root, "/etc/app/a.conf").unwrap(),
-            read_current(&root, "/etc/app/b.conf").unwrap(),
-            read_current(&root, "/etc/app/c.conf").unwrap(),
+            read_current(&f.root, "/etc/app/a.conf").unwrap(),
+            read_current(&f.root, "/etc/app/b.conf").unwrap(),
+            read_current(&f.root, "/etc/app/c.conf").unwrap(),
         ];
         assert!(current[2].contents.is_none());
         let new = vec![Some(b"new a\n".to_vec()), None, Some(b"new c\n".to_vec())];
         let mut j = store.install(&intent(), &current, &new).unwrap();
         assert_eq!(j.phase, Phase::Installed);
-        assert_eq!(
-            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
-            b"new a\n"
-        );
-        assert!(!d.path().join("etc/app/b.conf").exists());
-        assert_eq!(owner_of(&d.path().join("etc/app/c.conf")).unwrap().0, 0o600);
+        assert_eq!(f.read("etc/app/a.conf"), b"new a\n");
+        assert!(!f.path("etc/app/b.conf").exists());
+        assert_eq!(owner_of(&f.path("etc/app/c.conf")).unwrap().0, 0o600);
         store.verify(&j, true).unwrap();
         assert!(store.verify(&j, false).is_err());
         // Recovery from the commit point keeps the new files.
@@ -450,15 +478,9 @@ mod tests {
 
         store.rollback(&mut j).unwrap();
         assert_eq!(j.phase, Phase::RolledBack);
-        assert_eq!(
-            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
-            b"old a\n"
-        );
-        assert_eq!(
-            fs::read(d.path().join("etc/app/b.conf")).unwrap(),
-            b"old b\n"
-        );
-        assert!(!d.path().join("etc/app/c.conf").exists());
+        assert_eq!(f.read("etc/app/a.conf"), b"old a\n");
+        assert_eq!(f.read("etc/app/b.conf"), b"old b\n");
+        assert!(!f.path("etc/app/c.conf").exists());
         store.verify(&j, false).unwrap();
         // Idempotent.
         store.rollback(&mut j).unwrap();
@@ -467,50 +489,30 @@ mod tests {
 
     #[test]
     fn recovery_from_writing_restores_old_and_refuses_a_bad_backup() {
-        let (d, root) = setup();
-        let faults = Faults::none();
-        let store = Store {
-            root: &root,
-            state_dir: d.path().join("state"),
-            faults: &faults,
-        };
-        let current = vec![read_current(&root, "/etc/app/a.conf").unwrap()];
-        let mut j = store
-            .install(&intent(), &current, &[Some(b"new a\n".to_vec())])
-            .unwrap();
+        let f = Fixture::new();
+        let store = f.store();
+        let current = vec![read_current(&f.root, "/etc/app/a.conf").unwrap()];
+        let mut j = f.install_a(&store, &current).unwrap();
         // Pretend the power went out before the commit point.
         j.phase = Phase::Writing;
         store.save(&j).unwrap();
         assert_eq!(store.recover().unwrap().unwrap().phase, Phase::RolledBack);
-        assert_eq!(
-            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
-            b"old a\n"
-        );
+        assert_eq!(f.read("etc/app/a.conf"), b"old a\n");
 
         // Same, with a tampered backup: recovery must not write garbage.
-        let mut j = store
-            .install(&intent(), &current, &[Some(b"new a\n".to_vec())])
-            .unwrap();
+        let mut j = f.install_a(&store, &current).unwrap();
         j.phase = Phase::Writing;
         store.save(&j).unwrap();
         fs::write(store.backup_dir().join("etc_app_a.conf"), b"evil").unwrap();
         let e = store.recover().unwrap_err();
         assert!(e.to_string().contains("does not match the checksum"), "{e}");
-        assert_eq!(
-            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
-            b"new a\n"
-        );
+        assert_eq!(f.read("etc/app/a.conf"), b"new a\n");
     }
 
     #[test]
     fn second_lock_times_out_with_a_clear_error() {
-        let (d, root) = setup();
-        let faults = Faults::none();
-        let store = Store {
-            root: &root,
-            state_dir: d.path().join("state"),
-            faults: &faults,
-        };
+        let f = Fixture::new();
+        let store = f.store();
         let held = store.lock(std::time::Duration::ZERO).unwrap();
         let e = store
             .lock(std::time::Duration::from_millis(150))
@@ -526,23 +528,13 @@ mod tests {
 
     #[test]
     fn file_changed_between_read_and_write_aborts_install() {
-        let (d, root) = setup();
-        let faults = Faults::none();
-        let store = Store {
-            root: &root,
-            state_dir: d.path().join("state"),
-            faults: &faults,
-        };
-        let current = vec![read_current(&root, "/etc/app/a.conf").unwrap()];
-        fs::write(d.path().join("etc/app/a.conf"), b"someone else\n").unwrap();
-        let e = store
-            .install(&intent(), &current, &[Some(b"new a\n".to_vec())])
-            .unwrap_err();
+        let f = Fixture::new();
+        let store = f.store();
+        let current = vec![read_current(&f.root, "/etc/app/a.conf").unwrap()];
+        fs::write(f.path("etc/app/a.conf"), b"someone else\n").unwrap();
+        let e = f.install_a(&store, &current).unwrap_err();
         assert!(e.to_string().contains("changed while"), "{e}");
-        assert_eq!(
-            fs::read(d.path().join("etc/app/a.conf")).unwrap(),
-            b"someone else\n"
-        );
+        assert_eq!(f.read("etc/app/a.conf"), b"someone else\n");
         assert_eq!(store.load().unwrap().unwrap().phase, Phase::RolledBack);
     }
 }

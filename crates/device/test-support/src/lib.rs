@@ -4,7 +4,10 @@
 //! fixtures several suites make alike (ext4 images, openssl signing keys). Locally
 //! a test missing its tool is skipped with a notice written straight to the terminal's stderr
 //! (the test harness captures `eprintln!` of passing tests, which would hide the skip); in CI it
-//! fails, naming what to install. No dependencies, Rust 1.75.
+//! fails, naming what to install. Rust 1.75; its one dependency is `libc`
+//! (benchmarks measure their children with [`usage`]).
+
+pub mod usage;
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -80,6 +83,24 @@ pub fn mkfs_ext4(test: &str, root: &Path, img: &Path, size: &str) -> Option<()> 
     Some(())
 }
 
+/// `TOOL write rootfs-image -n NAME -t DEVICE_TYPE -f IMG -o ART`: the official
+/// `mender-artifact`'s rootfs artifact of `img`, the one suites and benchmarks compare against
+/// (callers add flags and run it).
+pub fn official_rootfs_write(
+    tool: impl AsRef<OsStr>,
+    name: &str,
+    device_type: &str,
+    img: &Path,
+    art: &Path,
+) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.args(["write", "rootfs-image", "-n", name, "-t", device_type, "-f"])
+        .arg(img)
+        .arg("-o")
+        .arg(art);
+    cmd
+}
+
 /// Runs `openssl` with `args`, panicking with its stderr on failure.
 fn openssl_run(openssl: &Path, args: &[&str]) {
     let out = Command::new(openssl)
@@ -147,6 +168,16 @@ pub fn gen_key(openssl: &Path, dir: &Path, kind: KeyKind) -> (PathBuf, PathBuf) 
         ],
     );
     (key, public)
+}
+
+/// Whether this process runs as root (`id -u` says 0): chroots, mounts and installing host tools
+/// need it.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
 }
 
 /// `tool`'s path on `PATH` plus `/usr/sbin` and `/sbin`.
