@@ -36,6 +36,25 @@ fn artifacts(dir: &Path, config: &str, extra: &[&str]) -> std::process::Output {
     cli(&args)
 }
 
+/// `plan --config CONFIG --new-server NEW` and `extra`.
+fn plan(config: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["plan", "--config", config, "--new-server", NEW];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+/// `--device-type DT --module-binary BIN --arch ARCH`.
+fn module_flags<'a>(device_type: &'a str, binary: &'a str, arch: &'a str) -> [&'a str; 6] {
+    [
+        "--device-type",
+        device_type,
+        "--module-binary",
+        binary,
+        "--arch",
+        arch,
+    ]
+}
+
 fn read_payload(artifact: &Path) -> Vec<u8> {
     // the whole artifact, uncompressed payloads included (`--compression none`)
     std::fs::read(artifact).unwrap()
@@ -98,14 +117,7 @@ fn module_binary_is_checked_against_the_architecture() {
         (&arm32, "aarch64", "ARM, 32-bit"),
         (a_dir, "x86_64", "is a directory"),
     ] {
-        let extra = [
-            "--device-type",
-            "rpi",
-            "--module-binary",
-            module,
-            "--arch",
-            arch,
-        ];
+        let extra = module_flags("rpi", module, arch);
         refused(dir.path(), &extra, 1, &[needle, module]);
     }
     // the right machine: accepted; dynamic linking is said, the name carries the arch
@@ -117,14 +129,7 @@ fn module_binary_is_checked_against_the_architecture() {
     let out = artifacts(
         dir.path(),
         EXAMPLE,
-        &[
-            "--device-type",
-            "bbb",
-            "--module-binary",
-            &dynamic,
-            "--arch",
-            "armv7l",
-        ],
+        &module_flags("bbb", &dynamic, "armv7l"),
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -141,32 +146,18 @@ fn device_types_are_checked_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), "m", &fake_elf(62, 64, None));
     for bad in ["", "  ", " rpi"] {
-        let extra = [
-            "--device-type",
-            bad,
-            "--module-binary",
-            &m,
-            "--arch",
-            "x86_64",
-        ];
+        let extra = module_flags(bad, &m, "x86_64");
         refused(dir.path(), &extra, 2, &[]);
     }
     let out = artifacts(
         dir.path(),
         EXAMPLE,
         &[
-            "--device-type",
-            "rpi",
-            "--device-type",
-            "bbb",
-            "--device-type",
-            "rpi",
-            "--module-binary",
-            &m,
-            "--arch",
-            "x86_64",
-            "--json",
-        ],
+            &["--device-type", "rpi", "--device-type", "bbb"][..],
+            &module_flags("rpi", &m, "x86_64")[..],
+            &["--json"][..],
+        ]
+        .concat(),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -198,15 +189,7 @@ fn errors_are_one_json_object_with_json() {
     let out = artifacts(
         dir.path(),
         &conf,
-        &[
-            "--device-type",
-            "x",
-            "--module-binary",
-            &m,
-            "--arch",
-            "x86_64",
-            "--json",
-        ],
+        &[&module_flags("x", &m, "x86_64")[..], &["--json"][..]].concat(),
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
@@ -224,13 +207,7 @@ fn errors_are_one_json_object_with_json() {
 #[test]
 fn config_that_is_a_directory_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cli(&[
-        "plan",
-        "--config",
-        dir.path().to_str().unwrap(),
-        "--new-server",
-        NEW,
-    ]);
+    let out = plan(dir.path().to_str().unwrap(), &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("is a directory"), "{err}");
@@ -246,14 +223,7 @@ fn verify_key_device_needs_sign_key_or_allow_unsigned() {
             .as_bytes(),
     );
     let m = write(dir.path(), "m", &fake_elf(62, 64, None));
-    let base = [
-        "--device-type",
-        "x",
-        "--module-binary",
-        &m,
-        "--arch",
-        "x86_64",
-    ];
+    let base = module_flags("x", &m, "x86_64");
     let out = artifacts(dir.path(), &conf, &base);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -276,11 +246,7 @@ fn extra_servers_are_refused_unless_kept_or_old_is_named() {
         "ha.conf",
         format!(r#"{{"Servers": [{{"ServerURL": "{OLD}"}}, {{"ServerURL": "{DR}"}}]}}"#).as_bytes(),
     );
-    let plan = |extra: &[&str]| {
-        let mut args = vec!["plan", "--config", &conf, "--new-server", NEW, "--json"];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let plan = |extra: &[&str]| plan(&conf, &[extra, &["--json"]].concat());
     let out = plan(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -329,20 +295,18 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
             dir.path(),
             EXAMPLE,
             &[
-                "--device-type",
-                "x",
-                "--module-binary",
-                &m,
-                "--arch",
-                "x86_64",
-                "--new-tenant-token-file",
-                &token,
-                "--compression",
-                "none",
-                "--mode",
-                mode,
-                "--force",
-            ],
+                &module_flags("x", &m, "x86_64")[..],
+                &[
+                    "--new-tenant-token-file",
+                    token.as_str(),
+                    "--compression",
+                    "none",
+                    "--mode",
+                    mode,
+                    "--force",
+                ][..],
+            ]
+            .concat(),
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -356,16 +320,7 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
             );
         }
     }
-    let out = cli(&[
-        "plan",
-        "--config",
-        EXAMPLE,
-        "--new-server",
-        NEW,
-        "--new-tenant-token-file",
-        &token,
-        "--json",
-    ]);
+    let out = plan(EXAMPLE, &["--new-tenant-token-file", &token, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!all.contains(secret), "{all}");
@@ -383,15 +338,7 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
     assert!(route.contains("only the servers can tell"), "{route}");
     // empty token file
     let empty = write(dir.path(), "empty", b"\n");
-    let out = cli(&[
-        "plan",
-        "--config",
-        EXAMPLE,
-        "--new-server",
-        NEW,
-        "--new-tenant-token-file",
-        &empty,
-    ]);
+    let out = plan(EXAMPLE, &["--new-tenant-token-file", &empty]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("empty"));
 }
@@ -399,16 +346,10 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
 #[test]
 fn plan_help_documents_the_json_it_prints() {
     let help = text(&cli(&["plan", "--help"]).stdout);
-    let out = cli(&[
-        "plan",
-        "--config",
+    let out = plan(
         EXAMPLE,
-        "--new-server",
-        NEW,
-        "--target",
-        "aarch64-unknown-linux-musl",
-        "--json",
-    ]);
+        &["--target", "aarch64-unknown-linux-musl", "--json"],
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in v.as_object().unwrap().keys() {
         assert!(
