@@ -285,6 +285,24 @@ pub struct State {
     pub artifacts: BTreeMap<String, Artifact>,
     pub deployments: BTreeMap<String, Deployment>,
     pub next_seq: u64,
+    /// Lookups by identity and by device (rebuilt from the fields above when out of step).
+    #[serde(skip)]
+    index: Index,
+}
+
+/// Indexes over [`State`] that turn the per-auth-request scans (identity → device, device →
+/// tokens) into hash lookups: with 10,000 devices each scan cost milliseconds under the lock.
+#[derive(Debug, Default)]
+struct Index {
+    /// Canonical identity JSON → device id (one entry per device).
+    identities: HashMap<String, String>,
+    /// Device id → its live tokens; `tokens` counts them.
+    tokens_of: HashMap<String, Vec<String>>,
+    tokens: usize,
+}
+
+fn identity_key(identity: &BTreeMap<String, Value>) -> String {
+    serde_json::to_string(identity).expect("JSON values serialise")
 }
 
 /// A deployment constructor (`POST …/deployments`, or a group deployment resolved to ids).
@@ -357,11 +375,40 @@ pub(crate) enum OpError {
 }
 
 impl State {
-    fn device_by_identity(&self, identity: &BTreeMap<String, Value>) -> Option<&str> {
+    /// The device with this identity (identities are unique: auth and preauthorize reuse it).
+    fn device_by_identity(&mut self, identity: &BTreeMap<String, Value>) -> Option<&str> {
+        if self.index.identities.len() != self.devices.len() {
+            self.index.identities = self
+                .devices
+                .values()
+                .map(|d| (identity_key(&d.identity_data), d.id.clone()))
+                .collect();
+        }
+        let id = self.index.identities.get(&identity_key(identity))?;
         self.devices
-            .values()
-            .find(|d| &d.identity_data == identity)
+            .get(id)
+            .filter(|d| &d.identity_data == identity)
             .map(|d| d.id.as_str())
+    }
+
+    fn remove_device(&mut self, device_id: &str) {
+        if let Some(d) = self.devices.remove(device_id) {
+            self.index
+                .identities
+                .remove(&identity_key(&d.identity_data));
+        }
+    }
+
+    fn issue_token(&mut self, device_id: &str) -> String {
+        let token = format!("mock.{}", new_token_secret());
+        self.tokens.insert(token.clone(), device_id.to_string());
+        self.index
+            .tokens_of
+            .entry(device_id.to_string())
+            .or_default()
+            .push(token.clone());
+        self.index.tokens += 1;
+        token
     }
 
     /// Devices counted against the device limit (accepted ones).
@@ -374,15 +421,22 @@ impl State {
 
     /// Removes every token that belongs to `device_id`.
     pub(crate) fn revoke_tokens(&mut self, device_id: &str) {
-        let revoked: Vec<String> = self
-            .tokens
-            .iter()
-            .filter(|(_, d)| d.as_str() == device_id)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for token in revoked {
-            self.tokens.remove(&token);
-            self.revoked_tokens.insert(token, device_id.to_string());
+        if self.index.tokens != self.tokens.len() {
+            let mut tokens_of: HashMap<String, Vec<String>> = HashMap::new();
+            for (token, device) in &self.tokens {
+                tokens_of
+                    .entry(device.clone())
+                    .or_default()
+                    .push(token.clone());
+            }
+            self.index.tokens_of = tokens_of;
+            self.index.tokens = self.tokens.len();
+        }
+        for token in self.index.tokens_of.remove(device_id).unwrap_or_default() {
+            self.index.tokens -= 1;
+            if self.tokens.remove(&token).is_some() {
+                self.revoked_tokens.insert(token, device_id.to_string());
+            }
         }
     }
 
@@ -449,8 +503,7 @@ impl State {
                     device.recompute_status();
                 }
                 device.check_in_time = Some(now);
-                let token = format!("mock.{}", new_token_secret());
-                self.tokens.insert(token.clone(), device_id.clone());
+                let token = self.issue_token(&device_id);
                 AuthOutcome::Token { device_id, token }
             }
             AuthStatus::Pending => AuthOutcome::Refused {
@@ -535,6 +588,9 @@ impl State {
                 group: None,
             },
         );
+        self.index
+            .identities
+            .insert(identity_key(identity), id.clone());
         id
     }
 
@@ -625,7 +681,7 @@ impl State {
         device.recompute_status();
         self.revoke_tokens(device_id);
         if empty {
-            self.devices.remove(device_id);
+            self.remove_device(device_id);
         }
         Ok(())
     }
@@ -652,7 +708,7 @@ impl State {
         {
             return;
         }
-        self.devices.remove(device_id);
+        self.remove_device(device_id);
         self.revoke_tokens(device_id);
         let now = now_rfc3339();
         for dep in self.deployments.values_mut() {
