@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use mender_fleet::duration::parse_duration;
 use mender_fleet::preflight::preflight;
 use mender_fleet::{
-    parse_share, Api, Client, ClientOptions, FleetConfig, Mode, Orchestrator, Plan, Progress,
-    RunError, Selection, TenantRoute, TokenSource,
+    parse_share, Access, Api, Client, ClientOptions, FleetConfig, Mode, Orchestrator, Plan,
+    Progress, RunError, Selection, TenantRoute, TokenSource,
 };
 
 /// Exit code of a run that stopped at a failed gate (resumable with `--resume`).
@@ -322,7 +322,7 @@ fn dispatch(args: &FleetArgs) -> Result<ExitCode> {
             cfg.retry_failed = a.retry_failed;
             let (old, new) = apis(&a.servers, Some(&a.journal))?;
             let progress = Arc::new(Progress::new(Mode::detect(a.json)));
-            let orch = match Orchestrator::open_or_create(old, new, cfg, &a.journal, progress) {
+            let orch = match Orchestrator::open(old, new, cfg, &a.journal, progress, Access::Run) {
                 Ok(o) => o,
                 Err(RunError::Preflight(report)) => {
                     if a.json {
@@ -393,7 +393,7 @@ fn dispatch(args: &FleetArgs) -> Result<ExitCode> {
                 retry_failed: false,
             };
             let progress = Arc::new(Progress::new(Mode::detect(a.json)));
-            let orch = Orchestrator::open_existing(old, new, cfg, &a.journal, progress)?;
+            let orch = Orchestrator::open(old, new, cfg, &a.journal, progress, Access::Existing)?;
             let ids = (!a.devices.is_empty()).then_some(a.devices.as_slice());
             let report = orch.rollback_devices(ids)?;
             if a.json {

@@ -36,46 +36,70 @@ fn artifacts(dir: &Path, config: &str, extra: &[&str]) -> std::process::Output {
     cli(&args)
 }
 
+/// `plan --config CONFIG --new-server NEW` and `extra`.
+fn plan(config: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["plan", "--config", config, "--new-server", NEW];
+    args.extend_from_slice(extra);
+    cli(&args)
+}
+
+/// `--device-type DT --module-binary BIN --arch ARCH`.
+fn module_flags<'a>(device_type: &'a str, binary: &'a str, arch: &'a str) -> [&'a str; 6] {
+    [
+        "--device-type",
+        device_type,
+        "--module-binary",
+        binary,
+        "--arch",
+        arch,
+    ]
+}
+
 fn read_payload(artifact: &Path) -> Vec<u8> {
     // the whole artifact, uncompressed payloads included (`--compression none`)
     std::fs::read(artifact).unwrap()
 }
 
+/// Runs `artifacts` with `extra` and asserts it is refused with exit `code`, stderr naming
+/// every needle, and no output directory left behind.
+fn refused(dir: &Path, extra: &[&str], code: i32, needles: &[&str]) {
+    let out = artifacts(dir, EXAMPLE, extra);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{extra:?}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{extra:?}: no {needle:?} in {err}");
+    }
+    assert!(
+        !dir.join("out").exists(),
+        "{extra:?}: output directory left behind"
+    );
+}
+
 #[test]
 fn without_target_or_module_it_refuses_and_says_how_to_pick() {
     let dir = tempfile::tempdir().unwrap();
-    let out = artifacts(dir.path(), EXAMPLE, &["--device-type", "raspberrypi4"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("uname -m") && err.contains("aarch64-unknown-linux-musl"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("out").exists(),
-        "output directory left behind"
-    );
-    // an unknown triple is a usage error too
-    let out = artifacts(
-        dir.path(),
-        EXAMPLE,
-        &[
-            "--device-type",
-            "x",
-            "--target",
-            "armv7-unknown-linux-musleabihf",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    // --module-binary alone does not say which CPU the devices have
     let m = write(dir.path(), "m", &fake_elf(183, 64, None));
-    let out = artifacts(
-        dir.path(),
-        EXAMPLE,
-        &["--device-type", "x", "--module-binary", &m],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--arch"));
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["--device-type", "raspberrypi4"],
+            &["uname -m", "aarch64-unknown-linux-musl"],
+        ),
+        // an unknown triple is a usage error too
+        (
+            &[
+                "--device-type",
+                "x",
+                "--target",
+                "armv7-unknown-linux-musleabihf",
+            ],
+            &[],
+        ),
+        // --module-binary alone does not say which CPU the devices have
+        (&["--device-type", "x", "--module-binary", &m], &["--arch"]),
+    ];
+    for (extra, needles) in cases {
+        refused(dir.path(), extra, 2, needles);
+    }
 }
 
 #[test]
@@ -85,53 +109,17 @@ fn module_binary_is_checked_against_the_architecture() {
     let text_file = write(dir.path(), "notes.txt", b"hello");
     let x86 = write(dir.path(), "x86", &fake_elf(62, 64, None));
     let arm32 = write(dir.path(), "arm32", &fake_elf(40, 32, None));
+    let a_dir = dir.path().to_str().unwrap();
     for (module, arch, needle) in [
-        (&script, "aarch64", "script"),
+        (script.as_str(), "aarch64", "script"),
         (&text_file, "aarch64", "not an ELF"),
         (&x86, "aarch64", "x86-64"),
         (&arm32, "aarch64", "ARM, 32-bit"),
+        (a_dir, "x86_64", "is a directory"),
     ] {
-        let out = artifacts(
-            dir.path(),
-            EXAMPLE,
-            &[
-                "--device-type",
-                "rpi",
-                "--module-binary",
-                module,
-                "--arch",
-                arch,
-            ],
-        );
-        let err = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{module}: {err}");
-        assert!(
-            err.contains(needle) && err.contains(module.as_str()),
-            "{err}"
-        );
-        assert!(
-            !dir.path().join("out").exists(),
-            "output directory left behind"
-        );
+        let extra = module_flags("rpi", module, arch);
+        refused(dir.path(), &extra, 1, &[needle, module]);
     }
-    // a directory
-    let out = artifacts(
-        dir.path(),
-        EXAMPLE,
-        &[
-            "--device-type",
-            "rpi",
-            "--module-binary",
-            dir.path().to_str().unwrap(),
-            "--arch",
-            "x86_64",
-        ],
-    );
-    assert!(
-        text(&out.stderr).contains("is a directory"),
-        "{}",
-        text(&out.stderr)
-    );
     // the right machine: accepted; dynamic linking is said, the name carries the arch
     let dynamic = write(
         dir.path(),
@@ -141,14 +129,7 @@ fn module_binary_is_checked_against_the_architecture() {
     let out = artifacts(
         dir.path(),
         EXAMPLE,
-        &[
-            "--device-type",
-            "bbb",
-            "--module-binary",
-            &dynamic,
-            "--arch",
-            "armv7l",
-        ],
+        &module_flags("bbb", &dynamic, "armv7l"),
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -165,40 +146,18 @@ fn device_types_are_checked_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
     let m = write(dir.path(), "m", &fake_elf(62, 64, None));
     for bad in ["", "  ", " rpi"] {
-        let out = artifacts(
-            dir.path(),
-            EXAMPLE,
-            &[
-                "--device-type",
-                bad,
-                "--module-binary",
-                &m,
-                "--arch",
-                "x86_64",
-            ],
-        );
-        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
-        assert!(
-            !dir.path().join("out").exists(),
-            "{bad:?}: output directory left behind"
-        );
+        let extra = module_flags(bad, &m, "x86_64");
+        refused(dir.path(), &extra, 2, &[]);
     }
     let out = artifacts(
         dir.path(),
         EXAMPLE,
         &[
-            "--device-type",
-            "rpi",
-            "--device-type",
-            "bbb",
-            "--device-type",
-            "rpi",
-            "--module-binary",
-            &m,
-            "--arch",
-            "x86_64",
-            "--json",
-        ],
+            &["--device-type", "rpi", "--device-type", "bbb"][..],
+            &module_flags("rpi", &m, "x86_64")[..],
+            &["--json"][..],
+        ]
+        .concat(),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -230,15 +189,7 @@ fn errors_are_one_json_object_with_json() {
     let out = artifacts(
         dir.path(),
         &conf,
-        &[
-            "--device-type",
-            "x",
-            "--module-binary",
-            &m,
-            "--arch",
-            "x86_64",
-            "--json",
-        ],
+        &[&module_flags("x", &m, "x86_64")[..], &["--json"][..]].concat(),
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
@@ -256,13 +207,7 @@ fn errors_are_one_json_object_with_json() {
 #[test]
 fn config_that_is_a_directory_is_named_as_such() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cli(&[
-        "plan",
-        "--config",
-        dir.path().to_str().unwrap(),
-        "--new-server",
-        NEW,
-    ]);
+    let out = plan(dir.path().to_str().unwrap(), &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("is a directory"), "{err}");
@@ -278,14 +223,7 @@ fn verify_key_device_needs_sign_key_or_allow_unsigned() {
             .as_bytes(),
     );
     let m = write(dir.path(), "m", &fake_elf(62, 64, None));
-    let base = [
-        "--device-type",
-        "x",
-        "--module-binary",
-        &m,
-        "--arch",
-        "x86_64",
-    ];
+    let base = module_flags("x", &m, "x86_64");
     let out = artifacts(dir.path(), &conf, &base);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -308,11 +246,7 @@ fn extra_servers_are_refused_unless_kept_or_old_is_named() {
         "ha.conf",
         format!(r#"{{"Servers": [{{"ServerURL": "{OLD}"}}, {{"ServerURL": "{DR}"}}]}}"#).as_bytes(),
     );
-    let plan = |extra: &[&str]| {
-        let mut args = vec!["plan", "--config", &conf, "--new-server", NEW, "--json"];
-        args.extend_from_slice(extra);
-        cli(&args)
-    };
+    let plan = |extra: &[&str]| plan(&conf, &[extra, &["--json"]].concat());
     let out = plan(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -361,20 +295,18 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
             dir.path(),
             EXAMPLE,
             &[
-                "--device-type",
-                "x",
-                "--module-binary",
-                &m,
-                "--arch",
-                "x86_64",
-                "--new-tenant-token-file",
-                &token,
-                "--compression",
-                "none",
-                "--mode",
-                mode,
-                "--force",
-            ],
+                &module_flags("x", &m, "x86_64")[..],
+                &[
+                    "--new-tenant-token-file",
+                    token.as_str(),
+                    "--compression",
+                    "none",
+                    "--mode",
+                    mode,
+                    "--force",
+                ][..],
+            ]
+            .concat(),
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let printed = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -388,16 +320,7 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
             );
         }
     }
-    let out = cli(&[
-        "plan",
-        "--config",
-        EXAMPLE,
-        "--new-server",
-        NEW,
-        "--new-tenant-token-file",
-        &token,
-        "--json",
-    ]);
+    let out = plan(EXAMPLE, &["--new-tenant-token-file", &token, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!all.contains(secret), "{all}");
@@ -415,15 +338,7 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
     assert!(route.contains("only the servers can tell"), "{route}");
     // empty token file
     let empty = write(dir.path(), "empty", b"\n");
-    let out = cli(&[
-        "plan",
-        "--config",
-        EXAMPLE,
-        "--new-server",
-        NEW,
-        "--new-tenant-token-file",
-        &empty,
-    ]);
+    let out = plan(EXAMPLE, &["--new-tenant-token-file", &empty]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("empty"));
 }
@@ -431,16 +346,10 @@ fn new_tenant_token_is_set_in_both_stages_and_never_printed() {
 #[test]
 fn plan_help_documents_the_json_it_prints() {
     let help = text(&cli(&["plan", "--help"]).stdout);
-    let out = cli(&[
-        "plan",
-        "--config",
+    let out = plan(
         EXAMPLE,
-        "--new-server",
-        NEW,
-        "--target",
-        "aarch64-unknown-linux-musl",
-        "--json",
-    ]);
+        &["--target", "aarch64-unknown-linux-musl", "--json"],
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     for key in v.as_object().unwrap().keys() {
         assert!(
@@ -489,10 +398,9 @@ mod fleet_env;
 fn fleet_run_killed_with_sigkill_and_resumed() {
     use std::time::{Duration, Instant};
     let env = fleet_env::Env::start(fleet_env::EnvSpec {
-        online: 12,
         offline: 1,
         cut_off_from_new: 1,
-        poll: Duration::from_millis(300),
+        ..fleet_env::EnvSpec::online(12)
     });
     let journal = env.journal.to_str().unwrap().to_string();
     let run = || {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mender_fleet::{
-    Api, Client, ClientOptions, FleetConfig, Mode, Orchestrator, Plan, Progress, Selection,
+    Access, Api, Client, ClientOptions, FleetConfig, Mode, Orchestrator, Plan, Progress, Selection,
     TenantRoute, TokenSource,
 };
 use mender_fleet_sim::{Fleet, FleetSpec, InitialConfig};
@@ -52,6 +52,19 @@ fn plan(devices: usize) -> Plan {
     }
 }
 
+/// This process's own peak RSS (`VmHWM`, KiB). Not `getrusage(RUSAGE_CHILDREN)` in the
+/// parent: Linux carries the high-water mark of the address space an `exec` replaces into
+/// the child's `ru_maxrss`, and a spawned child starts in the parent's (the mock servers and
+/// the simulated fleet), so that figure is the parent's peak, not the orchestrator's.
+fn own_peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
 /// Child mode: run the orchestrator only, print the report as JSON.
 fn orchestrate() {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
@@ -72,7 +85,7 @@ fn orchestrate() {
         retry_failed: false,
     };
     let started = Instant::now();
-    let orch = Orchestrator::open_or_create(
+    let orch = Orchestrator::open(
         old,
         new,
         cfg,
@@ -85,12 +98,14 @@ fn orchestrate() {
                 Mode::Quiet
             },
         )),
+        Access::Run,
     )
     .unwrap_or_else(|e| panic!("open: {e}"));
     let report = orch.run().unwrap_or_else(|e| panic!("run: {e}"));
     let mut v = serde_json::to_value(&report).unwrap();
     v["not_on_new"] = serde_json::json!(report.not_on_new.len());
     v["wall_s"] = serde_json::json!(started.elapsed().as_secs_f64());
+    v["peak_rss_kib"] = serde_json::json!(own_peak_rss_kib());
     println!("{v}");
 }
 
@@ -182,7 +197,13 @@ fn main() {
 
     // The orchestrator, alone in a child process.
     let started = Instant::now();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    // FLEET_BENCH_WRAP="heaptrack -o /tmp/orch": run the orchestrator under a profiler.
+    let exe = std::env::current_exe().unwrap();
+    let wrap = std::env::var("FLEET_BENCH_WRAP").unwrap_or_default();
+    let mut argv: Vec<std::ffi::OsString> = wrap.split_whitespace().map(Into::into).collect();
+    argv.push(exe.into());
+    let out = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
         .env("FLEET_BENCH_ROLE", "orchestrator")
         .env("FLEET_BENCH_N", n.to_string())
         .env("FLEET_BENCH_OLD", old.url())
@@ -200,12 +221,6 @@ fn main() {
         "orchestrator failed: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // SAFETY: getrusage only writes into the struct we pass.
-    let rss_kib = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
-        ru.ru_maxrss
-    };
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
     let calls = &report["calls"];
     let p99: f64 = ["old", "new"]
@@ -216,12 +231,27 @@ fn main() {
         .iter()
         .filter_map(|k| calls[*k]["requests"].as_u64())
         .sum();
+    let rss_kib = report["peak_rss_kib"].as_u64().expect("peak_rss_kib");
+    let stranded = common::stranded(&old, &new);
+    assert!(
+        stranded.is_empty(),
+        "{} devices rejected on old and not accepted on new: {:?}",
+        stranded.len(),
+        &stranded[..stranded.len().min(10)]
+    );
+    assert_eq!(
+        report["migrated"].as_u64(),
+        Some(n as u64),
+        "every device through both stages: {}",
+        report["counts"]
+    );
     let sim = fleet.counts();
     let mut figures = BTreeMap::new();
     figures.insert("devices", serde_json::json!(n));
     figures.insert("migrated", report["migrated"].clone());
     figures.insert("not_on_new", report["not_on_new"].clone());
     figures.insert("sim_on_new", serde_json::json!(sim.on_new));
+    figures.insert("stranded", serde_json::json!(stranded.len()));
     figures.insert("wall_s", serde_json::json!(wall.as_secs_f64()));
     figures.insert(
         "requests_per_device",

@@ -556,12 +556,20 @@ impl Api {
         Ok(out)
     }
 
-    /// Per-device statuses of one deployment (only devices that have polled appear).
-    pub fn deployment_devices(&self, id: &str) -> Result<Vec<DeploymentDevice>, ApiError> {
+    /// Per-device statuses of one deployment (only devices that have polled appear), all of
+    /// them or only those matching `status` (a status or an aggregate such as `finished`).
+    pub fn deployment_devices(
+        &self,
+        id: &str,
+        status: Option<&str>,
+    ) -> Result<Vec<DeploymentDevice>, ApiError> {
         let mut out = Vec::new();
+        let query = status
+            .map(|s| format!("status={}", enc(s)))
+            .unwrap_or_default();
         self.client.get_all_pages(
             &format!("{DEPLOYMENTS_V1}/deployments/{}/devices/list", enc(id)),
-            "",
+            &query,
             None,
             |v| {
                 if let Ok(d) = serde_json::from_value::<DeploymentDevice>(v) {

@@ -469,6 +469,18 @@ impl Client {
         }
     }
 
+    /// When the request `may_repeat` and retries are left: counts the retry, waits the
+    /// backoff of the next attempt and returns true (the caller sends again).
+    fn backed_off(&self, attempt: &mut u32, may_repeat: bool) -> bool {
+        if !may_repeat || *attempt >= self.opts.max_retries {
+            return false;
+        }
+        *attempt += 1;
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(self.backoff(*attempt));
+        true
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let cap = self
             .opts
@@ -566,17 +578,14 @@ impl Client {
                     let body_bytes = match body_bytes {
                         Ok(b) => b,
                         Err(e) => {
-                            let kind =
-                                if retry == Retry::Idempotent && attempt < self.opts.max_retries {
-                                    attempt += 1;
-                                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                                    std::thread::sleep(self.backoff(attempt));
-                                    continue;
-                                } else if status < 400 && retry == Retry::NotIdempotent {
-                                    ErrorKind::Unknown
-                                } else {
-                                    ErrorKind::RetriesExhausted
-                                };
+                            if self.backed_off(&mut attempt, retry == Retry::Idempotent) {
+                                continue;
+                            }
+                            let kind = if status < 400 && retry == Retry::NotIdempotent {
+                                ErrorKind::Unknown
+                            } else {
+                                ErrorKind::RetriesExhausted
+                            };
                             return Err(self.err(
                                 method,
                                 path,
@@ -676,10 +685,7 @@ impl Client {
                         ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns
                     );
                     let may_repeat = not_sent || retry == Retry::Idempotent;
-                    if may_repeat && attempt < self.opts.max_retries {
-                        attempt += 1;
-                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(self.backoff(attempt));
+                    if self.backed_off(&mut attempt, may_repeat) {
                         continue;
                     }
                     let kind = if not_sent {

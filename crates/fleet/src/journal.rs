@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -443,10 +443,11 @@ impl Journal {
     }
 }
 
-/// What the orchestrator knows about one device.
-#[derive(Clone, Debug, Serialize)]
+/// What the orchestrator knows about one device. Cheap to clone: the snapshot (identity,
+/// key) is shared, so the per-poll lists of a batch's devices copy only the small fields.
+#[derive(Clone, Debug)]
 pub struct DeviceView {
-    pub snapshot: SnapshotDevice,
+    pub snapshot: Arc<SnapshotDevice>,
     pub state: DevState,
     pub reason: Option<String>,
     pub new_id: Option<String>,
@@ -510,7 +511,7 @@ impl Fleet {
                 self.devices.insert(
                     d.id.clone(),
                     DeviceView {
-                        snapshot: d.clone(),
+                        snapshot: Arc::new(d.clone()),
                         state: DevState::Selected,
                         reason: None,
                         new_id: None,

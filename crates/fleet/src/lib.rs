@@ -37,7 +37,7 @@ pub use journal::{DevState, OpKind};
 pub use preflight::{PreflightReport, TenantRoute};
 pub use progress::{Mode, Progress};
 pub use report::Report;
-pub use run::{KillSwitch, Orchestrator, RunError};
+pub use run::{Access, KillSwitch, Orchestrator, RunError};
 pub use secret::{Secret, TokenSource};
 
 /// Which devices of old take part (default: every accepted device).

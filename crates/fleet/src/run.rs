@@ -74,6 +74,17 @@ enum PreauthOutcome {
     Refused(String),
 }
 
+/// What an [`Orchestrator`] is opened for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `fleet run`: opens the journal (resume) or, when it does not exist, runs the pre-flight
+    /// and creates it with the fleet snapshot (a failed pre-flight creates nothing); loads the
+    /// artifacts.
+    Run,
+    /// `status`/`rollback`: an existing journal only (no pre-flight, no artifacts needed).
+    Existing,
+}
+
 /// Orchestrates one journal's migration.
 pub struct Orchestrator {
     old: Api,
@@ -101,6 +112,14 @@ fn stage_ok(status: &str) -> Option<bool> {
         "success" | "already-installed" => Some(true),
         "failure" | "noartifact" | "aborted" | "decommissioned" => Some(false),
         _ => None,
+    }
+}
+
+/// The device's id on `side` (empty on new before it was preauthorized there).
+fn side_id(d: &DeviceView, side: Side) -> &str {
+    match side {
+        Side::Old => &d.snapshot.id,
+        Side::New => d.new_id.as_deref().unwrap_or_default(),
     }
 }
 
@@ -137,15 +156,21 @@ fn write_snapshot(journal: &Journal, fleet: &mut Fleet, snapshot: Vec<SnapshotDe
 }
 
 impl Orchestrator {
-    /// Opens `journal` (resume) or, when it does not exist, runs the pre-flight and creates it
-    /// with the fleet snapshot. A failed pre-flight creates nothing.
-    pub fn open_or_create(
+    /// Opens the journal at `journal_path` for `access` (see [`Access`]).
+    pub fn open(
         old: Api,
         new: Api,
         cfg: FleetConfig,
         journal_path: &Path,
         progress: Arc<Progress>,
+        access: Access,
     ) -> R<Orchestrator> {
+        if access == Access::Existing {
+            let (journal, fleet) = open_journal(journal_path, &old, &new)?;
+            return Ok(Orchestrator::assemble(
+                old, new, cfg, journal, fleet, progress,
+            ));
+        }
         cfg.plan.validate().map_err(RunError::Config)?;
         let old_token = old.client.token();
         let new_token = new.client.token();
@@ -210,20 +235,6 @@ impl Orchestrator {
         orch.artifacts = artifacts;
         orch.names = names;
         Ok(orch)
-    }
-
-    /// Opens an existing journal for `status`/`rollback` (no pre-flight, no artifacts needed).
-    pub fn open_existing(
-        old: Api,
-        new: Api,
-        cfg: FleetConfig,
-        journal_path: &Path,
-        progress: Arc<Progress>,
-    ) -> R<Orchestrator> {
-        let (journal, fleet) = open_journal(journal_path, &old, &new)?;
-        Ok(Orchestrator::assemble(
-            old, new, cfg, journal, fleet, progress,
-        ))
     }
 
     fn assemble(
@@ -362,10 +373,15 @@ impl Orchestrator {
         self.fleet().devices.get(id).cloned()
     }
 
+    /// The devices of batch `n` in `state`, in batch order. Looks up the batch's members
+    /// instead of scanning the fleet, and clones only small views (the snapshot is shared).
     fn batch_devices(&self, n: u32, state: DevState) -> Vec<DeviceView> {
-        self.fleet()
-            .devices
-            .values()
+        let f = self.fleet();
+        let Some(ids) = f.batches.get(&n) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter_map(|id| f.devices.get(id))
             .filter(|d| d.batch == Some(n) && d.state == state)
             .cloned()
             .collect()
@@ -1024,28 +1040,43 @@ impl Orchestrator {
         let started = deps.iter().map(|d| d.created).min().unwrap_or_else(now_ms);
         let deadline = started + self.cfg.plan.stage_timeout.as_millis() as u64;
         let api = self.api(side);
-        let mut last_status: HashMap<String, String> = HashMap::new();
+        // Status of each device that has polled, by its id on `side` (`filter`: only those).
+        let list = |filter: Option<&str>| -> R<HashMap<String, String>> {
+            let mut statuses = HashMap::new();
+            for dep in &deps {
+                for dd in api.deployment_devices(&dep.id, filter)? {
+                    statuses.insert(dd.id, dd.status);
+                }
+            }
+            Ok(statuses)
+        };
+        let dep_ids: Vec<String> = deps.iter().map(|d| d.id.clone()).collect();
+        // Finished devices per the statistics at the last listing: a poll costs one
+        // statistics call, and pages through the finished devices only when more finished.
+        let mut listed_finished: Option<u64> = None;
         loop {
             let waiting = self.batch_devices(n, waiting_state);
             if waiting.is_empty() {
                 break;
             }
-            let mut statuses: HashMap<String, String> = HashMap::new();
-            for dep in &deps {
-                for dd in api.deployment_devices(&dep.id)? {
-                    statuses.insert(dd.id, dd.status);
-                }
-            }
+            let finished: u64 = api
+                .statistics(&dep_ids)?
+                .values()
+                .flatten()
+                .filter(|(status, _)| stage_ok(status).is_some())
+                .map(|(_, count)| *count)
+                .sum();
+            let statuses = if listed_finished == Some(finished) {
+                HashMap::new()
+            } else {
+                listed_finished = Some(finished);
+                list(Some("finished"))?
+            };
             let mut changed = 0;
             for d in &waiting {
-                let sid = match side {
-                    Side::Old => d.snapshot.id.clone(),
-                    Side::New => d.new_id.clone().unwrap_or_default(),
-                };
-                let Some(st) = statuses.get(&sid) else {
+                let Some(st) = statuses.get(side_id(d, side)) else {
                     continue;
                 };
-                last_status.insert(d.snapshot.id.clone(), st.clone());
                 match stage_ok(st) {
                     Some(true) => {
                         self.set_state(&d.snapshot.id, ok_state, None, None)?;
@@ -1084,12 +1115,11 @@ impl Orchestrator {
                 }
             }
             if now_ms() >= deadline {
+                // The last status of every unfinished device, for the reports.
+                let last_status = list(None)?;
                 let ids: Vec<String> = waiting
                     .iter()
-                    .map(|d| match side {
-                        Side::Old => d.snapshot.id.clone(),
-                        Side::New => d.new_id.clone().unwrap_or_default(),
-                    })
+                    .map(|d| side_id(d, side).to_string())
                     .collect();
                 self.progress.phase(
                     n,
@@ -1112,7 +1142,7 @@ impl Orchestrator {
                 })?;
                 for d in &waiting {
                     let last = last_status
-                        .get(&d.snapshot.id)
+                        .get(side_id(d, side))
                         .map(|s| format!("last status {s}"))
                         .unwrap_or_else(|| "never polled".into());
                     let reason = match role {

@@ -14,15 +14,15 @@ use mender_fleet::{DevState, KillSwitch, OpKind, RunError};
 fn killed_at_every_side_effect_and_resumed() {
     // One batch holding every situation: normal devices, one that never polls (straggler:
     // per-device and deployment aborts) and one that cannot reach new (rollback).
-    let env = Env::start(EnvSpec {
-        online: 5,
-        offline: 1,
-        cut_off_from_new: 1,
-        poll: Duration::from_millis(300),
-    });
-    let mut plan = env.plan();
-    plan.canary = 7;
-    plan.max_batch = 7;
+    let (env, mut plan) = Env::with_batches(
+        EnvSpec {
+            offline: 1,
+            cut_off_from_new: 1,
+            ..EnvSpec::online(5)
+        },
+        7,
+        7,
+    );
     plan.stage_timeout = Duration::from_secs(8);
     plan.appear_timeout = Duration::from_secs(4);
     let points: Vec<KillSwitch> = [

@@ -4,23 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Env, EnvSpec};
 use mender_fleet::{DevState, RunError};
 use mock_mender_server::{AuthStatus, Endpoint, FaultAction, FaultRule};
 
 #[test]
 fn failed_batch_pauses_until_resumed() {
-    let env = Env::start(EnvSpec {
-        online: 24,
-        offline: 0,
-        cut_off_from_new: 0,
-        poll: Duration::from_millis(300),
-    });
-    let mut plan = env.plan();
-    plan.canary = 8;
-    plan.max_batch = 16;
+    let (env, mut plan) = Env::with_batches(EnvSpec::online(24), 8, 16);
     plan.failure_threshold = 0.25;
     plan.min_sample = 4;
     let orch = env

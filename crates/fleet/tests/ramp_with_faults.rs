@@ -15,15 +15,16 @@ use mock_mender_server::{AuthStatus, Endpoint, FaultAction, FaultRule};
 
 #[test]
 fn canary_and_ramp_with_faults() {
-    let env = Env::start(EnvSpec {
-        online: 150,
-        offline: 8,
-        cut_off_from_new: 2,
-        poll: Duration::from_millis(400),
-    });
-    let mut plan = env.plan();
-    plan.canary = 10;
-    plan.max_batch = 80;
+    let (env, mut plan) = Env::with_batches(
+        EnvSpec {
+            offline: 8,
+            cut_off_from_new: 2,
+            poll: Duration::from_millis(400),
+            ..EnvSpec::online(150)
+        },
+        10,
+        80,
+    );
     // Only the last batch (the devices that stopped checking in go last) waits this long.
     plan.stage_timeout = Duration::from_secs(25);
     plan.appear_timeout = Duration::from_secs(12);

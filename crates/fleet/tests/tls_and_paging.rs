@@ -20,31 +20,20 @@ fn opts(ca: Option<std::path::PathBuf>) -> ClientOptions {
     }
 }
 
+/// An API client of `server` with its management token, trusting `ca` when given.
+fn api_of(server: &MockServer, name: &str, token: &str, ca: Option<std::path::PathBuf>) -> Api {
+    Api::new(Client::new(name, server.url(), TokenSource::fixed(token), opts(ca)).unwrap())
+}
+
 #[test]
 fn https_with_ca_file() {
     let mut cfg = ServerConfig::new("new", "tls-token");
     cfg.tls = true;
     let server = MockServer::start(cfg).unwrap();
     let ca = server.ca_cert_path().unwrap().to_path_buf();
-    let api = Api::new(
-        Client::new(
-            "new",
-            server.url(),
-            TokenSource::fixed("tls-token"),
-            opts(Some(ca)),
-        )
-        .unwrap(),
-    );
+    let api = api_of(&server, "new", "tls-token", Some(ca));
     assert_eq!(api.count_devices("accepted").unwrap(), 0);
-    let untrusted = Api::new(
-        Client::new(
-            "new",
-            server.url(),
-            TokenSource::fixed("tls-token"),
-            opts(None),
-        )
-        .unwrap(),
-    );
+    let untrusted = api_of(&server, "new", "tls-token", None);
     let err = untrusted.count_devices("accepted").unwrap_err();
     assert!(err.to_string().contains("new server"), "{err}");
 }
@@ -52,15 +41,7 @@ fn https_with_ca_file() {
 #[test]
 fn pages_through_more_than_500_and_reports_request_ids() {
     let server = MockServer::start(ServerConfig::new("old", "page-token")).unwrap();
-    let api = Api::new(
-        Client::new(
-            "old",
-            server.url(),
-            TokenSource::fixed("page-token"),
-            opts(None),
-        )
-        .unwrap(),
-    );
+    let api = api_of(&server, "old", "page-token", None);
     // 1,100 preauthorized devices: three pages of devauth search.
     let key = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEARnIpVnV05cUOcbgvGsfFhiSCirtI4IsbMJD6p7E1DGY=\n-----END PUBLIC KEY-----\n";
     for i in 0..1100 {

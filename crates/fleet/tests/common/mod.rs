@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use mender_fleet::api::canonical_identity;
 use mender_fleet::{
-    Api, Client, ClientOptions, FleetConfig, Orchestrator, Plan, Progress, RunError, Selection,
-    TenantRoute, TokenSource,
+    Access, Api, Client, ClientOptions, FleetConfig, Orchestrator, Plan, Progress, RunError,
+    Selection, TenantRoute, TokenSource,
 };
 use mender_fleet_sim::{Fleet as SimFleet, FleetSpec, InitialConfig, Unreachable};
 use menderartifact::{
@@ -33,6 +33,19 @@ pub struct EnvSpec {
     /// Devices that cannot reach new at all.
     pub cut_off_from_new: usize,
     pub poll: Duration,
+}
+
+impl EnvSpec {
+    /// `count` devices that poll every 300 ms, nothing else (set the other fields with
+    /// `EnvSpec { offline: 1, ..EnvSpec::online(5) }`).
+    pub fn online(count: usize) -> EnvSpec {
+        EnvSpec {
+            online: count,
+            offline: 0,
+            cut_off_from_new: 0,
+            poll: Duration::from_millis(300),
+        }
+    }
 }
 
 pub struct Env {
@@ -168,6 +181,36 @@ fn admit(old: &MockServer, api: &Api, fleet: &SimFleet, what: &str) -> Vec<Strin
     }
 }
 
+/// Identities rejected (or missing) on old and not accepted on new: must be empty once a run
+/// finished (tests and the benchmark).
+pub fn stranded(old: &MockServer, new: &MockServer) -> Vec<String> {
+    rejected_on_old_and(old, new, |sets| sets.contains(&AuthStatus::Accepted))
+}
+
+/// Identities not accepted on old whose sets on new do not satisfy `fine_on_new`.
+fn rejected_on_old_and(
+    old: &MockServer,
+    new: &MockServer,
+    fine_on_new: impl Fn(&[AuthStatus]) -> bool,
+) -> Vec<String> {
+    let on_new: HashMap<String, Vec<AuthStatus>> = new
+        .devices()
+        .iter()
+        .map(|d| {
+            (
+                canonical_identity(&to_map(&d.identity_data)),
+                d.auth_sets.iter().map(|a| a.status).collect(),
+            )
+        })
+        .collect();
+    old.devices()
+        .iter()
+        .filter(|d| d.status != AuthStatus::Accepted)
+        .map(|d| canonical_identity(&to_map(&d.identity_data)))
+        .filter(|id| !on_new.get(id).is_some_and(|sets| fine_on_new(sets)))
+        .collect()
+}
+
 fn to_map(m: &BTreeMap<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -228,6 +271,15 @@ impl Env {
         }
     }
 
+    /// A scenario's environment and the test plan with these batch sizes.
+    pub fn with_batches(spec: EnvSpec, canary: usize, max_batch: usize) -> (Env, Plan) {
+        let env = Env::start(spec);
+        let mut plan = env.plan();
+        plan.canary = canary;
+        plan.max_batch = max_batch;
+        (env, plan)
+    }
+
     pub fn plan(&self) -> Plan {
         Plan {
             canary: 5,
@@ -263,49 +315,29 @@ impl Env {
 
     pub fn orchestrator(&self, cfg: FleetConfig) -> Result<Orchestrator, RunError> {
         let (old, new) = self.apis();
-        Orchestrator::open_or_create(
+        Orchestrator::open(
             old,
             new,
             cfg,
             &self.journal,
             Arc::new(Progress::recording()),
+            Access::Run,
         )
     }
 
     /// Identities rejected (or missing) on old and not accepted on new: must be empty once a
     /// run finished.
     pub fn stranded(&self) -> Vec<String> {
-        self.rejected_on_old_and(|sets| sets.contains(&AuthStatus::Accepted))
+        stranded(&self.old, &self.new)
     }
 
     /// Identities rejected on old with neither an accepted nor a preauthorized set on new:
     /// must be empty at every moment (a stopped run leaves devices in flight, preauthorized).
     pub fn lost(&self) -> Vec<String> {
-        self.rejected_on_old_and(|sets| {
+        rejected_on_old_and(&self.old, &self.new, |sets| {
             sets.iter()
                 .any(|s| matches!(s, AuthStatus::Accepted | AuthStatus::Preauthorized))
         })
-    }
-
-    fn rejected_on_old_and(&self, fine_on_new: impl Fn(&[AuthStatus]) -> bool) -> Vec<String> {
-        let on_new: HashMap<String, Vec<AuthStatus>> = self
-            .new
-            .devices()
-            .iter()
-            .map(|d| {
-                (
-                    canonical_identity(&to_map(&d.identity_data)),
-                    d.auth_sets.iter().map(|a| a.status).collect(),
-                )
-            })
-            .collect();
-        self.old
-            .devices()
-            .iter()
-            .filter(|d| d.status != AuthStatus::Accepted)
-            .map(|d| canonical_identity(&to_map(&d.identity_data)))
-            .filter(|id| !on_new.get(id).is_some_and(|sets| fine_on_new(sets)))
-            .collect()
     }
 
     /// Status on old of a device by canonical identity.
