@@ -1,6 +1,8 @@
-//! Router layers applied to every request, outermost first: request id, request log (and the
-//! "down" switch), body collection, fault injection, rate limiting, management auth.
-//! Handlers only see requests that passed all of them.
+//! The steps every request passes before the router, outermost first: request id, request
+//! log (and the "down" switch), body collection, fault injection, rate limiting, management
+//! auth. Handlers only see requests that passed all of them. They run as one middleware
+//! ([`pipeline`]): one `from_fn` layer per step cost a cloned service and a boxed future
+//! each, per request.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::future::Future;
 
 use crate::error::{error_response, REQUEST_ID};
 use crate::faults::{Endpoint, FaultAction};
@@ -57,10 +60,23 @@ pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Gives every request an id (task-local for error bodies) and echoes it as `X-MEN-RequestID`.
-pub(crate) async fn request_id(req: Request, next: Next) -> Response {
+/// Every step, in order, then the router: gives the request an id (task-local for error
+/// bodies, echoed as `X-MEN-RequestID`) and runs the other steps inside it.
+pub(crate) async fn pipeline(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let id = new_id();
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let shared = &shared;
+    let steps = log_requests(shared, req, |req| {
+        collect_body(req, |req| {
+            inject_faults(shared, req, |req| {
+                rate_limit(shared, req, |req| management_auth(shared, req, next))
+            })
+        })
+    });
+    let mut response = REQUEST_ID.scope(id.clone(), steps).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-men-requestid", value);
     }
@@ -68,10 +84,10 @@ pub(crate) async fn request_id(req: Request, next: Next) -> Response {
 }
 
 /// Writes one request-log entry per request; while the server is down, drops the connection.
-pub(crate) async fn log_requests(
-    State(shared): State<Arc<Shared>>,
+async fn log_requests<F: Future<Output = Response>>(
+    shared: &Shared,
     req: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     let mut entry = Record::new(req.method(), req.uri().path());
     if !shared.is_up() {
@@ -89,7 +105,7 @@ pub(crate) async fn log_requests(
                 .map(str::to_string)
         });
     }
-    let response = next.run(req).await;
+    let response = next(req).await;
     if let Some(DeviceIdExt(id)) = response.extensions().get::<DeviceIdExt>() {
         entry.device_id = Some(id.clone());
     }
@@ -106,16 +122,16 @@ pub(crate) async fn log_requests(
 /// Reads small bodies completely before anything answers: answering (404, 401, an injected
 /// fault) while a chunked body is still arriving makes hyper close the connection, which the
 /// client would see as a transport error instead of the status. Artifact uploads stream.
-pub(crate) async fn collect_body(req: Request, next: Next) -> Response {
+async fn collect_body<F: Future<Output = Response>>(
+    req: Request,
+    next: impl FnOnce(Request) -> F,
+) -> Response {
     if req.uri().path() == routes::ARTIFACTS && req.method() == axum::http::Method::POST {
-        return next.run(req).await;
+        return next(req).await;
     }
     let (parts, body) = req.into_parts();
     match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, BODY_LIMIT)).await {
-        Ok(collected) => {
-            next.run(Request::from_parts(parts, Body::from(collected.to_bytes())))
-                .await
-        }
+        Ok(collected) => next(Request::from_parts(parts, Body::from(collected.to_bytes()))).await,
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         }
@@ -124,16 +140,16 @@ pub(crate) async fn collect_body(req: Request, next: Next) -> Response {
 }
 
 /// Applies the first matching fault rule (never to `/admin/…`).
-pub(crate) async fn inject_faults(
-    State(shared): State<Arc<Shared>>,
+async fn inject_faults<F: Future<Output = Response>>(
+    shared: &Shared,
     req: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     let path = req.uri().path();
     let endpoint = Endpoint::classify(path);
     let fault = endpoint.and_then(|e| shared.faults.check(e, path, req.method().as_str()));
     match fault {
-        None => next.run(req).await,
+        None => next(req).await,
         Some(FaultAction::Drop) => dropped("drop"),
         Some(FaultAction::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -148,14 +164,14 @@ pub(crate) async fn inject_faults(
 
 /// The per-server token bucket (when `settings.rate_limit` is set) over the paths in its
 /// scope: 429 with `Retry-After` and `X-Retry-In`, plain-text or JSON body.
-pub(crate) async fn rate_limit(
-    State(shared): State<Arc<Shared>>,
+async fn rate_limit<F: Future<Output = Response>>(
+    shared: &Shared,
     req: Request,
-    next: Next,
+    next: impl FnOnce(Request) -> F,
 ) -> Response {
     use crate::settings::{RateLimitBody, RateLimitScope};
     let Some(config) = shared.rate_limit() else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let path = req.uri().path();
     let management = path.starts_with(routes::MANAGEMENT_PREFIX);
@@ -167,10 +183,10 @@ pub(crate) async fn rate_limit(
         RateLimitScope::All => management || device,
     };
     if !counted {
-        return next.run(req).await;
+        return next(req).await;
     }
     let Err(wait) = shared.limiter.take(&config) else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let mut response = match config.body {
         RateLimitBody::Json => error_response(StatusCode::TOO_MANY_REQUESTS, "too many requests"),
@@ -200,11 +216,7 @@ pub(crate) async fn rate_limit(
 
 /// `Authorization: Bearer` on `/api/management/…` (except login) and `/admin/…`: 401 JSON
 /// otherwise. `/admin/…` takes only the configured token.
-pub(crate) async fn management_auth(
-    State(shared): State<Arc<Shared>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+async fn management_auth(shared: &Shared, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path.starts_with(routes::ADMIN_PREFIX) {
         let ok = bearer_token(req.headers()).is_some_and(|t| shared.auth.is_admin(t));

@@ -182,12 +182,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .merge(inventory)
         .merge(admin)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        // Innermost first: the last layer added runs first.
-        .layer(from_fn_with_state(shared.clone(), layers::management_auth))
-        .layer(from_fn_with_state(shared.clone(), layers::rate_limit))
-        .layer(from_fn_with_state(shared.clone(), layers::inject_faults))
-        .layer(axum::middleware::from_fn(layers::collect_body))
-        .layer(from_fn_with_state(shared.clone(), layers::log_requests))
-        .layer(axum::middleware::from_fn(layers::request_id))
+        .layer(from_fn_with_state(shared.clone(), layers::pipeline))
         .with_state(shared)
 }
