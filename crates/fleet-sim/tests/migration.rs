@@ -154,19 +154,13 @@ fn preauthorize_on_new_and_reject_on_old(s: &Setup) {
     }
 }
 
-#[test]
-fn two_hundred_devices_migrate_with_zero_stranded() {
-    let s = setup(200, "MIG");
-    let dir = tempfile::tempdir().unwrap();
-    let arts = run_stage1(&s, dir.path(), s.new.url());
-    // Stage 1 leaves them on old: the walk starts at Servers[0], which still accepts them.
-    assert_eq!(s.fleet.counts().on_old, s.n);
-
+/// Stage 2 from new: the fleet fails over to new (preauthorized there, rejected on old), then
+/// every device installs `arts.stage2` from new; returns the report of that deployment.
+fn fail_over_and_run_stage2(s: &Setup, arts: &common::Artifacts) -> FleetReport {
     s.mgmt_new.upload(&arts.stage2);
-    preauthorize_on_new_and_reject_on_old(&s);
+    preauthorize_on_new_and_reject_on_old(s);
     let r = s.fleet.wait_until(PHASE_TIMEOUT, |c| c.on_new == s.n);
     assert_eq!(r.counts.on_new, s.n, "{:?}", r.counts);
-
     let new_ids: Vec<String> = s
         .mgmt_new
         .ids_by_serial()
@@ -177,6 +171,18 @@ fn two_hundred_devices_migrate_with_zero_stranded() {
     s.mgmt_new.deploy("stage2", "mig-stage2-new-only", &new_ids);
     let report = wait_outcomes(&s.fleet, "mig-stage2-new-only", s.n);
     assert_all_succeeded(&report, "mig-stage2-new-only");
+    report
+}
+
+#[test]
+fn two_hundred_devices_migrate_with_zero_stranded() {
+    let s = setup(200, "MIG");
+    let dir = tempfile::tempdir().unwrap();
+    let arts = run_stage1(&s, dir.path(), s.new.url());
+    // Stage 1 leaves them on old: the walk starts at Servers[0], which still accepts them.
+    assert_eq!(s.fleet.counts().on_old, s.n);
+
+    fail_over_and_run_stage2(&s, &arts);
 
     // After the stage-2 reboot every client runs with the new-only config, on new.
     let report = s
@@ -336,21 +342,7 @@ fn a_5x_fleet_migrates_too() {
         .all(|d| d.client == ClientGeneration::V5));
     let dir = tempfile::tempdir().unwrap();
     let arts = run_stage1(&s, dir.path(), s.new.url());
-    s.mgmt_new.upload(&arts.stage2);
-    preauthorize_on_new_and_reject_on_old(&s);
-    let r = s.fleet.wait_until(PHASE_TIMEOUT, |c| c.on_new == s.n);
-    assert_eq!(r.counts.on_new, s.n, "{:?}", r.counts);
-    let ids: Vec<String> = s
-        .mgmt_new
-        .ids_by_serial()
-        .into_values()
-        .map(|(id, _)| id)
-        .collect();
-    s.mgmt_new.deploy("stage2", "mig-stage2-new-only", &ids);
-    assert_all_succeeded(
-        &wait_outcomes(&s.fleet, "mig-stage2-new-only", s.n),
-        "mig-stage2-new-only",
-    );
+    fail_over_and_run_stage2(&s, &arts);
     let r = s
         .fleet
         .wait_until(PHASE_TIMEOUT, |c| c.on_new == s.n && c.restarting == 0);
