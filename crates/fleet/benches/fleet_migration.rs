@@ -1,10 +1,18 @@
 //! Benchmark (not a test): a full two-stage migration of a simulated fleet (default 10,000
 //! devices, `FLEET_BENCH_DEVICES` to change) between two in-process mock servers with
-//! compressed poll intervals. The orchestrator runs in a child process (this binary again, in
-//! orchestrator mode) so its peak RSS is measured alone. Prints wall time, requests per
-//! device, p99 API latency and peak RSS.
+//! compressed poll intervals (devices check for updates every 2 s and retry every 2 s after
+//! a failed auth, reboot in 200 ms; the orchestrator polls every 500 ms; canary = a tenth of
+//! the fleet, batches doubling up to 5,000). The orchestrator runs in a child process (this
+//! binary again, in orchestrator mode) so its peak RSS is measured alone: its own `VmHWM`
+//! (see [`own_peak_rss_kib`]). Prints wall time, requests per device, p99 API latency, peak
+//! RSS and the CPU seconds of the orchestrator and of this process (mock servers + simulated
+//! fleet) during the run; fails unless every device went through both stages and none is
+//! left rejected on old and not accepted on new.
 //!
 //!     cargo bench -p mender-fleet --bench fleet_migration
+//!
+//! `FLEET_BENCH_PROGRESS=1`: the orchestrator's log lines on stderr. `FLEET_BENCH_WRAP="heaptrack
+//! -o /tmp/orch"`: the orchestrator runs under that command (a profiler).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,6 +73,18 @@ fn own_peak_rss_kib() -> u64 {
         .expect("VmHWM in /proc/self/status")
 }
 
+/// CPU seconds (user + system) this process used so far (`RUSAGE_SELF`): all threads.
+fn own_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 /// Child mode: run the orchestrator only, print the report as JSON.
 fn orchestrate() {
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
@@ -106,6 +126,7 @@ fn orchestrate() {
     v["not_on_new"] = serde_json::json!(report.not_on_new.len());
     v["wall_s"] = serde_json::json!(started.elapsed().as_secs_f64());
     v["peak_rss_kib"] = serde_json::json!(own_peak_rss_kib());
+    v["cpu_s"] = serde_json::json!(own_cpu_s());
     println!("{v}");
 }
 
@@ -197,6 +218,7 @@ fn main() {
 
     // The orchestrator, alone in a child process.
     let started = Instant::now();
+    let servers_cpu_before = own_cpu_s();
     // FLEET_BENCH_WRAP="heaptrack -o /tmp/orch": run the orchestrator under a profiler.
     let exe = std::env::current_exe().unwrap();
     let wrap = std::env::var("FLEET_BENCH_WRAP").unwrap_or_default();
@@ -216,6 +238,8 @@ fn main() {
         .output()
         .unwrap();
     let wall = started.elapsed();
+    // This process is the two mock servers and the simulated fleet.
+    let servers_and_fleet_cpu = own_cpu_s() - servers_cpu_before;
     assert!(
         out.status.success(),
         "orchestrator failed: {}",
@@ -258,6 +282,11 @@ fn main() {
         serde_json::json!(requests as f64 / n as f64),
     );
     figures.insert("p99_api_latency_ms", serde_json::json!(p99));
+    figures.insert("orchestrator_cpu_s", report["cpu_s"].clone());
+    figures.insert(
+        "mocks_and_simulator_cpu_s",
+        serde_json::json!(servers_and_fleet_cpu),
+    );
     figures.insert(
         "orchestrator_peak_rss_mib",
         serde_json::json!(rss_kib as f64 / 1024.0),

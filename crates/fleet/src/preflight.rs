@@ -285,24 +285,32 @@ pub fn preflight(
     let mut snapshot = Vec::new();
     let mut problems = Vec::new();
     let mut accepted = 0usize;
-    let snap = old.devices_by_status(Some("accepted"), |d| {
-        accepted += 1;
-        let sets = d.accepted_sets();
-        match sets.as_slice() {
-            [one] => snapshot.push(SnapshotDevice {
-                id: d.id.clone(),
-                identity: d.identity_data.clone(),
-                pubkey: one.pubkey.clone(),
-                aid: one.id.clone(),
-                device_type: None,
-                group: None,
-                check_in: d.check_in_time.clone(),
-            }),
-            [] => problems.push(format!("{}: accepted without an accepted auth set", d.id)),
-            _ => problems.push(format!("{}: {} accepted auth sets", d.id, sets.len())),
-        }
+    // Old's inventory is read at the same time (both are read-only listings of many pages;
+    // their latency, not the orchestrator, sets the pace).
+    let (snap, inventory) = std::thread::scope(|s| {
+        let inventory = s.spawn(|| old.inventory());
+        let snap = old.devices_by_status(Some("accepted"), |d| {
+            accepted += 1;
+            let sets = d.accepted_sets();
+            match sets.as_slice() {
+                [one] => snapshot.push(SnapshotDevice {
+                    id: d.id.clone(),
+                    identity: d.identity_data.clone(),
+                    pubkey: one.pubkey.clone(),
+                    aid: one.id.clone(),
+                    device_type: None,
+                    group: None,
+                    check_in: d.check_in_time.clone(),
+                }),
+                [] => problems.push(format!("{}: accepted without an accepted auth set", d.id)),
+                _ => problems.push(format!("{}: {} accepted auth sets", d.id, sets.len())),
+            }
+        });
+        let inventory = inventory
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (snap, inventory)
     });
-    let inventory = old.inventory();
     match (snap, inventory) {
         (Err(e), _) | (_, Err(e)) => {
             check(&mut checks, "fleet snapshot", Status::Fail, e.to_string());
