@@ -282,6 +282,7 @@ fn print_json(v: &serde_json::Value) {
 
 /// Runs a `fleet` subcommand and returns the process exit code.
 pub fn run(args: &FleetArgs) -> ExitCode {
+    mender_fleet::limit_malloc_arenas();
     match dispatch(args) {
         Ok(code) => code,
         Err(err) => {

@@ -87,6 +87,8 @@ fn own_cpu_s() -> f64 {
 
 /// Child mode: run the orchestrator only, print the report as JSON.
 fn orchestrate() {
+    // As `mender-migrate fleet` does before anything else.
+    mender_fleet::limit_malloc_arenas();
     let env = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let devices: usize = env("FLEET_BENCH_N").parse().unwrap();
     let api = |name: &str, url_var: &str, token_var: &str| {

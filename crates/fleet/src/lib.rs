@@ -40,6 +40,21 @@ pub use report::Report;
 pub use run::{Access, KillSwitch, Orchestrator, RunError};
 pub use secret::{Secret, TokenSource};
 
+/// Caps glibc's malloc arenas for this process; call it first, before any thread starts.
+///
+/// The orchestrator runs up to `--concurrency` HTTP threads, and glibc gives busy threads
+/// arenas of their own (up to 8 per core), each keeping the memory its thread freed. At 10,000
+/// devices that is about 8 MiB of the orchestrator's 50 MiB budget (measured with the
+/// `fleet_migration` bench: 49.9 MiB → 41.8 MiB). Two arenas keep lock contention low at the
+/// request rates this tool uses. Nothing to do on other C libraries (musl has one heap).
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; M_ARENA_MAX takes any positive count.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// Which devices of old take part (default: every accepted device).
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
