@@ -2,6 +2,10 @@
 //! repeated parameters, `page` ≥ 1 and `per_page` 1..=500 (else 400), path-relative `Link`
 //! headers with `first`/`prev`/`next`(/`last`), and `X-Total-Count` where the service sends it.
 
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -112,6 +116,40 @@ impl QueryPairs {
             )));
         }
         Ok(Paging { page, per_page })
+    }
+}
+
+/// Extractor: the request's query string, parsed (never rejects).
+impl<S: Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::parse(parts.uri.query()))
+    }
+}
+
+/// Extractor of a paged list request: the query and its validated `page`/`per_page`
+/// (`per_page` defaults to `DEFAULT_PER_PAGE`); 400 as the real services answer otherwise.
+pub(crate) struct PagedQuery<const DEFAULT_PER_PAGE: usize = 20> {
+    pub(crate) query: QueryPairs,
+    pub(crate) paging: Paging,
+}
+
+impl<S: Sync, const DEFAULT_PER_PAGE: usize> FromRequestParts<S> for PagedQuery<DEFAULT_PER_PAGE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = QueryPairs::parse(parts.uri.query());
+        let paging = query.paging(DEFAULT_PER_PAGE)?;
+        Ok(Self { query, paging })
+    }
+}
+
+impl<const DEFAULT_PER_PAGE: usize> PagedQuery<DEFAULT_PER_PAGE> {
+    /// The requested page of `all` (see [`Paging::respond`]); its links keep the query's other
+    /// parameters.
+    pub(crate) fn respond(&self, path: &str, all: Vec<Value>, total_header: bool) -> Response {
+        self.paging.respond(path, &self.query, all, total_header)
     }
 }
 
