@@ -296,16 +296,9 @@ fn tries(knobs: &crate::Knobs) -> u32 {
     }
 }
 
+/// A query value as the Go client's `url.Values.Encode` writes it (`+` for a space).
 fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 impl Device {

@@ -20,52 +20,17 @@ pub(crate) const PER_PAGE_MAX: usize = 500;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct QueryPairs(pub(crate) Vec<(String, String)>);
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// A query component as `application/x-www-form-urlencoded` writes it (Go's
+/// `url.QueryEscape`): `+` for a space, `%XX` for bytes outside `[A-Za-z0-9*-._]`.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~*".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 impl QueryPairs {
     pub(crate) fn parse(query: Option<&str>) -> Self {
-        let pairs = query
-            .unwrap_or("")
-            .split('&')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (percent_decode(k), percent_decode(v))
-            })
+        // Go's `url.ParseQuery`: `&`-separated, `+` is a space, `%XX` a byte (a stray `%` stays).
+        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
             .collect();
         Self(pairs)
     }
@@ -261,6 +226,9 @@ mod tests {
                 .per_page,
             500
         );
-        assert_eq!(percent_decode("a+b%41%"), "a bA%");
+        assert_eq!(
+            QueryPairs::parse(Some("k=a+b%41%&&x")).0,
+            [("k".into(), "a bA%".into()), ("x".into(), String::new())]
+        );
     }
 }
