@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mock_mender_server::{Edition, MockServer, ServerConfig};
+use mock_mender_server::{Edition, MockServer};
 use serde_json::{json, Value};
 
 const DEPLOYMENTS: &str = "/api/management/v1/deployments/deployments";
@@ -75,7 +75,7 @@ fn v2_list_by_name_with_paging_headers() {
             &mgmt,
             json!({"name": format!("srvmig-run-s1-b{i:03}"), "artifact_name": "a1", "devices": [format!("d{i}")]}),
         );
-        ids.push(r.location.unwrap().rsplit('/').next().unwrap().to_string());
+        ids.push(r.created_id());
     }
     let r = mgmt.call(
         "GET",
@@ -191,9 +191,9 @@ fn devices_list_is_lazy_and_paged_and_abort_per_device() {
 
 #[test]
 fn active_deployment_cap() {
-    let mut config = ServerConfig::new("cap", TOKEN);
-    config.settings.max_active_deployments = 2;
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("cap", |config| {
+        config.settings.max_active_deployments = 2;
+    });
     let mgmt = Mgmt::new(&server);
     upload(&mgmt, "a1");
     let first = create(
@@ -231,13 +231,7 @@ fn active_deployment_cap() {
     );
     assert_eq!(r.status, 403, "{}", r.text());
     // Aborting one frees a slot.
-    let id = first
-        .location
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = first.created_id();
     assert_eq!(
         mgmt.call(
             "PUT",
@@ -317,9 +311,9 @@ const NEXT_V2: &str = "/api/devices/v2/deployments/device/deployments/next";
 
 /// Stage 2 depends on `server-migration.stage=dual`; the device has no such provide yet.
 fn stage2_setup(edition: Edition) -> (MockServer, SimDevice, String, String) {
-    let mut config = ServerConfig::new("edition", TOKEN);
-    config.settings.edition = edition;
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("edition", |config| {
+        config.settings.edition = edition;
+    });
     let mgmt = Mgmt::new(&server);
     let r = mgmt.upload_artifact(
         &build_artifact_with(

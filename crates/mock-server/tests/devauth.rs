@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mock_mender_server::{MockServer, ServerConfig, Settings};
+use mock_mender_server::Settings;
 use serde_json::{json, Value};
 
 const DEVICES: &str = "/api/management/v2/devauth/devices";
@@ -149,7 +149,7 @@ fn preauthorize_conflict_body_and_force() {
         Some(json!({"identity_data": {"mac": "m"}, "pubkey": key2, "force": true})),
     );
     assert_eq!(r.status, 201);
-    let location = r.location.unwrap();
+    let location = r.header("location").unwrap();
     assert_ne!(location, format!("devices/{id}"));
     assert_eq!(mgmt.device(&id)["auth_sets"].as_array().unwrap().len(), 2);
     assert_eq!(mgmt.devices("preauthorized").len(), 1);
@@ -201,12 +201,12 @@ fn status_transitions() {
 
 #[test]
 fn device_limit_422_on_accept_and_401_on_auto_accept() {
-    let mut config = ServerConfig::new("limit", TOKEN);
-    config.settings = Settings {
-        max_devices: 1,
-        ..Settings::default()
-    };
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("limit", |config| {
+        config.settings = Settings {
+            max_devices: 1,
+            ..Settings::default()
+        };
+    });
     let mgmt = Mgmt::new(&server);
     assert_eq!(
         mgmt.call("GET", "/api/management/v2/devauth/limits/max_devices", None)
@@ -260,9 +260,9 @@ fn device_limit_422_on_accept_and_401_on_auto_accept() {
 
 #[test]
 fn decommission_is_asynchronous() {
-    let mut config = ServerConfig::new("decom", TOKEN);
-    config.settings.decommission_delay_ms = 1500;
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("decom", |config| {
+        config.settings.decommission_delay_ms = 1500;
+    });
     let mgmt = Mgmt::new(&server);
     let key = DeviceKey::ed25519(20);
     let id = mgmt.preauthorize(&json!({"serial": "D"}), &key.public_pem());

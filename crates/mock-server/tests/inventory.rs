@@ -187,7 +187,7 @@ fn static_groups_and_group_deployment() {
         Some(json!({"name": "canary", "artifact_name": "a1"})),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let dep = r.location.unwrap().rsplit('/').next().unwrap().to_string();
+    let dep = r.created_id();
     let targeted = mgmt
         .call(
             "GET",

@@ -41,7 +41,7 @@ fn two_stage_migration_between_two_servers() {
     );
     assert_eq!(upload.status, 201, "{}", upload.text());
     assert!(upload
-        .location
+        .header("location")
         .unwrap()
         .starts_with("/api/management/v1/deployments/artifacts/"));
     let stage1 = old_mgmt.deploy("stage-1", "migration-stage1", &[&old_id]);

@@ -15,7 +15,14 @@ use serde_json::{json, Value};
 pub const TOKEN: &str = "test-management-token";
 
 pub fn start(name: &str) -> MockServer {
-    MockServer::start(ServerConfig::new(name, TOKEN)).expect("server starts")
+    start_with(name, |_| {})
+}
+
+/// A server named `name` with the test management token, as `configure` adjusts it.
+pub fn start_with(name: &str, configure: impl FnOnce(&mut ServerConfig)) -> MockServer {
+    let mut config = ServerConfig::new(name, TOKEN);
+    configure(&mut config);
+    MockServer::start(config).expect("server starts")
 }
 
 pub fn agent() -> ureq::Agent {
@@ -24,16 +31,11 @@ pub fn agent() -> ureq::Agent {
         .build()
 }
 
-/// Status, headers of interest and body of one HTTP exchange; transport errors are `Err`.
+/// Status, headers and body of one HTTP exchange; transport errors are `Err`.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
-    pub location: Option<String>,
-    pub content_type: Option<String>,
-    pub content_length: Option<String>,
-    pub content_range: Option<String>,
-    pub transfer_encoding: Option<String>,
     /// Every response header (lower-case names).
     pub headers: Vec<(String, String)>,
 }
@@ -53,6 +55,11 @@ impl Reply {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    /// The id a `201 Created` names: the last segment of its `Location`.
+    pub fn created_id(&self) -> String {
+        let location = self.header("location").expect("Location header");
+        location.rsplit('/').next().unwrap().to_string()
+    }
 }
 
 fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Result<Reply, String> {
@@ -61,15 +68,9 @@ fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Result<Reply, Stri
         Err(ureq::Error::Status(_, r)) => r,
         Err(ureq::Error::Transport(t)) => return Err(t.to_string()),
     };
-    let header = |n: &str| response.header(n).map(str::to_string);
     let mut reply = Reply {
         status: response.status(),
         body: Vec::new(),
-        location: header("location"),
-        content_type: header("content-type"),
-        content_length: header("content-length"),
-        content_range: header("content-range"),
-        transfer_encoding: header("transfer-encoding"),
         headers: response
             .headers_names()
             .into_iter()
@@ -217,7 +218,7 @@ impl Mgmt {
             Some(json!({ "identity_data": identity, "pubkey": pubkey })),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        let location = r.location.expect("Location header");
+        let location = r.header("location").expect("Location header");
         location
             .strip_prefix("devices/")
             .expect("Location devices/<id>")
@@ -260,7 +261,7 @@ impl Mgmt {
             Some(json!({ "name": name, "artifact_name": artifact_name, "devices": devices })),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        r.location.unwrap().rsplit('/').next().unwrap().to_string()
+        r.created_id()
     }
 
     pub fn statistics(&self, deployment_id: &str) -> Value {
@@ -531,11 +532,6 @@ impl SimDevice {
         result.unwrap_or_else(|e| Reply {
             status: 503,
             body: e.into_bytes(),
-            location: None,
-            content_type: None,
-            content_length: None,
-            content_range: None,
-            transfer_encoding: None,
             headers: Vec::new(),
         })
     }
@@ -626,8 +622,7 @@ impl SimDevice {
             return Err(format!("download: HTTP {}", reply.status));
         }
         let declared: usize = reply
-            .content_length
-            .as_deref()
+            .header("content-length")
             .ok_or("Will not continue with unknown image size")?
             .parse()
             .map_err(|e| format!("content-length: {e}"))?;
