@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,20 @@ pub fn start_with(name: &str, configure: impl FnOnce(&mut ServerConfig)) -> Mock
     let mut config = ServerConfig::new(name, TOKEN);
     configure(&mut config);
     MockServer::start(config).expect("server starts")
+}
+
+/// [`test_support::require_tool`] for the calling test, named by its thread (the test harness
+/// names each test's thread after it): the tool's path, or `None` after a skip notice.
+pub fn require_tool(tool: &str, install: &str) -> Option<PathBuf> {
+    let thread = std::thread::current();
+    test_support::require_tool(thread.name().unwrap_or("this test"), tool, install)
+}
+
+/// Writes `contents` to the file `name` in `dir`; its path.
+pub fn write_file(dir: &tempfile::TempDir, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
 }
 
 pub fn agent() -> ureq::Agent {
@@ -129,6 +144,7 @@ pub fn auth_request(server: &MockServer, body: &[u8], signature: Option<&str>) -
 }
 
 /// The orchestrator side: management API calls with the bearer token.
+#[derive(Clone)]
 pub struct Mgmt {
     pub base: String,
     pub token: String,
@@ -137,10 +153,15 @@ pub struct Mgmt {
 
 impl Mgmt {
     pub fn new(server: &MockServer) -> Self {
+        Self::at(server.url(), server.management_token(), agent())
+    }
+
+    /// A client of the server at `base` (e.g. one the binary started) with `token`.
+    pub fn at(base: &str, token: &str, agent: ureq::Agent) -> Self {
         Self {
-            base: server.url().to_string(),
-            token: server.management_token().to_string(),
-            agent: agent(),
+            base: base.to_string(),
+            token: token.to_string(),
+            agent,
         }
     }
 
