@@ -23,8 +23,7 @@ fn create(mgmt: &Mgmt, body: Value) -> Reply {
 
 #[test]
 fn identical_active_deployment_is_409_unless_pre_4_0() {
-    let server = start("dedup");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("dedup");
     upload(&mgmt, "a1");
     let body = json!({"name": "b001", "artifact_name": "a1", "devices": ["d1", "d2"]});
     // Device ids are not validated (the real server stores them as given).
@@ -66,8 +65,7 @@ fn identical_active_deployment_is_409_unless_pre_4_0() {
 
 #[test]
 fn v2_list_by_name_with_paging_headers() {
-    let server = start("v2list");
-    let mgmt = Mgmt::new(&server);
+    let (_server, mgmt) = start_managed("v2list");
     upload(&mgmt, "a1");
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -136,8 +134,7 @@ fn accepted(server: &MockServer, serial: &str, seed: u8) -> (SimDevice, String) 
 
 #[test]
 fn devices_list_is_lazy_and_paged_and_abort_per_device() {
-    let server = start("lazy");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("lazy");
     upload(&mgmt, "a1");
     let (mut a, a_id) = accepted(&server, "A", 1);
     let (_b, b_id) = accepted(&server, "B", 2);
@@ -253,8 +250,7 @@ fn active_deployment_cap() {
 
 #[test]
 fn artifacts_v2_by_name_conflict_body_and_download_link() {
-    let server = start("artifacts");
-    let mgmt = Mgmt::new(&server);
+    let (_server, mgmt) = start_managed("artifacts");
     for name in ["srvmig-stage1", "srvmig-stage2", "other"] {
         upload(&mgmt, name);
     }

@@ -44,11 +44,7 @@ fn token_bucket_answers_429_plain_like_the_gateway() {
         .iter()
         .any(|e| e.status == Some(429) && e.fault.as_deref() == Some("rate limited")));
     assert_eq!(mgmt.call("GET", "/admin/settings", None).status, 200);
-    let mut dev = SimDevice::new(
-        &[("serial", "X")],
-        DeviceKey::ed25519(1),
-        vec![server.url().to_string()],
-    );
+    let mut dev = SimDevice::with_serial("X", 1, &[&server]);
     let err = dev.authenticate().unwrap_err();
     assert!(err.contains("401"), "{err}");
     // Off at run time.
@@ -66,8 +62,7 @@ fn token_bucket_answers_429_plain_like_the_gateway() {
 
 #[test]
 fn json_body_like_the_services_and_device_scope() {
-    let server = start("rl-json");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("rl-json");
     // On at run time, JSON body, devices only.
     let r = mgmt.call(
         "PATCH",
@@ -75,11 +70,7 @@ fn json_body_like_the_services_and_device_scope() {
         Some(json!({"rate_limit": {"requests_per_second": 0.5, "burst": 1, "body": "json", "scope": "devices"}})),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let mut dev = SimDevice::new(
-        &[("serial", "Y")],
-        DeviceKey::ed25519(2),
-        vec![server.url().to_string()],
-    );
+    let mut dev = SimDevice::with_serial("Y", 2, &[&server]);
     assert!(dev.authenticate().unwrap_err().contains("401"));
     let err = dev.authenticate().unwrap_err();
     assert!(err.contains("429"), "{err}");

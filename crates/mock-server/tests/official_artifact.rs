@@ -37,8 +37,7 @@ fn upload_artifact_written_by_mender_artifact() {
     assert!(status.success());
     let bytes = std::fs::read(&out).unwrap();
 
-    let server = start("s");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("s");
     let r = mgmt.upload_artifact(&bytes, "official");
     assert_eq!(r.status, 201, "{}", r.text());
     let list = mgmt

@@ -114,11 +114,7 @@ fn request_log_file_has_json_lines() {
     let server = start_with("logged", |config| {
         config.request_log_file = Some(path.clone());
     });
-    let mut dev = SimDevice::new(
-        &[("serial", "L-1")],
-        DeviceKey::ed25519(23),
-        vec![server.url().to_string()],
-    );
+    let mut dev = SimDevice::with_serial("L-1", 23, &[&server]);
     assert!(dev.authenticate().is_err());
     let device_id = server.devices()[0].id.clone();
     let text = std::fs::read_to_string(&path).unwrap();

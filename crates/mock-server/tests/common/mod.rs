@@ -19,6 +19,13 @@ pub fn start(name: &str) -> MockServer {
     start_with(name, |_| {})
 }
 
+/// A server started as [`start`] does, with its management client.
+pub fn start_managed(name: &str) -> (MockServer, Mgmt) {
+    let server = start(name);
+    let mgmt = Mgmt::new(&server);
+    (server, mgmt)
+}
+
 /// A server named `name` with the test management token, as `configure` adjusts it.
 pub fn start_with(name: &str, configure: impl FnOnce(&mut ServerConfig)) -> MockServer {
     let mut config = ServerConfig::new(name, TOKEN);
@@ -435,6 +442,13 @@ pub struct SimDevice {
 impl SimDevice {
     pub fn new(identity: &[(&str, &str)], key: DeviceKey, servers: Vec<String>) -> Self {
         Self::with_agent(identity, key, servers, agent())
+    }
+
+    /// A device identified by `serial` alone, with the ed25519 key from `seed`, whose server
+    /// list is `servers` in order.
+    pub fn with_serial(serial: &str, seed: u8, servers: &[&MockServer]) -> Self {
+        let urls = servers.iter().map(|s| s.url().to_string()).collect();
+        Self::new(&[("serial", serial)], DeviceKey::ed25519(seed), urls)
     }
 
     pub fn with_agent(
