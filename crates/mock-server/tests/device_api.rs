@@ -12,7 +12,7 @@ fn accepted_device(
     seed: u8,
 ) -> (SimDevice, String) {
     let mgmt = Mgmt::new(server);
-    let mut dev = SimDevice::with_serial(serial, seed, &[&server]);
+    let mut dev = SimDevice::with_serial(serial, seed, &[server]);
     assert!(dev.authenticate().is_err());
     let pending = mgmt.devices("pending");
     let d = pending
