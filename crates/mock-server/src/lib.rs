@@ -409,11 +409,12 @@ impl MockServer {
 
     /// All devices with their auth sets and inventory.
     pub fn devices(&self) -> Vec<Device> {
-        self.shared.read(|s| s.devices.values().cloned().collect())
+        self.shared
+            .read(|s| s.devices().values().cloned().collect())
     }
 
     pub fn device(&self, id: &str) -> Option<Device> {
-        self.shared.read(|s| s.devices.get(id).cloned())
+        self.shared.read(|s| s.devices().get(id).cloned())
     }
 
     /// All deployments with every device's status history and log.

@@ -115,20 +115,15 @@ impl Shared {
     /// Resolves a device token and records the check-in time (not persisted).
     pub(crate) fn check_in(&self, token: &str) -> Option<String> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let device_id = state.tokens.get(token)?.clone();
-        if let Some(device) = state.devices.get_mut(&device_id) {
+        let device_id = state.token_device(token, false)?.to_string();
+        if let Some(device) = state.device_mut(&device_id) {
             device.check_in_time = Some(now_rfc3339());
         }
         Some(device_id)
     }
 
     pub(crate) fn device_for_token(&self, token: &str) -> Option<String> {
-        self.read(|s| {
-            s.tokens
-                .get(token)
-                .or_else(|| s.revoked_tokens.get(token))
-                .cloned()
-        })
+        self.read(|s| s.token_device(token, true).map(str::to_string))
     }
 
     /// A copy of the current settings.

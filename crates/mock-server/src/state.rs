@@ -276,12 +276,14 @@ impl Deployment {
 /// The whole server state; everything a restarted mock needs to keep its devices.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
-    pub devices: BTreeMap<String, Device>,
+    /// Private, like the token maps: devices come and go only through this module's methods,
+    /// which keep [`Index`] in step.
+    devices: BTreeMap<String, Device>,
     /// Opaque device token → device id.
-    pub tokens: HashMap<String, String>,
+    tokens: HashMap<String, String>,
     /// Revoked token → device id, so requests with a dead token are still attributed.
     #[serde(default)]
-    pub revoked_tokens: HashMap<String, String>,
+    revoked_tokens: HashMap<String, String>,
     pub artifacts: BTreeMap<String, Artifact>,
     pub deployments: BTreeMap<String, Deployment>,
     pub next_seq: u64,
@@ -381,6 +383,24 @@ pub(crate) enum OpError {
 }
 
 impl State {
+    /// Every device, by id.
+    pub(crate) fn devices(&self) -> &BTreeMap<String, Device> {
+        &self.devices
+    }
+
+    /// One device to change; its `identity_data` must stay as it is (the identity index).
+    pub(crate) fn device_mut(&mut self, id: &str) -> Option<&mut Device> {
+        self.devices.get_mut(id)
+    }
+
+    /// The device a live token belongs to; with `or_revoked`, also a revoked token's.
+    pub(crate) fn token_device(&self, token: &str, or_revoked: bool) -> Option<&str> {
+        self.tokens
+            .get(token)
+            .or_else(|| or_revoked.then(|| self.revoked_tokens.get(token)).flatten())
+            .map(String::as_str)
+    }
+
     /// The device with this identity (identities are unique: auth and preauthorize reuse it).
     fn device_by_identity(&mut self, identity: &BTreeMap<String, Value>) -> Option<&str> {
         if self.index.identities.len() != self.devices.len() {

@@ -289,7 +289,7 @@ pub(super) async fn deployment_create_for_group(
     let limits = limits(&shared);
     let id = shared.write(|s| {
         let devices: Vec<String> = s
-            .devices
+            .devices()
             .values()
             .filter(|d| d.group.as_deref() == Some(group.as_str()))
             .filter(|d| d.status == crate::state::AuthStatus::Accepted)

@@ -52,7 +52,7 @@ fn matching_devices(shared: &Shared, statuses: &[String], ids: &[String]) -> Api
         .collect::<ApiResult<_>>()?;
     Ok(shared.read(|s| {
         let mut list: Vec<&Device> = s
-            .devices
+            .devices()
             .values()
             .filter(|d| {
                 statuses.is_empty()
@@ -166,7 +166,7 @@ pub(super) async fn max_devices(State(shared): State<Arc<Shared>>) -> ApiResult 
 
 /// `GET …/devauth/devices/{id}`.
 pub(super) fn device_get(s: &crate::state::State, id: &str) -> Option<Value> {
-    s.devices.get(id).map(device_view)
+    s.devices().get(id).map(device_view)
 }
 
 #[derive(Deserialize)]
@@ -198,7 +198,7 @@ pub(super) async fn preauthorize(
             Ok(done) => done,
             // 409 carries the existing device, not an error object.
             Err(OpError::DeviceExists(existing)) => {
-                let device = shared.read(|s| s.devices.get(&existing).map(device_view));
+                let device = shared.read(|s| s.devices().get(&existing).map(device_view));
                 return Ok((StatusCode::CONFLICT, Json(device)).into_response());
             }
             Err(e) => return Err(e.into()),
@@ -244,7 +244,7 @@ pub(super) async fn auth_status_get(
 ) -> ApiResult {
     shared
         .read(|s| {
-            s.devices
+            s.devices()
                 .get(&id)
                 .and_then(|d| d.auth_sets.iter().find(|a| a.id == aid))
                 .map(|a| a.status)

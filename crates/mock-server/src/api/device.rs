@@ -109,7 +109,7 @@ pub(super) async fn inventory_update<const REPLACE: bool>(
 ) -> ApiResult {
     let attributes = parse_attributes(&body)?;
     shared.write_if_changed(|s| {
-        let Some(device) = s.devices.get_mut(&device_id) else {
+        let Some(device) = s.device_mut(&device_id) else {
             return ((), false);
         };
         let mut inventory = if REPLACE {

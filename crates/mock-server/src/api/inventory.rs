@@ -79,7 +79,7 @@ pub(super) async fn inventory_list(
         }
     };
     let all: Vec<Value> = shared.read(|s| {
-        s.devices
+        s.devices()
             .values()
             .filter(|d| group.as_ref().is_none_or(|g| d.group.as_ref() == Some(g)))
             .filter(|d| has_group.is_none_or(|h| d.group.is_some() == h))
@@ -91,7 +91,7 @@ pub(super) async fn inventory_list(
 
 /// `GET …/inventory/devices/{id}` → every attribute.
 pub(super) fn inventory_get(s: &crate::state::State, id: &str) -> Option<Value> {
-    s.devices.get(id).map(|d| inventory_view(d, None))
+    s.devices().get(id).map(|d| inventory_view(d, None))
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -248,7 +248,7 @@ pub(super) async fn search(State(shared): State<Arc<Shared>>, body: Bytes) -> Ap
     }
     let rows: ApiResult<Vec<(Vec<Value>, Value)>> = shared.read(|s| {
         let mut rows = Vec::new();
-        for d in s.devices.values() {
+        for d in s.devices().values() {
             if !req.device_ids.is_empty() && !req.device_ids.contains(&d.id) {
                 continue;
             }
@@ -356,7 +356,7 @@ fn change_group(
     not_found: &str,
     change: impl FnOnce(&mut Device) -> bool,
 ) -> ApiResult {
-    if shared.write(|s| s.devices.get_mut(id).is_some_and(change))? {
+    if shared.write(|s| s.device_mut(id).is_some_and(change))? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found(not_found))
@@ -365,8 +365,12 @@ fn change_group(
 
 /// `GET …/inventory/groups` → group names.
 pub(super) async fn groups_list(State(shared): State<Arc<Shared>>) -> ApiResult {
-    let groups: std::collections::BTreeSet<String> =
-        shared.read(|s| s.devices.values().filter_map(|d| d.group.clone()).collect());
+    let groups: std::collections::BTreeSet<String> = shared.read(|s| {
+        s.devices()
+            .values()
+            .filter_map(|d| d.group.clone())
+            .collect()
+    });
     Ok(Json(groups).into_response())
 }
 
@@ -378,7 +382,7 @@ pub(super) async fn group_devices(
     paged: PagedQuery,
 ) -> ApiResult {
     let all: Vec<Value> = shared.read(|s| {
-        s.devices
+        s.devices()
             .values()
             .filter(|d| d.group.as_deref() == Some(name.as_str()))
             .map(|d| json!(d.id))
@@ -403,7 +407,7 @@ pub(super) async fn group_add(
     let (matched, updated) = shared.write(|s| {
         let (mut matched, mut updated) = (0, 0);
         for id in &ids {
-            if let Some(d) = s.devices.get_mut(id) {
+            if let Some(d) = s.device_mut(id) {
                 matched += 1;
                 if d.group.as_deref() != Some(name.as_str()) {
                     d.group = Some(name.clone());
@@ -425,7 +429,7 @@ pub(super) async fn group_remove(
     let updated = shared.write(|s| {
         let mut updated = 0;
         for id in &ids {
-            if let Some(d) = s.devices.get_mut(id) {
+            if let Some(d) = s.device_mut(id) {
                 if d.group.as_deref() == Some(name.as_str()) {
                     d.group = None;
                     updated += 1;
