@@ -296,16 +296,15 @@ fn tries(knobs: &crate::Knobs) -> u32 {
     }
 }
 
+/// RFC 3986's unreserved characters: everything else is percent-encoded.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn query_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 impl Device {
@@ -1059,5 +1058,17 @@ impl Device {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_escape_keeps_only_unreserved_characters() {
+        assert_eq!(super::query_escape("release-1_a.b~c"), "release-1_a.b~c");
+        assert_eq!(
+            super::query_escape("r 1/x?&=+*ä"),
+            "r%201%2Fx%3F%26%3D%2B%2A%C3%A4"
+        );
     }
 }
