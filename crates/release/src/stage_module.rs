@@ -47,3 +47,46 @@ pub fn stage_module_spec(
     }
     spec
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use menderconf::{Mode, ServerUrl};
+
+    #[test]
+    fn stage_two_depends_on_stage_one_and_the_plan_comes_first() {
+        let url = |u: &str| ServerUrl::parse(u).unwrap();
+        for (stage, name, depends) in [
+            (Stage::Dual, "f-stage1-dual", None),
+            (Stage::NewOnly, "f-stage2-new-only", Some("dual")),
+        ] {
+            let plan = StagePlan::new(
+                stage,
+                Mode::Patch,
+                url("https://a.example"),
+                url("https://b.example"),
+            );
+            let extra = PayloadFile::from_bytes("etc-mender.conf", b"{}".to_vec(), 0o600);
+            let spec = stage_module_spec("f", vec!["dt".into()], &plan, vec![extra]);
+            assert_eq!(spec.name, name);
+            assert_eq!(spec.device_types, ["dt"]);
+            assert_eq!(
+                spec.provides.get(STAGE_PROVIDES_KEY),
+                Some(&stage.to_string())
+            );
+            assert_eq!(
+                spec.depends.get(STAGE_PROVIDES_KEY).map(String::as_str),
+                depends
+            );
+            let Payload::Module {
+                type_name, files, ..
+            } = &spec.payload
+            else {
+                panic!("{name}: not a module payload");
+            };
+            assert_eq!(type_name, MODULE_NAME);
+            let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, [PLAN_FILE_NAME, "etc-mender.conf"]);
+        }
+    }
+}
