@@ -8,11 +8,11 @@ inherit cargo
 # mender-fleet-sim is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-fleet-sim/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "32b99237bb911ac9dd0e08289456ceca266dcc08"
+SRCREV = "de887e2dd94c0af6150cbc9850d181ab9b1a69e4"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-fleet-sim"
-PV:append = ".AUTOINC+32b99237bb"
+PV:append = ".AUTOINC+de887e2dd9"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.
@@ -631,6 +631,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/flate2-1.1.11/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
     file://${CARGO_VENDORING_DIRECTORY}/flate2-1.1.11/LICENSE-MIT;md5=12603462ab3a2195f843f2432f94780c \
     file://${CARGO_VENDORING_DIRECTORY}/foldhash-0.2.0/LICENSE;md5=20ff5307d48c7c74b29bfe1add54da14 \
+    file://${CARGO_VENDORING_DIRECTORY}/form_urlencoded-1.2.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/form_urlencoded-1.2.2/LICENSE-MIT;md5=d188c55b194c6aaf8738d1b9a8934007 \
     file://${CARGO_VENDORING_DIRECTORY}/futures-channel-0.3.34/LICENSE-APACHE;md5=e9bc874b120e4326c5a46b7332189c5f \
     file://${CARGO_VENDORING_DIRECTORY}/futures-channel-0.3.34/LICENSE-MIT;md5=84dbe4d357da3fc0c825d8f51fb9261a \
     file://${CARGO_VENDORING_DIRECTORY}/futures-core-0.3.34/LICENSE-APACHE;md5=e9bc874b120e4326c5a46b7332189c5f \
@@ -703,6 +705,8 @@ LIC_FILES_CHKSUM = " \
     file://${CARGO_VENDORING_DIRECTORY}/p256-0.13.2/LICENSE-MIT;md5=d285948e7144098a264db00b76d0c6f0 \
     file://${CARGO_VENDORING_DIRECTORY}/pem-rfc7468-0.7.0/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \
     file://${CARGO_VENDORING_DIRECTORY}/pem-rfc7468-0.7.0/LICENSE-MIT;md5=66089406d4d1efd8a063b66ca217462a \
+    file://${CARGO_VENDORING_DIRECTORY}/percent-encoding-2.3.2/LICENSE-APACHE;md5=1836efb2eb779966696f473ee8540542 \
+    file://${CARGO_VENDORING_DIRECTORY}/percent-encoding-2.3.2/LICENSE-MIT;md5=1d8356586e446b0098888aa89f3a3b01 \
     file://${CARGO_VENDORING_DIRECTORY}/pin-project-lite-0.2.17/LICENSE-APACHE;md5=2ee41112a44fe7014dce33e26468ba93 \
     file://${CARGO_VENDORING_DIRECTORY}/pin-project-lite-0.2.17/LICENSE-MIT;md5=b377b220f43d747efdec40d69fcaa69d \
     file://${CARGO_VENDORING_DIRECTORY}/pkcs1-0.7.5/LICENSE-APACHE;md5=a02fef6dccf840318474c108a8281b77 \

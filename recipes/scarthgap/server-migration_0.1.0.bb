@@ -8,11 +8,11 @@ inherit cargo
 # server-migration is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/server-migration/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "32b99237bb911ac9dd0e08289456ceca266dcc08"
+SRCREV = "de887e2dd94c0af6150cbc9850d181ab9b1a69e4"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = "crates/device"
 CARGO_BUILD_FLAGS += "-p server-migration"
-PV:append = ".AUTOINC+32b99237bb"
+PV:append = ".AUTOINC+de887e2dd9"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -296,15 +296,9 @@ fn tries(knobs: &crate::Knobs) -> u32 {
     }
 }
 
-/// RFC 3986's unreserved characters: everything else is percent-encoded.
-const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
+/// A query value as the Go client's `url.Values.Encode` writes it (`+` for a space).
 fn query_escape(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, UNRESERVED).to_string()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 impl Device {
@@ -1058,17 +1052,5 @@ impl Device {
                 None
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn query_escape_keeps_only_unreserved_characters() {
-        assert_eq!(super::query_escape("release-1_a.b~c"), "release-1_a.b~c");
-        assert_eq!(
-            super::query_escape("r 1/x?&=+*ä"),
-            "r%201%2Fx%3F%26%3D%2B%2A%C3%A4"
-        );
     }
 }

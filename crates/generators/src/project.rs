@@ -156,19 +156,9 @@ impl RecipeInputs {
             .ok_or_else(|| {
                 GenError::Invalid("no workspace member under crates/ has a binary target".into())
             })?;
-        let repository = first
-            .repository
-            .as_deref()
-            .or(first.homepage.as_deref())
-            .ok_or_else(|| {
-                GenError::Invalid(format!(
-                    "{}/Cargo.toml: no `repository` to fetch the sources from",
-                    first.rel_dir
-                ))
-            })?;
         Ok(RecipeInputs {
             root: root.to_path_buf(),
-            git_url: recipe::bitbake_git_url(repository)?,
+            git_url: recipe::bitbake_git_url(first.repository_url()?)?,
             workspaces,
         })
     }

@@ -49,6 +49,38 @@ pub struct PackageInfo {
     pub workspace_dir: String,
 }
 
+impl PackageInfo {
+    /// The recipe's `HOMEPAGE`: `homepage`, else `repository`.
+    pub fn homepage_url(&self) -> Result<&str, GenError> {
+        self.url_of(&self.homepage, &self.repository, "HOMEPAGE")
+    }
+
+    /// Where BitBake fetches the sources from: `repository`, else `homepage`.
+    pub fn repository_url(&self) -> Result<&str, GenError> {
+        self.url_of(
+            &self.repository,
+            &self.homepage,
+            "the git URL to fetch the sources from",
+        )
+    }
+
+    fn url_of<'a>(
+        &self,
+        preferred: &'a Option<String>,
+        fallback: &'a Option<String>,
+        purpose: &str,
+    ) -> Result<&'a str, GenError> {
+        match preferred.as_deref().or(fallback.as_deref()) {
+            Some(url) => Ok(url.trim()),
+            None => Err(GenError::Invalid(format!(
+                "{}/Cargo.toml (package {}): neither homepage nor repository is set, \
+                 so there is no {purpose}",
+                self.rel_dir, self.name
+            ))),
+        }
+    }
+}
+
 /// `path` relative to `root`, `/`-separated.
 fn relative(path: &Path, root: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
@@ -217,17 +249,7 @@ pub fn render(
         Some(d) => d.trim().replace('\n', " \\\n"),
         None => pkg.name.clone(),
     };
-    let homepage = pkg
-        .homepage
-        .as_deref()
-        .or(pkg.repository.as_deref())
-        .ok_or_else(|| {
-            GenError::Invalid(format!(
-                "package {}: neither homepage nor repository is set in Cargo.toml",
-                pkg.name
-            ))
-        })?
-        .trim();
+    let homepage = pkg.homepage_url()?;
     for (field, value) in [("description", summary.as_str()), ("homepage", homepage)] {
         if value.contains('"') {
             return Err(GenError::Invalid(format!(

@@ -193,22 +193,21 @@ mod tests {
             times: Some(2),
         });
         faults.add(FaultRule::new(Endpoint::Any, FaultAction::Drop));
-        assert_eq!(
-            faults.check(Endpoint::Auth, "/", "post"),
-            Some(FaultAction::Status(503))
-        );
-        assert_eq!(
-            faults.check(Endpoint::Auth, "/", "GET"),
-            Some(FaultAction::Drop)
-        );
-        assert_eq!(
-            faults.check(Endpoint::Auth, "/", "POST"),
-            Some(FaultAction::Status(503))
-        );
-        assert_eq!(
-            faults.check(Endpoint::Auth, "/", "POST"),
-            Some(FaultAction::Drop)
-        );
+        // In order: the method matches case-insensitively, another method falls through to
+        // the catch-all, and the counted rule is gone after its second use.
+        let checks = [
+            ("post", FaultAction::Status(503)),
+            ("GET", FaultAction::Drop),
+            ("POST", FaultAction::Status(503)),
+            ("POST", FaultAction::Drop),
+        ];
+        for (i, (method, want)) in checks.into_iter().enumerate() {
+            assert_eq!(
+                faults.check(Endpoint::Auth, "/", method),
+                Some(want),
+                "check {i}: {method}"
+            );
+        }
         assert_eq!(faults.list().len(), 1);
         let json = serde_json::to_string(&faults.list()[0]).unwrap();
         assert_eq!(json, r#"{"endpoint":"any","action":"drop"}"#);

@@ -305,14 +305,20 @@ fn identity_key(identity: &BTreeMap<String, Value>) -> String {
     serde_json::to_string(identity).expect("JSON values serialise")
 }
 
-/// A deployment constructor (`POST …/deployments`, or a group deployment resolved to ids).
-#[derive(Clone, Debug, Default)]
+/// A deployment constructor: the body of `POST …/deployments` as it is, or of
+/// `POST …/deployments/group/{name}` with the group resolved to its devices.
+#[derive(Clone, Debug, Default, Deserialize)]
 pub(crate) struct NewDeployment {
     pub name: String,
     pub artifact_name: String,
+    #[serde(default)]
     pub devices: Vec<String>,
+    #[serde(default)]
     pub all_devices: bool,
+    #[serde(default)]
     pub force_installation: bool,
+    /// Set by the group route, never read from a body.
+    #[serde(skip)]
     pub group: Option<String>,
 }
 

@@ -122,20 +122,8 @@ pub fn ensure_binfmt(arch: &ForeignArch) -> Result<()> {
 }
 
 fn mmdebstrap_args(arch: &ForeignArch, root: &Path) -> Vec<String> {
-    let mut args = vec![
-        format!("--arch={}", arch.debian),
-        "--variant=apt".to_string(),
-        format!("--include={}", PACKAGES.join(",")),
-        "--aptopt=APT::Install-Recommends \"false\"".to_string(),
-        "--dpkgopt=force-unsafe-io".to_string(),
-    ];
-    for pattern in [
-        "/usr/share/man/*",
-        "/usr/share/doc/*",
-        "/usr/share/locale/*",
-    ] {
-        args.push(format!("--dpkgopt=path-exclude={pattern}"));
-    }
+    let mut args = vec![format!("--arch={}", arch.debian)];
+    args.extend(test_support::mmdebstrap_slim_args("apt", PACKAGES, &[]));
     args.push(SUITE.into());
     args.push(root.display().to_string());
     args.push(MIRROR.into());

@@ -120,20 +120,7 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
 }
 
 fn mmdebstrap_args(root: &Path, sources_file: &Path) -> Vec<String> {
-    let mut args = vec![
-        "--variant=minbase".to_string(),
-        format!("--include={}", PACKAGES.join(",")),
-        "--aptopt=APT::Install-Recommends \"false\"".to_string(),
-        "--dpkgopt=force-unsafe-io".to_string(),
-    ];
-    for pattern in [
-        "/usr/share/man/*",
-        "/usr/share/locale/*",
-        "/usr/share/doc/*",
-        "/usr/share/info/*",
-    ] {
-        args.push(format!("--dpkgopt=path-exclude={pattern}"));
-    }
+    let mut args = test_support::mmdebstrap_slim_args("minbase", PACKAGES, &["/usr/share/info/*"]);
     args.push("--dpkgopt=path-include=/usr/share/doc/mender-client/*".to_string());
     for tree in PRUNED_MODULE_TREES {
         // dpkg matches the paths in the .deb, which are /lib/modules/..., even on merged /usr.

@@ -189,6 +189,32 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// The `mmdebstrap` options the suites' Debian chroots share: the variant, the packages, no
+/// recommends, unsafe I/O (a chroot is throw-away until it is cached) and no man pages, docs or
+/// locales, plus `extra_excludes` (dpkg path globs). The caller adds its own options, then the
+/// suite, target and mirror.
+pub fn mmdebstrap_slim_args(
+    variant: &str,
+    packages: &[&str],
+    extra_excludes: &[&str],
+) -> Vec<String> {
+    let mut args = vec![
+        format!("--variant={variant}"),
+        format!("--include={}", packages.join(",")),
+        "--aptopt=APT::Install-Recommends \"false\"".to_string(),
+        "--dpkgopt=force-unsafe-io".to_string(),
+    ];
+    let excludes = [
+        "/usr/share/man/*",
+        "/usr/share/doc/*",
+        "/usr/share/locale/*",
+    ];
+    for pattern in excludes.iter().chain(extra_excludes) {
+        args.push(format!("--dpkgopt=path-exclude={pattern}"));
+    }
+    args
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

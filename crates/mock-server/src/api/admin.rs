@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::parse_json;
+use super::{parse_json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::faults::FaultRule;
 use crate::shared::Shared;
@@ -51,14 +51,16 @@ pub(super) async fn faults_clear(State(shared): State<Arc<Shared>>) -> ApiResult
 }
 
 #[derive(Deserialize)]
-struct DownBody {
+pub(super) struct DownBody {
     seconds: f64,
 }
 
 /// Goes down (connections refused) for `seconds`, then comes back on the same address.
 /// The answer is sent first; the server goes down a moment later.
-pub(super) async fn admin_down(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let req: DownBody = parse_json(&body)?;
+pub(super) async fn admin_down(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(req): JsonBody<DownBody>,
+) -> ApiResult {
     if !(req.seconds.is_finite() && req.seconds > 0.0 && req.seconds <= 3600.0) {
         return Err(ApiError::bad_request("seconds must be in (0, 3600]"));
     }
@@ -107,8 +109,10 @@ pub(super) async fn settings_get(State(shared): State<Arc<Shared>>) -> ApiResult
 
 /// Merges a JSON object into the settings (`{"max_devices": 5, "rate_limit": null}`) and
 /// answers the result.
-pub(super) async fn settings_patch(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let patch: Value = parse_json(&body)?;
+pub(super) async fn settings_patch(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(patch): JsonBody<Value>,
+) -> ApiResult {
     let next = shared
         .settings()
         .patched(&patch)

@@ -3,16 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Multipart, Path, RawQuery, State};
+use axum::extract::{Multipart, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::paging::QueryPairs;
-use super::{json_or_404, parse_json};
+use super::paging::PagedQuery;
+use super::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::shared::Shared;
@@ -60,12 +59,10 @@ pub(super) async fn artifacts_list(State(shared): State<Arc<Shared>>) -> ApiResu
 /// (name exact, or a prefix with a trailing `*`): the idempotent-upload lookup.
 pub(super) async fn artifacts_list_v2(
     State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+    paged: PagedQuery,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(20)?;
-    let names = q.all("name");
-    let device_type = q.get("device_type").map(str::to_string);
+    let names = paged.query.all("name");
+    let device_type = paged.query.get("device_type").map(str::to_string);
     let all: Vec<Value> = shared.read(|s| {
         let mut list: Vec<&crate::state::Artifact> = s
             .artifacts
@@ -86,7 +83,7 @@ pub(super) async fn artifacts_list_v2(
         list.sort_by(|a, b| a.name.cmp(&b.name).then(a.modified.cmp(&b.modified)));
         list.into_iter().map(artifact_view).collect()
     });
-    Ok(paging.respond(routes::ARTIFACTS_V2, &q, all, true))
+    Ok(paged.respond(routes::ARTIFACTS_V2, all, true))
 }
 
 /// `GET …/artifacts/{id}/download` → `{uri, expire}` (a link that needs no auth).
@@ -108,13 +105,9 @@ pub(super) async fn artifact_download_link(
     .into_response())
 }
 
-pub(super) async fn artifact_get(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "artifact", |s| {
-        s.artifacts.get(&id).map(artifact_view)
-    })
+/// `GET …/artifacts/{id}` (through [`super::get_by_id`]).
+pub(super) fn artifact_get(s: &crate::state::State, id: &str) -> Option<Value> {
+    s.artifacts.get(id).map(artifact_view)
 }
 
 /// Streams the `artifact` part to a temp file in the artifact dir, indexes it with the
@@ -258,18 +251,6 @@ fn artifact_is_signed(info: &menderartifact::ArtifactInfo) -> bool {
     !matches!(info.signature, menderartifact::SignatureStatus::Unsigned)
 }
 
-#[derive(Deserialize)]
-struct DeploymentBody {
-    name: String,
-    artifact_name: String,
-    #[serde(default)]
-    devices: Vec<String>,
-    #[serde(default)]
-    all_devices: bool,
-    #[serde(default)]
-    force_installation: bool,
-}
-
 fn limits(shared: &Shared) -> DeploymentLimits {
     let settings = shared.settings();
     DeploymentLimits {
@@ -290,36 +271,21 @@ fn created(id: &str) -> Response {
         .into_response()
 }
 
-pub(super) async fn deployment_create(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let req: DeploymentBody = parse_json(&body)?;
-    let new = NewDeployment {
-        name: req.name,
-        artifact_name: req.artifact_name,
-        devices: req.devices,
-        all_devices: req.all_devices,
-        force_installation: req.force_installation,
-        group: None,
-    };
+pub(super) async fn deployment_create(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(new): JsonBody<NewDeployment>,
+) -> ApiResult {
     let limits = limits(&shared);
     let id = shared.write(|s| s.create_deployment(&new, limits))??;
     Ok(created(&id))
-}
-
-#[derive(Deserialize)]
-struct GroupDeploymentBody {
-    name: String,
-    artifact_name: String,
-    #[serde(default)]
-    force_installation: bool,
 }
 
 /// `POST …/deployments/group/{name}`: the group's devices, fixed at creation.
 pub(super) async fn deployment_create_for_group(
     State(shared): State<Arc<Shared>>,
     Path(group): Path<String>,
-    body: Bytes,
+    JsonBody(mut new): JsonBody<NewDeployment>,
 ) -> ApiResult {
-    let req: GroupDeploymentBody = parse_json(&body)?;
     let limits = limits(&shared);
     let id = shared.write(|s| {
         let devices: Vec<String> = s
@@ -334,14 +300,9 @@ pub(super) async fn deployment_create_for_group(
                 "group {group:?} has no accepted devices"
             )));
         }
-        let new = NewDeployment {
-            name: req.name.clone(),
-            artifact_name: req.artifact_name.clone(),
-            devices,
-            all_devices: false,
-            force_installation: req.force_installation,
-            group: Some(group.clone()),
-        };
+        new.devices = devices;
+        new.all_devices = false;
+        new.group = Some(group.clone());
         s.create_deployment(&new, limits)
     })??;
     Ok(created(&id))
@@ -373,10 +334,9 @@ fn deployment_view(s: &crate::state::State, d: &crate::state::Deployment) -> Val
 /// (`id` and `name` repeatable, names exact), newest first, `X-Total-Count` and `Link`.
 pub(super) async fn deployments_list_v2(
     State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+    paged: PagedQuery,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(20)?;
+    let q = &paged.query;
     let (ids, names, statuses) = (q.all("id"), q.all("name"), q.all("status"));
     for st in &statuses {
         if !["pending", "inprogress", "finished"].contains(&st.as_str()) {
@@ -394,18 +354,20 @@ pub(super) async fn deployments_list_v2(
         deps.sort_by_key(|d| std::cmp::Reverse(d.seq));
         deps.into_iter().map(|d| deployment_view(s, d)).collect()
     });
-    Ok(paging.respond(routes::DEPLOYMENTS_V2, &q, all, true))
+    Ok(paged.respond(routes::DEPLOYMENTS_V2, all, true))
 }
 
 #[derive(Deserialize)]
-struct StatisticsListBody {
+pub(super) struct StatisticsListBody {
     deployment_ids: Vec<String>,
 }
 
 /// `POST …/deployments/statistics/list` `{"deployment_ids": […]}` → `[{id, stats}]` (unknown
 /// ids are left out).
-pub(super) async fn statistics_list(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let req: StatisticsListBody = parse_json(&body)?;
+pub(super) async fn statistics_list(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(req): JsonBody<StatisticsListBody>,
+) -> ApiResult {
     if req.deployment_ids.is_empty() {
         return Err(ApiError::bad_request("deployment_ids must not be empty"));
     }
@@ -420,15 +382,9 @@ pub(super) async fn statistics_list(State(shared): State<Arc<Shared>>, body: Byt
 }
 
 /// `GET …/deployments/{id}/device_list` → the targeted device ids.
-pub(super) async fn deployment_device_list(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "deployment", |s| {
-        s.deployments
-            .get(&id)
-            .map(|d| d.devices.keys().cloned().collect::<Vec<_>>())
-    })
+pub(super) fn deployment_device_list(s: &crate::state::State, id: &str) -> Option<Vec<String>> {
+    let d = s.deployments.get(id)?;
+    Some(d.devices.keys().cloned().collect())
 }
 
 /// `DELETE …/deployments/devices/{id}`: aborts the device's part of every unfinished
@@ -514,11 +470,9 @@ fn device_deployment_view(
 pub(super) async fn deployment_devices_list(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    RawQuery(query): RawQuery,
+    paged: PagedQuery,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(20)?;
-    let status = q.get("status").map(str::to_string);
+    let status = paged.query.get("status").map(str::to_string);
     if let Some(st) = &status {
         if !is_status_filter(st) {
             return Err(ApiError::bad_request(format!("invalid status {st:?}")));
@@ -535,7 +489,7 @@ pub(super) async fn deployment_devices_list(
         })
         .ok_or_else(|| ApiError::not_found("deployment not found"))?;
     let path = format!("/api/management/v1/deployments/deployments/{id}/devices/list");
-    Ok(paging.respond(&path, &q, all, true))
+    Ok(paged.respond(&path, all, true))
 }
 
 pub(super) async fn deployments_list(State(shared): State<Arc<Shared>>) -> ApiResult {
@@ -547,21 +501,16 @@ pub(super) async fn deployments_list(State(shared): State<Arc<Shared>>) -> ApiRe
     Ok(Json(list).into_response())
 }
 
-pub(super) async fn deployment_get(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "deployment", |s| {
-        s.deployments.get(&id).map(|d| deployment_view(s, d))
-    })
+/// `GET …/deployments/{id}`.
+pub(super) fn deployment_get(s: &crate::state::State, id: &str) -> Option<Value> {
+    s.deployments.get(id).map(|d| deployment_view(s, d))
 }
 
 pub(super) async fn deployment_abort(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<super::devauth::AuthStatusBody>,
 ) -> ApiResult {
-    let req: super::devauth::AuthStatusBody = parse_json(&body)?;
     if req.status != "aborted" {
         return Err(ApiError::bad_request("status must be \"aborted\""));
     }
@@ -569,24 +518,18 @@ pub(super) async fn deployment_abort(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub(super) async fn deployment_statistics(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "deployment", |s| {
-        s.deployments.get(&id).map(|d| d.statistics())
-    })
+/// `GET …/deployments/{id}/statistics` → count per device status.
+pub(super) fn deployment_statistics(
+    s: &crate::state::State,
+    id: &str,
+) -> Option<serde_json::Map<String, Value>> {
+    s.deployments.get(id).map(|d| d.statistics())
 }
 
 /// Deprecated unpaged `GET …/deployments/{id}/devices`. Mock extension for tests: every
 /// targeted device (polled or not) with its `history` of reports.
-pub(super) async fn deployment_devices(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "deployment", |s| {
-        device_views(s, &id, true, |_| true)
-    })
+pub(super) fn deployment_devices(s: &crate::state::State, id: &str) -> Option<Vec<Value>> {
+    device_views(s, id, true, |_| true)
 }
 
 pub(super) async fn deployment_device_log(

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::paging::QueryPairs;
-use super::{json_or_404, parse_json};
+use super::paging::{PagedQuery, QueryPairs};
+use super::{parse_json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::shared::Shared;
@@ -84,12 +84,10 @@ fn status_name(s: AuthStatus) -> &'static str {
 /// `GET …/devauth/devices?status=&id=&id=&page=&per_page=`: `Link`, no `X-Total-Count`.
 pub(super) async fn devices_list(
     State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+    paged: PagedQuery,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(20)?;
-    let all = matching_devices(&shared, &q.all("status"), &q.all("id"))?;
-    Ok(paging.respond(routes::DEVAUTH_DEVICES, &q, all, false))
+    let all = matching_devices(&shared, &paged.query.all("status"), &paged.query.all("id"))?;
+    Ok(paged.respond(routes::DEVAUTH_DEVICES, all, false))
 }
 
 #[derive(Deserialize, Default)]
@@ -124,7 +122,7 @@ impl OneOrMany {
 /// `page`/`per_page` in the query: batch status checks by id without long URLs.
 pub(super) async fn devices_search(
     State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -138,23 +136,25 @@ pub(super) async fn devices_search(
             "Content-Type must be application/json",
         ));
     }
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(20)?;
+    let paging = query.paging(20)?;
     let req: SearchBody = if body.iter().all(u8::is_ascii_whitespace) {
         SearchBody::default()
     } else {
         parse_json(&body)?
     };
     let all = matching_devices(&shared, &req.status.into_vec(), &req.id.into_vec())?;
-    Ok(paging.respond(routes::DEVAUTH_SEARCH, &q, all, false))
+    Ok(paging.respond(routes::DEVAUTH_SEARCH, &query, all, false))
 }
 
 pub(super) async fn devices_count(
     State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+    query: QueryPairs,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let statuses: Vec<String> = q.get("status").map(str::to_string).into_iter().collect();
+    let statuses: Vec<String> = query
+        .get("status")
+        .map(str::to_string)
+        .into_iter()
+        .collect();
     let count = matching_devices(&shared, &statuses, &[])?.len();
     Ok(Json(json!({ "count": count })).into_response())
 }
@@ -164,23 +164,23 @@ pub(super) async fn max_devices(State(shared): State<Arc<Shared>>) -> ApiResult 
     Ok(Json(json!({ "limit": shared.settings().max_devices })).into_response())
 }
 
-pub(super) async fn device_get(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "device", |s| s.devices.get(&id).map(device_view))
+/// `GET …/devauth/devices/{id}`.
+pub(super) fn device_get(s: &crate::state::State, id: &str) -> Option<Value> {
+    s.devices.get(id).map(device_view)
 }
 
 #[derive(Deserialize)]
-struct PreauthBody {
+pub(super) struct PreauthBody {
     identity_data: BTreeMap<String, Value>,
     pubkey: String,
     #[serde(default)]
     force: bool,
 }
 
-pub(super) async fn preauthorize(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
-    let req: PreauthBody = parse_json(&body)?;
+pub(super) async fn preauthorize(
+    State(shared): State<Arc<Shared>>,
+    JsonBody(req): JsonBody<PreauthBody>,
+) -> ApiResult {
     if req.identity_data.is_empty() {
         return Err(ApiError::bad_request("identity_data is empty"));
     }
@@ -214,9 +214,8 @@ pub(super) struct AuthStatusBody {
 pub(super) async fn auth_status_put(
     State(shared): State<Arc<Shared>>,
     Path((id, aid)): Path<(String, String)>,
-    body: Bytes,
+    JsonBody(req): JsonBody<AuthStatusBody>,
 ) -> ApiResult {
-    let req: AuthStatusBody = parse_json(&body)?;
     let status = AuthStatus::parse(&req.status)
         .filter(|s| *s != AuthStatus::Preauthorized)
         .ok_or_else(|| {

@@ -9,16 +9,17 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_json, DeviceAuth};
+use super::{parse_json, DeviceAuth, JsonBody};
 use crate::error::{error_response, ApiError, ApiResult};
 use crate::layers::DeviceIdExt;
 use crate::routes::DOWNLOAD_PREFIX;
 use crate::settings::Edition;
 use crate::shared::Shared;
-use crate::state::{now_rfc3339, AuthOutcome};
+use crate::state::{self, now_rfc3339, AuthOutcome, OpError};
 use tokio::io::AsyncSeekExt as _;
 
 #[derive(Deserialize)]
@@ -101,29 +102,19 @@ fn parse_attributes(body: &[u8]) -> ApiResult<Vec<Attribute>> {
     Ok(attributes)
 }
 
-pub(super) async fn inventory_put(
+/// The device's inventory attributes → 200: `PUT` (`REPLACE`) makes them the whole inventory,
+/// `PATCH` merges them into it.
+pub(super) async fn inventory_update<const REPLACE: bool>(
     State(shared): State<Arc<Shared>>,
     DeviceAuth(device_id): DeviceAuth,
     body: Bytes,
 ) -> ApiResult {
-    update_inventory(&shared, &device_id, &body, true)
-}
-
-pub(super) async fn inventory_patch(
-    State(shared): State<Arc<Shared>>,
-    DeviceAuth(device_id): DeviceAuth,
-    body: Bytes,
-) -> ApiResult {
-    update_inventory(&shared, &device_id, &body, false)
-}
-
-fn update_inventory(shared: &Shared, device_id: &str, body: &[u8], replace: bool) -> ApiResult {
-    let attributes = parse_attributes(body)?;
+    let attributes = parse_attributes(&body)?;
     shared.write_if_changed(|s| {
-        let Some(device) = s.devices.get_mut(device_id) else {
+        let Some(device) = s.devices.get_mut(&device_id) else {
             return ((), false);
         };
-        let mut inventory = if replace {
+        let mut inventory = if REPLACE {
             BTreeMap::new()
         } else {
             device.inventory.clone()
@@ -144,9 +135,8 @@ fn update_inventory(shared: &Shared, device_id: &str, body: &[u8], replace: bool
 pub(super) async fn next_post(
     State(shared): State<Arc<Shared>>,
     DeviceAuth(device_id): DeviceAuth,
-    body: Bytes,
+    JsonBody(provides): JsonBody<serde_json::Map<String, Value>>,
 ) -> ApiResult {
-    let provides: serde_json::Map<String, Value> = parse_json(&body)?;
     let (name, device_type) = name_and_type(&provides)?;
     next_response(&shared, &device_id, &name, &device_type, None)
 }
@@ -252,42 +242,58 @@ fn next_response(
     .into_response())
 }
 
+/// What a device reports on one of its deployments: the body of `PUT …/{id}/status` or
+/// `PUT …/{id}/log`, both answered by [`report_put`].
+pub(super) trait DeploymentReport: DeserializeOwned {
+    /// 400 for a body that parses but is not acceptable.
+    fn check(&self) -> ApiResult<()> {
+        Ok(())
+    }
+
+    /// Records the report of `device` on `deployment`.
+    fn record(self, s: &mut state::State, device: &str, deployment: &str) -> Result<(), OpError>;
+}
+
 #[derive(Deserialize)]
-struct StatusBody {
+pub(super) struct StatusReport {
     status: String,
     #[serde(default)]
     substate: Option<String>,
 }
 
-pub(super) async fn status_put(
-    State(shared): State<Arc<Shared>>,
-    DeviceAuth(device_id): DeviceAuth,
-    Path(deployment_id): Path<String>,
-    body: Bytes,
-) -> ApiResult {
-    let report: StatusBody = parse_json(&body)?;
-    shared.write(|s| {
-        s.report_status(&device_id, &deployment_id, &report.status, report.substate)
-    })??;
-    Ok(StatusCode::NO_CONTENT.into_response())
+impl DeploymentReport for StatusReport {
+    fn record(self, s: &mut state::State, device: &str, deployment: &str) -> Result<(), OpError> {
+        s.report_status(device, deployment, &self.status, self.substate)
+    }
 }
 
 #[derive(Deserialize)]
-struct LogBody {
+pub(super) struct LogReport {
     messages: Vec<Value>,
 }
 
-pub(super) async fn log_put(
+impl DeploymentReport for LogReport {
+    fn check(&self) -> ApiResult<()> {
+        if self.messages.iter().any(|m| !m.is_object()) {
+            return Err(ApiError::bad_request("messages must be objects"));
+        }
+        Ok(())
+    }
+
+    fn record(self, s: &mut state::State, device: &str, deployment: &str) -> Result<(), OpError> {
+        s.store_log(device, deployment, self.messages)
+    }
+}
+
+/// `PUT …/deployments/{id}/status` ([`StatusReport`]) and `…/{id}/log` ([`LogReport`]) → 204.
+pub(super) async fn report_put<R: DeploymentReport>(
     State(shared): State<Arc<Shared>>,
     DeviceAuth(device_id): DeviceAuth,
     Path(deployment_id): Path<String>,
-    body: Bytes,
+    JsonBody(report): JsonBody<R>,
 ) -> ApiResult {
-    let log: LogBody = parse_json(&body)?;
-    if log.messages.iter().any(|m| !m.is_object()) {
-        return Err(ApiError::bad_request("messages must be objects"));
-    }
-    shared.write(|s| s.store_log(&device_id, &deployment_id, log.messages))??;
+    report.check()?;
+    shared.write(|s| report.record(s, &device_id, &deployment_id))??;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -5,15 +5,15 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::paging::{Paging, QueryPairs, PER_PAGE_MAX};
-use super::{json_or_404, parse_json};
+use super::paging::{PagedQuery, Paging, QueryPairs, PER_PAGE_MAX};
+use super::{parse_json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::routes;
 use crate::shared::Shared;
@@ -65,12 +65,10 @@ fn inventory_view(d: &Device, only: Option<&[AttributeRef]>) -> Value {
 /// `per_page` 10), `X-Total-Count` and `Link`.
 pub(super) async fn inventory_list(
     State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
+    paged: PagedQuery<10>,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(10)?;
-    let group = q.get("group").map(str::to_string);
-    let has_group = match q.get("has_group") {
+    let group = paged.query.get("group").map(str::to_string);
+    let has_group = match paged.query.get("has_group") {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
@@ -88,16 +86,12 @@ pub(super) async fn inventory_list(
             .map(|d| inventory_view(d, None))
             .collect()
     });
-    Ok(paging.respond(routes::INVENTORY_DEVICES, &q, all, true))
+    Ok(paged.respond(routes::INVENTORY_DEVICES, all, true))
 }
 
-pub(super) async fn inventory_get(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    json_or_404(&shared, "device", |s| {
-        s.devices.get(&id).map(|d| inventory_view(d, None))
-    })
+/// `GET …/inventory/devices/{id}` → every attribute.
+pub(super) fn inventory_get(s: &crate::state::State, id: &str) -> Option<Value> {
+    s.devices.get(id).map(|d| inventory_view(d, None))
 }
 
 #[derive(Deserialize, Clone, Debug)]
@@ -307,7 +301,7 @@ pub(super) async fn search(State(shared): State<Arc<Shared>>, body: Bytes) -> Ap
 }
 
 #[derive(Deserialize)]
-struct GroupBody {
+pub(super) struct GroupBody {
     group: String,
 }
 
@@ -330,22 +324,14 @@ fn valid_group(name: &str) -> ApiResult<()> {
 pub(super) async fn device_group_put(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
-    body: Bytes,
+    JsonBody(req): JsonBody<GroupBody>,
 ) -> ApiResult {
-    let req: GroupBody = parse_json(&body)?;
     valid_group(&req.group)?;
-    let found = shared.write(|s| match s.devices.get_mut(&id) {
-        Some(d) => {
-            d.group = Some(req.group.clone());
-            d.inventory_updated_ts = Some(now_rfc3339());
-            true
-        }
-        None => false,
-    })?;
-    if !found {
-        return Err(ApiError::not_found("device not found"));
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    change_group(&shared, &id, "device not found", |d| {
+        d.group = Some(req.group);
+        d.inventory_updated_ts = Some(now_rfc3339());
+        true
+    })
 }
 
 /// `DELETE …/inventory/devices/{id}/group/{name}` → 204; 404 if not in that group.
@@ -353,17 +339,28 @@ pub(super) async fn device_group_delete(
     State(shared): State<Arc<Shared>>,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let found = shared.write(|s| match s.devices.get_mut(&id) {
-        Some(d) if d.group.as_deref() == Some(name.as_str()) => {
+    change_group(&shared, &id, "device not found in that group", |d| {
+        let member = d.group.as_deref() == Some(name.as_str());
+        if member {
             d.group = None;
-            true
         }
-        _ => false,
-    })?;
-    if !found {
-        return Err(ApiError::not_found("device not found in that group"));
+        member
+    })
+}
+
+/// Applies `change` to device `id`'s group: 204 when the device exists and `change` applies,
+/// else 404 `not_found`.
+fn change_group(
+    shared: &Shared,
+    id: &str,
+    not_found: &str,
+    change: impl FnOnce(&mut Device) -> bool,
+) -> ApiResult {
+    if shared.write(|s| s.devices.get_mut(id).is_some_and(change))? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found(not_found))
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET …/inventory/groups` → group names.
@@ -378,10 +375,8 @@ pub(super) async fn groups_list(State(shared): State<Arc<Shared>>) -> ApiResult 
 pub(super) async fn group_devices(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    RawQuery(query): RawQuery,
+    paged: PagedQuery,
 ) -> ApiResult {
-    let q = QueryPairs::parse(query.as_deref());
-    let paging = q.paging(20)?;
     let all: Vec<Value> = shared.read(|s| {
         s.devices
             .values()
@@ -393,7 +388,7 @@ pub(super) async fn group_devices(
         return Err(ApiError::not_found("group not found"));
     }
     let path = format!("/api/management/v1/inventory/groups/{name}/devices");
-    Ok(paging.respond(&path, &q, all, true))
+    Ok(paged.respond(&path, all, true))
 }
 
 /// `PATCH …/inventory/groups/{name}/devices` `["id", …]` → `{updated_count, matched_count}`
@@ -425,9 +420,8 @@ pub(super) async fn group_add(
 pub(super) async fn group_remove(
     State(shared): State<Arc<Shared>>,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonBody(ids): JsonBody<Vec<String>>,
 ) -> ApiResult {
-    let ids: Vec<String> = parse_json(&body)?;
     let updated = shared.write(|s| {
         let mut updated = 0;
         for id in &ids {

@@ -13,11 +13,13 @@ mod useradm;
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{Path, State};
 use axum::http::request::Parts;
 use axum::middleware::from_fn_with_state;
-use axum::response::IntoResponse as _;
-use axum::routing::{delete, get, post, put};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 
 use crate::error::{ApiError, ApiResult};
@@ -42,16 +44,37 @@ impl FromRequestParts<Arc<Shared>> for DeviceAuth {
     }
 }
 
-/// Answers one object found in the state as JSON; 404 `"{what} not found"` when there is none.
-pub(crate) fn json_or_404<T: serde::Serialize>(
-    shared: &Shared,
-    what: &str,
-    find: impl FnOnce(&crate::state::State) -> Option<T>,
-) -> ApiResult {
-    shared
-        .read(find)
-        .map(|v| Json(v).into_response())
-        .ok_or_else(|| ApiError::not_found(format!("{what} not found")))
+/// `GET …/{id}` of one object: what `find` finds by the path's `{id}`, as JSON; 404
+/// `"{what} not found"` when it finds nothing. Every single-object read is this one handler.
+fn get_by_id<T: serde::Serialize + 'static>(
+    what: &'static str,
+    find: fn(&crate::state::State, &str) -> Option<T>,
+) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |State(shared): State<Arc<Shared>>, Path(id): Path<String>| async move {
+            shared
+                .read(|s| find(s, &id))
+                .map(|v| Json(v).into_response())
+                .ok_or_else(|| ApiError::not_found(format!("{what} not found")))
+        },
+    )
+}
+
+/// Extractor of a JSON request body, whatever its `Content-Type` (clients differ in what they
+/// send): 400 `malformed request body` when it does not parse as `T`.
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        parse_json(&body)
+            .map(JsonBody)
+            .map_err(IntoResponse::into_response)
+    }
 }
 
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
@@ -65,12 +88,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(r::AUTH_REQUESTS, post(device::auth_request))
         .route(
             r::DEVICE_INVENTORY,
-            put(device::inventory_put).patch(device::inventory_patch),
+            put(device::inventory_update::<true>).patch(device::inventory_update::<false>),
         )
         .route(r::NEXT_V1, get(device::next_get).post(device::next_post))
         .route(r::NEXT_V2, post(device::next_v2))
-        .route(r::DEVICE_DEPLOYMENT_STATUS, put(device::status_put))
-        .route(r::DEVICE_DEPLOYMENT_LOG, put(device::log_put))
+        .route(
+            r::DEVICE_DEPLOYMENT_STATUS,
+            put(device::report_put::<device::StatusReport>),
+        )
+        .route(
+            r::DEVICE_DEPLOYMENT_LOG,
+            put(device::report_put::<device::LogReport>),
+        )
         .route(r::DOWNLOAD, get(device::download));
     let useradm = Router::new()
         .route(r::LOGIN, post(useradm::login))
@@ -88,7 +117,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(r::DEVAUTH_MAX_DEVICES, get(devauth::max_devices))
         .route(
             r::DEVAUTH_DEVICE,
-            get(devauth::device_get).delete(devauth::decommission),
+            get_by_id("device", devauth::device_get).delete(devauth::decommission),
         )
         .route(r::DEVAUTH_AUTH_SET, delete(devauth::auth_set_delete))
         .route(
@@ -102,7 +131,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                 .post(deployments::artifact_upload)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
-        .route(r::ARTIFACT, get(deployments::artifact_get))
+        .route(
+            r::ARTIFACT,
+            get_by_id("artifact", deployments::artifact_get),
+        )
         .route(
             r::ARTIFACT_DOWNLOAD,
             get(deployments::artifact_download_link),
@@ -120,19 +152,25 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(r::DEPLOYMENTS_FOR_DEVICE, delete(deployments::abort_device))
         .route(
             r::DEPLOYMENT_DEVICE_LIST,
-            get(deployments::deployment_device_list),
+            get_by_id("deployment", deployments::deployment_device_list),
         )
         .route(
             r::DEPLOYMENTS,
             get(deployments::deployments_list).post(deployments::deployment_create),
         )
-        .route(r::DEPLOYMENT, get(deployments::deployment_get))
+        .route(
+            r::DEPLOYMENT,
+            get_by_id("deployment", deployments::deployment_get),
+        )
         .route(r::DEPLOYMENT_STATUS, put(deployments::deployment_abort))
         .route(
             r::DEPLOYMENT_STATISTICS,
-            get(deployments::deployment_statistics),
+            get_by_id("deployment", deployments::deployment_statistics),
         )
-        .route(r::DEPLOYMENT_DEVICES, get(deployments::deployment_devices))
+        .route(
+            r::DEPLOYMENT_DEVICES,
+            get_by_id("deployment", deployments::deployment_devices),
+        )
         .route(
             r::DEPLOYMENT_DEVICES_LIST,
             get(deployments::deployment_devices_list),
@@ -143,7 +181,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         );
     let inventory = Router::new()
         .route(r::INVENTORY_DEVICES, get(inventory::inventory_list))
-        .route(r::INVENTORY_DEVICE, get(inventory::inventory_get))
+        .route(
+            r::INVENTORY_DEVICE,
+            get_by_id("device", inventory::inventory_get),
+        )
         .route(r::INVENTORY_DEVICE_GROUP, put(inventory::device_group_put))
         .route(
             r::INVENTORY_DEVICE_GROUP_NAMED,

@@ -2,6 +2,10 @@
 //! repeated parameters, `page` ≥ 1 and `per_page` 1..=500 (else 400), path-relative `Link`
 //! headers with `first`/`prev`/`next`(/`last`), and `X-Total-Count` where the service sends it.
 
+use std::convert::Infallible;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,52 +20,17 @@ pub(crate) const PER_PAGE_MAX: usize = 500;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct QueryPairs(pub(crate) Vec<(String, String)>);
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// A query component as `application/x-www-form-urlencoded` writes it (Go's
+/// `url.QueryEscape`): `+` for a space, `%XX` for bytes outside `[A-Za-z0-9*-._]`.
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~*".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 impl QueryPairs {
     pub(crate) fn parse(query: Option<&str>) -> Self {
-        let pairs = query
-            .unwrap_or("")
-            .split('&')
-            .filter(|kv| !kv.is_empty())
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (percent_decode(k), percent_decode(v))
-            })
+        // Go's `url.ParseQuery`: `&`-separated, `+` is a space, `%XX` a byte (a stray `%` stays).
+        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .into_owned()
             .collect();
         Self(pairs)
     }
@@ -112,6 +81,40 @@ impl QueryPairs {
             )));
         }
         Ok(Paging { page, per_page })
+    }
+}
+
+/// Extractor: the request's query string, parsed (never rejects).
+impl<S: Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::parse(parts.uri.query()))
+    }
+}
+
+/// Extractor of a paged list request: the query and its validated `page`/`per_page`
+/// (`per_page` defaults to `DEFAULT_PER_PAGE`); 400 as the real services answer otherwise.
+pub(crate) struct PagedQuery<const DEFAULT_PER_PAGE: usize = 20> {
+    pub(crate) query: QueryPairs,
+    pub(crate) paging: Paging,
+}
+
+impl<S: Sync, const DEFAULT_PER_PAGE: usize> FromRequestParts<S> for PagedQuery<DEFAULT_PER_PAGE> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = QueryPairs::parse(parts.uri.query());
+        let paging = query.paging(DEFAULT_PER_PAGE)?;
+        Ok(Self { query, paging })
+    }
+}
+
+impl<const DEFAULT_PER_PAGE: usize> PagedQuery<DEFAULT_PER_PAGE> {
+    /// The requested page of `all` (see [`Paging::respond`]); its links keep the query's other
+    /// parameters.
+    pub(crate) fn respond(&self, path: &str, all: Vec<Value>, total_header: bool) -> Response {
+        self.paging.respond(path, &self.query, all, total_header)
     }
 }
 
@@ -223,6 +226,9 @@ mod tests {
                 .per_page,
             500
         );
-        assert_eq!(percent_decode("a+b%41%"), "a bA%");
+        assert_eq!(
+            QueryPairs::parse(Some("k=a+b%41%&&x")).0,
+            [("k".into(), "a bA%".into()), ("x".into(), String::new())]
+        );
     }
 }

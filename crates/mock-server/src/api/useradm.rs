@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::parse_json;
+use super::{parse_json, JsonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::layers::Caller;
 use crate::mgmt_auth::{PatError, Principal};
@@ -88,7 +88,7 @@ pub(super) async fn me(Extension(Caller(principal, _)): Extension<Caller>) -> Ap
 }
 
 #[derive(Deserialize)]
-struct PatBody {
+pub(super) struct PatBody {
     name: String,
     #[serde(default)]
     expires_in: u64,
@@ -97,9 +97,8 @@ struct PatBody {
 pub(super) async fn pat_create(
     State(shared): State<Arc<Shared>>,
     Extension(Caller(principal, _)): Extension<Caller>,
-    body: Bytes,
+    JsonBody(req): JsonBody<PatBody>,
 ) -> ApiResult {
-    let req: PatBody = parse_json(&body)?;
     if req.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
