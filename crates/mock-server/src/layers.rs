@@ -36,6 +36,16 @@ pub(crate) struct FaultNote(pub(crate) String);
 #[derive(Clone)]
 pub(crate) struct Caller(pub(crate) crate::mgmt_auth::Principal, pub(crate) String);
 
+/// The rest of the pipeline after a step: what the step calls with the request to let it pass.
+trait Rest: FnOnce(Request) -> Self::Answer {
+    /// The rest's answer, once it has run.
+    type Answer: Future<Output = Response>;
+}
+
+impl<F: FnOnce(Request) -> A, A: Future<Output = Response>> Rest for F {
+    type Answer = A;
+}
+
 fn dropped(note: &str) -> Response {
     let mut response = Response::new(Body::empty());
     response.extensions_mut().insert(DropConnection);
@@ -84,11 +94,7 @@ pub(crate) async fn pipeline(
 }
 
 /// Writes one request-log entry per request; while the server is down, drops the connection.
-async fn log_requests<F: Future<Output = Response>>(
-    shared: &Shared,
-    req: Request,
-    next: impl FnOnce(Request) -> F,
-) -> Response {
+async fn log_requests(shared: &Shared, req: Request, next: impl Rest) -> Response {
     let mut entry = Record::new(req.method(), req.uri().path());
     if !shared.is_up() {
         entry.fault = Some("down".into());
@@ -122,10 +128,7 @@ async fn log_requests<F: Future<Output = Response>>(
 /// Reads small bodies completely before anything answers: answering (404, 401, an injected
 /// fault) while a chunked body is still arriving makes hyper close the connection, which the
 /// client would see as a transport error instead of the status. Artifact uploads stream.
-async fn collect_body<F: Future<Output = Response>>(
-    req: Request,
-    next: impl FnOnce(Request) -> F,
-) -> Response {
+async fn collect_body(req: Request, next: impl Rest) -> Response {
     if req.uri().path() == routes::ARTIFACTS && req.method() == axum::http::Method::POST {
         return next(req).await;
     }
@@ -140,11 +143,7 @@ async fn collect_body<F: Future<Output = Response>>(
 }
 
 /// Applies the first matching fault rule (never to `/admin/…`).
-async fn inject_faults<F: Future<Output = Response>>(
-    shared: &Shared,
-    req: Request,
-    next: impl FnOnce(Request) -> F,
-) -> Response {
+async fn inject_faults(shared: &Shared, req: Request, next: impl Rest) -> Response {
     let path = req.uri().path();
     let endpoint = Endpoint::classify(path);
     let fault = endpoint.and_then(|e| shared.faults.check(e, path, req.method().as_str()));
@@ -164,11 +163,7 @@ async fn inject_faults<F: Future<Output = Response>>(
 
 /// The per-server token bucket (when `settings.rate_limit` is set) over the paths in its
 /// scope: 429 with `Retry-After` and `X-Retry-In`, plain-text or JSON body.
-async fn rate_limit<F: Future<Output = Response>>(
-    shared: &Shared,
-    req: Request,
-    next: impl FnOnce(Request) -> F,
-) -> Response {
+async fn rate_limit(shared: &Shared, req: Request, next: impl Rest) -> Response {
     use crate::settings::{RateLimitBody, RateLimitScope};
     let Some(config) = shared.rate_limit() else {
         return next(req).await;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use mock_mender_server::{
-    Edition, MockServer, RateLimit, RateLimitBody, RateLimitScope, ServerConfig, User,
+    Edition, MockServer, RateLimit, RateLimitBody, RateLimitScope, ServerConfig, Settings, User,
 };
 
 /// Environment variable holding the management token (when `--management-token-file` is absent).
@@ -128,6 +128,36 @@ enum EditionArg {
     Enterprise,
 }
 
+impl Cli {
+    /// The behaviour knobs these options ask for (not yet validated).
+    fn settings(&self) -> Settings {
+        Settings {
+            max_devices: self.max_devices,
+            decommission_delay_ms: self.decommission_delay_ms,
+            duplicate_deployment_check: !self.no_duplicate_deployment_check,
+            max_active_deployments: self.max_active_deployments,
+            max_active_deployments_status: self.max_active_deployments_status,
+            edition: match self.edition {
+                EditionArg::OpenSource => Edition::OpenSource,
+                EditionArg::Enterprise => Edition::Enterprise,
+            },
+            rate_limit: self.rate_limit.map(|rps| RateLimit {
+                requests_per_second: rps,
+                burst: self.rate_limit_burst,
+                body: match self.rate_limit_body {
+                    BodyArg::Plain => RateLimitBody::Plain,
+                    BodyArg::Json => RateLimitBody::Json,
+                },
+                scope: match self.rate_limit_scope {
+                    ScopeArg::Management => RateLimitScope::Management,
+                    ScopeArg::Devices => RateLimitScope::Devices,
+                    ScopeArg::All => RateLimitScope::All,
+                },
+            }),
+        }
+    }
+}
+
 /// A usage problem (missing or unreadable secret): exit status 2.
 #[derive(Debug)]
 struct Usage(String);
@@ -188,10 +218,7 @@ fn parse_users(text: &str, source: &str) -> anyhow::Result<Vec<User>> {
             ))
             .into());
         };
-        users.push(User {
-            email: email.trim().to_string(),
-            password: password.to_string(),
-        });
+        users.push(User::new(email.trim(), password));
     }
     Ok(users)
 }
@@ -220,61 +247,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         (None, Ok(text)) => parse_users(&text, USERS_ENV)?,
         (None, Err(_)) => Vec::new(),
     };
-    let mut config = ServerConfig::new(cli.name, token);
-    config.settings.max_devices = cli.max_devices;
-    config.settings.decommission_delay_ms = cli.decommission_delay_ms;
-    config.settings.duplicate_deployment_check = !cli.no_duplicate_deployment_check;
-    config.settings.max_active_deployments = cli.max_active_deployments;
-    config.settings.max_active_deployments_status = cli.max_active_deployments_status;
-    config.settings.edition = match cli.edition {
-        EditionArg::OpenSource => Edition::OpenSource,
-        EditionArg::Enterprise => Edition::Enterprise,
-    };
-    config.settings.rate_limit = cli.rate_limit.map(|rps| RateLimit {
-        requests_per_second: rps,
-        burst: cli.rate_limit_burst,
-        body: match cli.rate_limit_body {
-            BodyArg::Plain => RateLimitBody::Plain,
-            BodyArg::Json => RateLimitBody::Json,
-        },
-        scope: match cli.rate_limit_scope {
-            ScopeArg::Management => RateLimitScope::Management,
-            ScopeArg::Devices => RateLimitScope::Devices,
-            ScopeArg::All => RateLimitScope::All,
-        },
-    });
-    config
-        .settings
+    let settings = cli.settings();
+    settings
         .validate()
         .map_err(|e| Usage(format!("--rate-limit: {e}")))?;
-    config.tenant_token = secret(
-        cli.tenant_token_file.as_deref(),
-        "MOCK_MENDER_TENANT_TOKEN",
-        "tenant token",
-    )?;
-    config.default_tenant_token = secret(
-        cli.default_tenant_token_file.as_deref(),
-        "MOCK_MENDER_DEFAULT_TENANT_TOKEN",
-        "default tenant token",
-    )?;
-    config.login_2fa_code = secret(
-        cli.login_2fa_code_file.as_deref(),
-        "MOCK_MENDER_LOGIN_2FA_CODE",
-        "two-factor code",
-    )?;
-    config.users = users;
-    if let Some(lifetime) = cli.jwt_lifetime {
-        config.jwt_lifetime = lifetime;
-    }
-    config.listen = cli.listen;
-    config.state_dir = cli.state_dir;
-    config.tls = cli.tls;
-    config.public_url = cli.public_url;
-    config.extra_sans = cli.sans;
-    config.ca_file = cli.ca_file;
-    config.request_log_file = cli.request_log;
-    config.allow_non_loopback = cli.allow_non_loopback;
-    config.worker_threads = cli.worker_threads;
+    let defaults = ServerConfig::new(cli.name, token);
+    // Every field named, so that a new one cannot be forgotten here; `new` lends defaults.
+    let config = ServerConfig {
+        tenant_token: secret(
+            cli.tenant_token_file.as_deref(),
+            "MOCK_MENDER_TENANT_TOKEN",
+            "tenant token",
+        )?,
+        default_tenant_token: secret(
+            cli.default_tenant_token_file.as_deref(),
+            "MOCK_MENDER_DEFAULT_TENANT_TOKEN",
+            "default tenant token",
+        )?,
+        login_2fa_code: secret(
+            cli.login_2fa_code_file.as_deref(),
+            "MOCK_MENDER_LOGIN_2FA_CODE",
+            "two-factor code",
+        )?,
+        name: defaults.name,
+        management_token: defaults.management_token,
+        users,
+        jwt_lifetime: cli.jwt_lifetime.unwrap_or(defaults.jwt_lifetime),
+        settings,
+        listen: cli.listen,
+        state_dir: cli.state_dir,
+        tls: cli.tls,
+        public_url: cli.public_url,
+        extra_sans: cli.sans,
+        ca_file: cli.ca_file,
+        request_log_file: cli.request_log,
+        allow_non_loopback: cli.allow_non_loopback,
+        worker_threads: cli.worker_threads,
+    };
     let server = MockServer::start(config)?;
 
     let signals = tokio::runtime::Builder::new_current_thread()

@@ -18,6 +18,15 @@ pub struct User {
     pub password: String,
 }
 
+impl User {
+    pub fn new(email: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            email: email.into(),
+            password: password.into(),
+        }
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")
@@ -305,10 +314,7 @@ mod tests {
     fn login_pats_and_expiry() {
         let auth = MgmtAuth::new(
             "conf".into(),
-            vec![User {
-                email: "Admin@Example.com".into(),
-                password: "pw".into(),
-            }],
+            vec![User::new("Admin@Example.com", "pw")],
             Duration::from_secs(60),
         );
         assert!(auth.login("admin@example.com", "bad", false).is_none());

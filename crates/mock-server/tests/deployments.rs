@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mock_mender_server::{Edition, MockServer, ServerConfig};
+use mock_mender_server::{Edition, MockServer};
 use serde_json::{json, Value};
 
 const DEPLOYMENTS: &str = "/api/management/v1/deployments/deployments";
@@ -23,8 +23,7 @@ fn create(mgmt: &Mgmt, body: Value) -> Reply {
 
 #[test]
 fn identical_active_deployment_is_409_unless_pre_4_0() {
-    let server = start("dedup");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("dedup");
     upload(&mgmt, "a1");
     let body = json!({"name": "b001", "artifact_name": "a1", "devices": ["d1", "d2"]});
     // Device ids are not validated (the real server stores them as given).
@@ -66,8 +65,7 @@ fn identical_active_deployment_is_409_unless_pre_4_0() {
 
 #[test]
 fn v2_list_by_name_with_paging_headers() {
-    let server = start("v2list");
-    let mgmt = Mgmt::new(&server);
+    let (_server, mgmt) = start_managed("v2list");
     upload(&mgmt, "a1");
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -75,7 +73,7 @@ fn v2_list_by_name_with_paging_headers() {
             &mgmt,
             json!({"name": format!("srvmig-run-s1-b{i:03}"), "artifact_name": "a1", "devices": [format!("d{i}")]}),
         );
-        ids.push(r.location.unwrap().rsplit('/').next().unwrap().to_string());
+        ids.push(r.created_id());
     }
     let r = mgmt.call(
         "GET",
@@ -136,8 +134,7 @@ fn accepted(server: &MockServer, serial: &str, seed: u8) -> (SimDevice, String) 
 
 #[test]
 fn devices_list_is_lazy_and_paged_and_abort_per_device() {
-    let server = start("lazy");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("lazy");
     upload(&mgmt, "a1");
     let (mut a, a_id) = accepted(&server, "A", 1);
     let (_b, b_id) = accepted(&server, "B", 2);
@@ -191,9 +188,9 @@ fn devices_list_is_lazy_and_paged_and_abort_per_device() {
 
 #[test]
 fn active_deployment_cap() {
-    let mut config = ServerConfig::new("cap", TOKEN);
-    config.settings.max_active_deployments = 2;
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("cap", |config| {
+        config.settings.max_active_deployments = 2;
+    });
     let mgmt = Mgmt::new(&server);
     upload(&mgmt, "a1");
     let first = create(
@@ -231,13 +228,7 @@ fn active_deployment_cap() {
     );
     assert_eq!(r.status, 403, "{}", r.text());
     // Aborting one frees a slot.
-    let id = first
-        .location
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let id = first.created_id();
     assert_eq!(
         mgmt.call(
             "PUT",
@@ -259,8 +250,7 @@ fn active_deployment_cap() {
 
 #[test]
 fn artifacts_v2_by_name_conflict_body_and_download_link() {
-    let server = start("artifacts");
-    let mgmt = Mgmt::new(&server);
+    let (_server, mgmt) = start_managed("artifacts");
     for name in ["srvmig-stage1", "srvmig-stage2", "other"] {
         upload(&mgmt, name);
     }
@@ -317,9 +307,9 @@ const NEXT_V2: &str = "/api/devices/v2/deployments/device/deployments/next";
 
 /// Stage 2 depends on `server-migration.stage=dual`; the device has no such provide yet.
 fn stage2_setup(edition: Edition) -> (MockServer, SimDevice, String, String) {
-    let mut config = ServerConfig::new("edition", TOKEN);
-    config.settings.edition = edition;
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("edition", |config| {
+        config.settings.edition = edition;
+    });
     let mgmt = Mgmt::new(&server);
     let r = mgmt.upload_artifact(
         &build_artifact_with(

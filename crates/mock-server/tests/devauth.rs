@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use mock_mender_server::{MockServer, ServerConfig, Settings};
+use mock_mender_server::Settings;
 use serde_json::{json, Value};
 
 const DEVICES: &str = "/api/management/v2/devauth/devices";
@@ -31,8 +31,7 @@ fn ids(v: &Value) -> Vec<String> {
 
 #[test]
 fn paging_link_and_no_total_count() {
-    let server = start("paging");
-    let mgmt = Mgmt::new(&server);
+    let (_server, mgmt) = start_managed("paging");
     let mut all = preauth_n(&mgmt, 5);
     all.sort();
     let paths: Vec<String> = ["per_page=501", "per_page=0", "page=0", "per_page=500"]
@@ -75,8 +74,7 @@ fn paging_link_and_no_total_count() {
 
 #[test]
 fn repeated_ids_and_search() {
-    let server = start("search");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("search");
     let all = preauth_n(&mgmt, 4);
     let r = mgmt.call(
         "GET",
@@ -127,8 +125,7 @@ fn repeated_ids_and_search() {
 
 #[test]
 fn preauthorize_conflict_body_and_force() {
-    let server = start("preauth");
-    let mgmt = Mgmt::new(&server);
+    let (_server, mgmt) = start_managed("preauth");
     let key = DeviceKey::ed25519(1).public_pem();
     let id = mgmt.preauthorize(&json!({"mac": "m"}), &key);
     let r = mgmt.call(
@@ -149,7 +146,7 @@ fn preauthorize_conflict_body_and_force() {
         Some(json!({"identity_data": {"mac": "m"}, "pubkey": key2, "force": true})),
     );
     assert_eq!(r.status, 201);
-    let location = r.location.unwrap();
+    let location = r.header("location").unwrap();
     assert_ne!(location, format!("devices/{id}"));
     assert_eq!(mgmt.device(&id)["auth_sets"].as_array().unwrap().len(), 2);
     assert_eq!(mgmt.devices("preauthorized").len(), 1);
@@ -157,8 +154,7 @@ fn preauthorize_conflict_body_and_force() {
 
 #[test]
 fn status_transitions() {
-    let server = start("transitions");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("transitions");
     let key = DeviceKey::ed25519(3);
     let id = mgmt.preauthorize(&json!({"serial": "T"}), &key.public_pem());
     let aid = mgmt.device(&id)["auth_sets"][0]["id"]
@@ -201,32 +197,24 @@ fn status_transitions() {
 
 #[test]
 fn device_limit_422_on_accept_and_401_on_auto_accept() {
-    let mut config = ServerConfig::new("limit", TOKEN);
-    config.settings = Settings {
-        max_devices: 1,
-        ..Settings::default()
-    };
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("limit", |config| {
+        config.settings = Settings {
+            max_devices: 1,
+            ..Settings::default()
+        };
+    });
     let mgmt = Mgmt::new(&server);
     assert_eq!(
         mgmt.call("GET", "/api/management/v2/devauth/limits/max_devices", None)
             .json(),
         json!({"limit": 1})
     );
-    let mut a = SimDevice::new(
-        &[("serial", "A")],
-        DeviceKey::ed25519(10),
-        vec![server.url().to_string()],
-    );
+    let mut a = SimDevice::with_serial("A", 10, &[&server]);
     assert!(a.authenticate().is_err());
     mgmt.accept_single_pending();
     a.authenticate().unwrap();
     // A second pending device cannot be accepted: 422.
-    let mut b = SimDevice::new(
-        &[("serial", "B")],
-        DeviceKey::ed25519(11),
-        vec![server.url().to_string()],
-    );
+    let mut b = SimDevice::with_serial("B", 11, &[&server]);
     assert!(b.authenticate().is_err());
     let pending = &mgmt.devices("pending")[0];
     let r = mgmt.call(
@@ -260,17 +248,13 @@ fn device_limit_422_on_accept_and_401_on_auto_accept() {
 
 #[test]
 fn decommission_is_asynchronous() {
-    let mut config = ServerConfig::new("decom", TOKEN);
-    config.settings.decommission_delay_ms = 1500;
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("decom", |config| {
+        config.settings.decommission_delay_ms = 1500;
+    });
     let mgmt = Mgmt::new(&server);
     let key = DeviceKey::ed25519(20);
     let id = mgmt.preauthorize(&json!({"serial": "D"}), &key.public_pem());
-    let mut dev = SimDevice::new(
-        &[("serial", "D")],
-        DeviceKey::ed25519(20),
-        vec![server.url().to_string()],
-    );
+    let mut dev = SimDevice::with_serial("D", 20, &[&server]);
     dev.authenticate().unwrap();
     assert_eq!(
         mgmt.call("DELETE", &format!("{DEVICES}/{id}"), None).status,

@@ -47,8 +47,7 @@ fn ids(v: &Value) -> Vec<String> {
 
 #[test]
 fn filter_search_on_migration_stage_and_status() {
-    let server = start("inv");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("inv");
     let dual1 = accepted(&server, "A", 1, Some("dual"));
     let dual2 = accepted(&server, "B", 2, Some("dual"));
     let _single = accepted(&server, "C", 3, Some("single"));
@@ -113,56 +112,31 @@ fn filter_search_on_migration_stage_and_status() {
 
 #[test]
 fn static_groups_and_group_deployment() {
-    let server = start("groups");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("groups");
     let a = accepted(&server, "A", 1, None);
     let b = accepted(&server, "B", 2, None);
     let c = accepted(&server, "C", 3, None);
     let inv = "/api/management/v1/inventory";
-    assert_eq!(
-        mgmt.call(
-            "PUT",
-            &format!("{inv}/devices/{a}/group"),
-            Some(json!({"group": "canary"}))
-        )
-        .status,
-        204
-    );
-    assert_eq!(
-        mgmt.call(
-            "PUT",
-            &format!("{inv}/devices/nope/group"),
-            Some(json!({"group": "canary"}))
-        )
-        .status,
-        404
-    );
-    assert_eq!(
-        mgmt.call(
-            "PUT",
-            &format!("{inv}/devices/{a}/group"),
-            Some(json!({"group": "bad name"}))
-        )
-        .status,
-        400
-    );
+    // Joined; an unknown device; an invalid group name.
+    for (device, group, want) in [
+        (a.as_str(), "canary", 204),
+        ("nope", "canary", 404),
+        (a.as_str(), "bad name", 400),
+    ] {
+        let path = format!("{inv}/devices/{device}/group");
+        let r = mgmt.call("PUT", &path, Some(json!({ "group": group })));
+        assert_eq!(r.status, want, "{path} {group:?}: {}", r.text());
+    }
     let r = mgmt.call(
         "PATCH",
         &format!("{inv}/groups/canary/devices"),
         Some(json!([a, b, "unknown"])),
     );
     assert_eq!(r.json(), json!({"updated_count": 1, "matched_count": 2}));
-    assert_eq!(
-        mgmt.call("GET", &format!("{inv}/groups"), None).json(),
-        json!(["canary"])
-    );
+    assert_eq!(mgmt.get_ok(&format!("{inv}/groups")), json!(["canary"]));
     let r = mgmt.call("GET", &format!("{inv}/groups/canary/devices"), None);
     assert_eq!(r.header("x-total-count"), Some("2"));
-    assert_eq!(
-        mgmt.call("GET", &format!("{inv}/groups/none/devices"), None)
-            .status,
-        404
-    );
+    mgmt.expect_statuses(&[("GET", &format!("{inv}/groups/none/devices"), 404)]);
     let r = mgmt.call(
         "GET",
         &format!("{inv}/devices?group=canary&per_page=1"),
@@ -187,31 +161,20 @@ fn static_groups_and_group_deployment() {
         Some(json!({"name": "canary", "artifact_name": "a1"})),
     );
     assert_eq!(r.status, 201, "{}", r.text());
-    let dep = r.location.unwrap().rsplit('/').next().unwrap().to_string();
-    let targeted = mgmt
-        .call(
-            "GET",
-            &format!("/api/management/v1/deployments/deployments/{dep}/device_list"),
-            None,
-        )
-        .json();
+    let dep = r.created_id();
+    let targeted = mgmt.get_ok(&format!(
+        "/api/management/v1/deployments/deployments/{dep}/device_list"
+    ));
     let mut want = vec![a.clone(), b.clone()];
     want.sort();
     assert_eq!(targeted, json!(want));
     // Leave the group.
-    assert_eq!(
-        mgmt.call("DELETE", &format!("{inv}/devices/{a}/group/canary"), None)
-            .status,
-        204
-    );
+    mgmt.expect_statuses(&[("DELETE", &format!("{inv}/devices/{a}/group/canary"), 204)]);
     let r = mgmt.call(
         "DELETE",
         &format!("{inv}/groups/canary/devices"),
         Some(json!([b])),
     );
     assert_eq!(r.json(), json!({"updated_count": 1}));
-    assert_eq!(
-        mgmt.call("GET", &format!("{inv}/groups"), None).json(),
-        json!([])
-    );
+    assert_eq!(mgmt.get_ok(&format!("{inv}/groups")), json!([]));
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mock_mender_server::{Endpoint, FaultAction, FaultRule, RequestLogEntry};
+use mock_mender_server::{Endpoint, FaultAction, FaultRule, MockServer, RequestLogEntry};
 use serde_json::json;
 
 fn device_requests<'a>(log: &'a [RequestLogEntry], device_id: &str) -> Vec<&'a RequestLogEntry> {
@@ -15,10 +15,8 @@ fn device_requests<'a>(log: &'a [RequestLogEntry], device_id: &str) -> Vec<&'a R
 
 #[test]
 fn two_stage_migration_between_two_servers() {
-    let old = start("old");
-    let new = start("new");
-    let old_mgmt = Mgmt::new(&old);
-    let new_mgmt = Mgmt::new(&new);
+    let (old, old_mgmt) = start_managed("old");
+    let (new, new_mgmt) = start_managed("new");
 
     // The device starts with ServerURL = old and an RSA 3072 key.
     let mut dev = SimDevice::new(
@@ -41,7 +39,7 @@ fn two_stage_migration_between_two_servers() {
     );
     assert_eq!(upload.status, 201, "{}", upload.text());
     assert!(upload
-        .location
+        .header("location")
         .unwrap()
         .starts_with("/api/management/v1/deployments/artifacts/"));
     let stage1 = old_mgmt.deploy("stage-1", "migration-stage1", &[&old_id]);
@@ -180,18 +178,21 @@ fn two_stage_migration_between_two_servers() {
     assert!(old_log.iter().all(|e| e.time <= stage2_done));
 }
 
+type Managed = (MockServer, Mgmt);
+
+/// Servers `a` and `b`, each with its management client, and a device (`serial`, key `seed`)
+/// listing a then b. Unknown on both, its first poll fails and leaves it pending on both.
+fn walking_device(serial: &str, seed: u8) -> (Managed, Managed, SimDevice) {
+    let (a, ma) = start_managed("a");
+    let (b, mb) = start_managed("b");
+    let mut dev = SimDevice::with_serial(serial, seed, &[&a, &b]);
+    assert!(dev.poll().is_err());
+    ((a, ma), (b, mb), dev)
+}
+
 #[test]
 fn device_returns_to_first_server_after_a_401() {
-    let a = start("a");
-    let b = start("b");
-    let (ma, mb) = (Mgmt::new(&a), Mgmt::new(&b));
-    let mut dev = SimDevice::new(
-        &[("serial", "RETURN-1")],
-        DeviceKey::ed25519(11),
-        vec![a.url().to_string(), b.url().to_string()],
-    );
-    // Unknown on both: pending on both, request fails.
-    assert!(dev.poll().is_err());
+    let ((a, ma), (b, mb), mut dev) = walking_device("RETURN-1", 11);
     let (a_id, a_aid) = ma.accept_single_pending();
     ma.set_auth_status(&a_id, &a_aid, "rejected");
     mb.accept_single_pending();
@@ -233,16 +234,7 @@ fn device_returns_to_first_server_after_a_401() {
 
 #[test]
 fn auth_failures_of_any_kind_move_the_walk_on() {
-    let a = start("a");
-    let b = start("b");
-    let mb = Mgmt::new(&b);
-    let ma = Mgmt::new(&a);
-    let mut dev = SimDevice::new(
-        &[("serial", "WALK-1")],
-        DeviceKey::ed25519(12),
-        vec![a.url().to_string(), b.url().to_string()],
-    );
-    assert!(dev.poll().is_err());
+    let ((a, ma), (b, mb), mut dev) = walking_device("WALK-1", 12);
     ma.accept_single_pending();
     mb.accept_single_pending();
     for action in [FaultAction::Status(500), FaultAction::Drop] {

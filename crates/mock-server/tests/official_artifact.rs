@@ -7,24 +7,15 @@ use common::*;
 
 #[test]
 fn upload_artifact_written_by_mender_artifact() {
-    if test_support::require_tool(
-        "upload_artifact_written_by_mender_artifact",
-        "mender-artifact",
-        "apt-get install mender-artifact",
-    )
-    .is_none()
-    {
+    let Some(mender_artifact) = require_tool("mender-artifact", "apt-get install mender-artifact")
+    else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
-    let payload = dir.path().join("mender.conf");
-    std::fs::write(
-        &payload,
-        "{\"ServerURL\": \"http://10.0.2.2:8080\"}\n".repeat(200),
-    )
-    .unwrap();
+    let config = "{\"ServerURL\": \"http://10.0.2.2:8080\"}\n".repeat(200);
+    let payload = write_file(&dir, "mender.conf", config);
     let out = dir.path().join("cfg.mender");
-    let status = std::process::Command::new("mender-artifact")
+    let status = std::process::Command::new(&mender_artifact)
         .args([
             "write",
             "module-image",
@@ -46,8 +37,7 @@ fn upload_artifact_written_by_mender_artifact() {
     assert!(status.success());
     let bytes = std::fs::read(&out).unwrap();
 
-    let server = start("s");
-    let mgmt = Mgmt::new(&server);
+    let (server, mgmt) = start_managed("s");
     let r = mgmt.upload_artifact(&bytes, "official");
     assert_eq!(r.status, 201, "{}", r.text());
     let list = mgmt

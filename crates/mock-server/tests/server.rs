@@ -10,14 +10,16 @@ use common::*;
 use mock_mender_server::{MockServer, ServerConfig};
 use serde_json::json;
 
+const DEVICES: &str = "/api/management/v2/devauth/devices";
+
 #[test]
 fn tls_with_generated_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new("tls", TOKEN);
-    config.tls = true;
-    config.extra_sans = vec!["10.0.2.100".into(), "mender.test".into()];
-    config.ca_file = Some(dir.path().join("server.crt"));
-    let server = MockServer::start(config).unwrap();
+    let server = start_with("tls", |config| {
+        config.tls = true;
+        config.extra_sans = vec!["10.0.2.100".into(), "mender.test".into()];
+        config.ca_file = Some(dir.path().join("server.crt"));
+    });
     assert!(server.url().starts_with("https://127.0.0.1:"));
     let ca = std::fs::read_to_string(server.ca_cert_path().unwrap()).unwrap();
     assert_eq!(Some(ca.as_str()), server.ca_cert_pem());
@@ -37,17 +39,11 @@ fn tls_with_generated_ca() {
     dev.authenticate().unwrap();
     assert_eq!(dev.send_inventory().unwrap(), 200);
     // "localhost" is a SAN as well.
-    let port = server.local_addr().port();
-    let r = send(
-        &agent,
-        "GET",
-        &format!("https://localhost:{port}/api/management/v2/devauth/devices"),
-        &[("Authorization", "Bearer test-management-token")],
-        None,
-        false,
-    )
-    .unwrap();
-    assert_eq!(r.status, 200);
+    let by_name = Mgmt {
+        base: format!("https://localhost:{}", server.local_addr().port()),
+        ..mgmt.clone()
+    };
+    by_name.get_ok(DEVICES);
     // A client without the CA refuses the server.
     let err = send(&tls_agent(""), "GET", server.url(), &[], None, false).unwrap_err();
     assert!(
@@ -115,14 +111,10 @@ fn state_dir_survives_a_restart() {
 fn request_log_file_has_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("requests.jsonl");
-    let mut config = ServerConfig::new("logged", TOKEN);
-    config.request_log_file = Some(path.clone());
-    let server = MockServer::start(config).unwrap();
-    let mut dev = SimDevice::new(
-        &[("serial", "L-1")],
-        DeviceKey::ed25519(23),
-        vec![server.url().to_string()],
-    );
+    let server = start_with("logged", |config| {
+        config.request_log_file = Some(path.clone());
+    });
+    let mut dev = SimDevice::with_serial("L-1", 23, &[&server]);
     assert!(dev.authenticate().is_err());
     let device_id = server.devices()[0].id.clone();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -152,14 +144,9 @@ fn binary() -> Command {
 fn cli_prints_url_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("req.jsonl");
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "cli-token\n").unwrap();
-    let users_file = dir.path().join("users");
-    std::fs::write(
-        &users_file,
-        "# login users\nOps@Example.com:s3cret:with-colon\n",
-    )
-    .unwrap();
+    let token_file = write_file(&dir, "token", "cli-token\n");
+    let users = "# login users\nOps@Example.com:s3cret:with-colon\n";
+    let users_file = write_file(&dir, "users", users);
     let mut child = binary()
         .env_remove("MOCK_MENDER_MANAGEMENT_TOKEN")
         .args(["--listen", "127.0.0.1:0", "--tls", "--name", "cli"])
@@ -186,16 +173,7 @@ fn cli_prints_url_and_stops_on_sigterm() {
     assert_eq!(lines[1], "public_url=https://10.0.2.100:443");
     let ca_path = lines[2].strip_prefix("ca=").expect("ca line");
     let ca = std::fs::read_to_string(ca_path).unwrap();
-    let r = send(
-        &tls_agent(&ca),
-        "GET",
-        &format!("{url}/api/management/v2/devauth/devices"),
-        &[("Authorization", "Bearer cli-token")],
-        None,
-        false,
-    )
-    .unwrap();
-    assert_eq!(r.status, 200);
+    Mgmt::at(&url, "cli-token", tls_agent(&ca)).get_ok(DEVICES);
     // The users file's user logs in with HTTP Basic (the password may contain ':').
     let basic = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
@@ -211,7 +189,7 @@ fn cli_prints_url_and_stops_on_sigterm() {
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.content_type.as_deref(), Some("application/jwt"));
+    assert_eq!(r.header("content-type"), Some("application/jwt"));
     let started = std::time::Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -271,8 +249,7 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
     assert_eq!(out.status.code(), Some(2));
     // An empty token file is refused, naming the file.
     let dir = tempfile::tempdir().unwrap();
-    let empty = dir.path().join("empty-token");
-    std::fs::write(&empty, "\n").unwrap();
+    let empty = write_file(&dir, "empty-token", "\n");
     let out = binary()
         .args(["--listen", "127.0.0.1:0", "--management-token-file"])
         .arg(&empty)
@@ -305,30 +282,10 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let url = line.trim().strip_prefix("url=").unwrap().to_string();
-    let get = |auth: &str| {
-        send(
-            &agent(),
-            "GET",
-            &format!("{url}/api/management/v2/devauth/devices"),
-            &[("Authorization", auth)],
-            None,
-            false,
-        )
-        .unwrap()
-        .status
-    };
-    assert_eq!(get("Bearer env-token"), 200);
-    assert_eq!(get("Bearer other"), 401);
-    let settings = send(
-        &agent(),
-        "GET",
-        &format!("{url}/admin/settings"),
-        &[("Authorization", "Bearer env-token")],
-        None,
-        false,
-    )
-    .unwrap()
-    .json();
+    let mgmt = Mgmt::at(&url, "env-token", agent());
+    mgmt.expect_statuses(&[("GET", DEVICES, 200)]);
+    Mgmt::at(&url, "other", agent()).expect_statuses(&[("GET", DEVICES, 401)]);
+    let settings = mgmt.get_ok("/admin/settings");
     assert_eq!(settings["max_devices"], 7);
     assert_eq!(settings["edition"], "enterprise");
     assert_eq!(settings["duplicate_deployment_check"], false);
@@ -346,34 +303,24 @@ fn cli_takes_the_token_from_a_file_or_the_environment_never_argv() {
 /// with "certificate signature failure" (verify rc 7).
 #[test]
 fn two_mock_cas_in_one_bundle_verify_both_servers_with_openssl() {
-    if test_support::require_tool(
-        "two_mock_cas_in_one_bundle_verify_both_servers_with_openssl",
-        "openssl",
-        "run .ci/install-deps",
-    )
-    .is_none()
-    {
+    let Some(openssl) = require_tool("openssl", "run .ci/install-deps") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let start = |name: &str| {
-        let mut config = ServerConfig::new(name, TOKEN);
-        config.tls = true;
-        MockServer::start(config).unwrap()
+        start_with(name, |config| {
+            config.tls = true;
+        })
     };
     let (old, new) = (start("old"), start("new"));
-    let bundle = dir.path().join("server.crt");
-    std::fs::write(
-        &bundle,
-        format!(
-            "{}{}",
-            old.ca_cert_pem().unwrap(),
-            new.ca_cert_pem().unwrap()
-        ),
-    )
-    .unwrap();
+    let cas = format!(
+        "{}{}",
+        old.ca_cert_pem().unwrap(),
+        new.ca_cert_pem().unwrap()
+    );
+    let bundle = write_file(&dir, "server.crt", cas);
     for server in [&old, &new] {
-        let out = Command::new("openssl")
+        let out = Command::new(&openssl)
             .args(["s_client", "-verify_return_error", "-brief", "-connect"])
             .arg(server.local_addr().to_string())
             .arg("-CAfile")

@@ -177,13 +177,20 @@ pub(super) struct PreauthBody {
     force: bool,
 }
 
+/// A device identity needs at least one attribute (auth requests and preauthorization alike):
+/// 400 `"{field} is empty"` otherwise.
+pub(super) fn nonempty_identity(identity: &BTreeMap<String, Value>, field: &str) -> ApiResult<()> {
+    if identity.is_empty() {
+        return Err(ApiError::bad_request(format!("{field} is empty")));
+    }
+    Ok(())
+}
+
 pub(super) async fn preauthorize(
     State(shared): State<Arc<Shared>>,
     JsonBody(req): JsonBody<PreauthBody>,
 ) -> ApiResult {
-    if req.identity_data.is_empty() {
-        return Err(ApiError::bad_request("identity_data is empty"));
-    }
+    nonempty_identity(&req.identity_data, "identity_data")?;
     let (_, pubkey) = crate::crypto::parse_public_key(&req.pubkey)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (id, forced) =

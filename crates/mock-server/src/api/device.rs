@@ -42,9 +42,7 @@ pub(super) async fn auth_request(
     let request: AuthRequestBody = parse_json(&body)?;
     let identity: BTreeMap<String, Value> = serde_json::from_str(&request.id_data)
         .map_err(|e| ApiError::bad_request(format!("id_data is not a JSON object: {e}")))?;
-    if identity.is_empty() {
-        return Err(ApiError::bad_request("id_data is empty"));
-    }
+    super::devauth::nonempty_identity(&identity, "id_data")?;
     let (key, pubkey) = crate::crypto::parse_public_key(&request.pubkey)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     crate::crypto::verify_signature(&key, &body, signature).map_err(|e| match e {

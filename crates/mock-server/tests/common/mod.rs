@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,35 @@ use serde_json::{json, Value};
 pub const TOKEN: &str = "test-management-token";
 
 pub fn start(name: &str) -> MockServer {
-    MockServer::start(ServerConfig::new(name, TOKEN)).expect("server starts")
+    start_with(name, |_| {})
+}
+
+/// A server started as [`start`] does, with its management client.
+pub fn start_managed(name: &str) -> (MockServer, Mgmt) {
+    let server = start(name);
+    let mgmt = Mgmt::new(&server);
+    (server, mgmt)
+}
+
+/// A server named `name` with the test management token, as `configure` adjusts it.
+pub fn start_with(name: &str, configure: impl FnOnce(&mut ServerConfig)) -> MockServer {
+    let mut config = ServerConfig::new(name, TOKEN);
+    configure(&mut config);
+    MockServer::start(config).expect("server starts")
+}
+
+/// [`test_support::require_tool`] for the calling test, named by its thread (the test harness
+/// names each test's thread after it): the tool's path, or `None` after a skip notice.
+pub fn require_tool(tool: &str, install: &str) -> Option<PathBuf> {
+    let thread = std::thread::current();
+    test_support::require_tool(thread.name().unwrap_or("this test"), tool, install)
+}
+
+/// Writes `contents` to the file `name` in `dir`; its path.
+pub fn write_file(dir: &tempfile::TempDir, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
 }
 
 pub fn agent() -> ureq::Agent {
@@ -24,16 +53,11 @@ pub fn agent() -> ureq::Agent {
         .build()
 }
 
-/// Status, headers of interest and body of one HTTP exchange; transport errors are `Err`.
+/// Status, headers and body of one HTTP exchange; transport errors are `Err`.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
-    pub location: Option<String>,
-    pub content_type: Option<String>,
-    pub content_length: Option<String>,
-    pub content_range: Option<String>,
-    pub transfer_encoding: Option<String>,
     /// Every response header (lower-case names).
     pub headers: Vec<(String, String)>,
 }
@@ -53,6 +77,11 @@ impl Reply {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+    /// The id a `201 Created` names: the last segment of its `Location`.
+    pub fn created_id(&self) -> String {
+        let location = self.header("location").expect("Location header");
+        location.rsplit('/').next().unwrap().to_string()
+    }
 }
 
 fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Result<Reply, String> {
@@ -61,15 +90,9 @@ fn into_reply(result: Result<ureq::Response, ureq::Error>) -> Result<Reply, Stri
         Err(ureq::Error::Status(_, r)) => r,
         Err(ureq::Error::Transport(t)) => return Err(t.to_string()),
     };
-    let header = |n: &str| response.header(n).map(str::to_string);
     let mut reply = Reply {
         status: response.status(),
         body: Vec::new(),
-        location: header("location"),
-        content_type: header("content-type"),
-        content_length: header("content-length"),
-        content_range: header("content-range"),
-        transfer_encoding: header("transfer-encoding"),
         headers: response
             .headers_names()
             .into_iter()
@@ -128,6 +151,7 @@ pub fn auth_request(server: &MockServer, body: &[u8], signature: Option<&str>) -
 }
 
 /// The orchestrator side: management API calls with the bearer token.
+#[derive(Clone)]
 pub struct Mgmt {
     pub base: String,
     pub token: String,
@@ -136,10 +160,15 @@ pub struct Mgmt {
 
 impl Mgmt {
     pub fn new(server: &MockServer) -> Self {
+        Self::at(server.url(), server.management_token(), agent())
+    }
+
+    /// A client of the server at `base` (e.g. one the binary started) with `token`.
+    pub fn at(base: &str, token: &str, agent: ureq::Agent) -> Self {
         Self {
-            base: server.url().to_string(),
-            token: server.management_token().to_string(),
-            agent: agent(),
+            base: base.to_string(),
+            token: token.to_string(),
+            agent,
         }
     }
 
@@ -217,7 +246,7 @@ impl Mgmt {
             Some(json!({ "identity_data": identity, "pubkey": pubkey })),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        let location = r.location.expect("Location header");
+        let location = r.header("location").expect("Location header");
         location
             .strip_prefix("devices/")
             .expect("Location devices/<id>")
@@ -260,7 +289,7 @@ impl Mgmt {
             Some(json!({ "name": name, "artifact_name": artifact_name, "devices": devices })),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        r.location.unwrap().rsplit('/').next().unwrap().to_string()
+        r.created_id()
     }
 
     pub fn statistics(&self, deployment_id: &str) -> Value {
@@ -415,6 +444,13 @@ impl SimDevice {
         Self::with_agent(identity, key, servers, agent())
     }
 
+    /// A device identified by `serial` alone, with the ed25519 key from `seed`, whose server
+    /// list is `servers` in order.
+    pub fn with_serial(serial: &str, seed: u8, servers: &[&MockServer]) -> Self {
+        let urls = servers.iter().map(|s| s.url().to_string()).collect();
+        Self::new(&[("serial", serial)], DeviceKey::ed25519(seed), urls)
+    }
+
     pub fn with_agent(
         identity: &[(&str, &str)],
         key: DeviceKey,
@@ -531,11 +567,6 @@ impl SimDevice {
         result.unwrap_or_else(|e| Reply {
             status: 503,
             body: e.into_bytes(),
-            location: None,
-            content_type: None,
-            content_length: None,
-            content_range: None,
-            transfer_encoding: None,
             headers: Vec::new(),
         })
     }
@@ -626,8 +657,7 @@ impl SimDevice {
             return Err(format!("download: HTTP {}", reply.status));
         }
         let declared: usize = reply
-            .content_length
-            .as_deref()
+            .header("content-length")
             .ok_or("Will not continue with unknown image size")?
             .parse()
             .map_err(|e| format!("content-length: {e}"))?;
