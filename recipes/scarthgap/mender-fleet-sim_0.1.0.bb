@@ -8,11 +8,11 @@ inherit cargo
 # mender-fleet-sim is not fetched from crates.io but from the project's git repository:
 # SRC_URI += "crate://crates.io/mender-fleet-sim/0.1.0"
 SRC_URI += "git://github.com/mender-migration/mender-server-migration.git;protocol=https;nobranch=1"
-SRCREV = "de887e2dd94c0af6150cbc9850d181ab9b1a69e4"
+SRCREV = "33e3921dc9b8133f57def6b1c8b3525a5cf9cd1f"
 S = "${WORKDIR}/git"
 CARGO_SRC_DIR = ""
 CARGO_BUILD_FLAGS += "-p mender-fleet-sim"
-PV:append = ".AUTOINC+de887e2dd9"
+PV:append = ".AUTOINC+33e3921dc9"
 
 # Every crates.io package of the workspace's Cargo.lock: cargo --frozen needs all of
 # them to resolve the workspace, even for one member.

@@ -6,12 +6,11 @@ use crate::target::{how_to_pick, Arch, DeviceTarget};
 use crate::UsageError;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use menderartifact::{
-    write_artifact_to_path, ArtifactSpec, Compression, Payload, PayloadFile, SigningKey,
-};
+use mender_release::{stage_module_spec, stage_suffix};
+use menderartifact::{write_artifact_to_path, ArtifactSpec, Compression, PayloadFile, SigningKey};
 use menderconf::{
     MigrationPlan, Mode, Restart, Stage, FALLBACK_CONFIG_PATH, MAIN_CONFIG_PATH, MODULE_NAME,
-    PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
+    STAGE_PROVIDES_KEY,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -283,7 +282,10 @@ pub fn run(args: &ArtifactsArgs) -> Result<ArtifactsReport> {
         "{}.mender",
         module_install_name(&args.name, arch.name)
     ));
-    let (stage1, stage2) = (out("stage1-dual"), out("stage2-new-only"));
+    let (stage1, stage2) = (
+        out(stage_suffix(Stage::Dual)),
+        out(stage_suffix(Stage::NewOnly)),
+    );
     if !args.force {
         for path in [&module_install, &stage1, &stage2] {
             if path.exists() {
@@ -463,30 +465,12 @@ fn stage_spec(
         }
         stage_plan.files = Some(map);
     }
-    files.insert(
-        0,
-        PayloadFile::from_bytes(PLAN_FILE_NAME, stage_plan.to_json(), 0o644),
-    );
-    let suffix = match stage {
-        Stage::Dual => "stage1-dual",
-        Stage::NewOnly => "stage2-new-only",
-    };
-    let mut spec = ArtifactSpec::new(
-        format!("{}-{suffix}", args.name),
+    Ok(stage_module_spec(
+        &args.name,
         device_types.to_vec(),
-        Payload::Module {
-            type_name: MODULE_NAME.into(),
-            files,
-            meta_data: None,
-        },
-    );
-    spec.provides
-        .insert(STAGE_PROVIDES_KEY.into(), stage.to_string());
-    if stage == Stage::NewOnly {
-        spec.depends
-            .insert(STAGE_PROVIDES_KEY.into(), Stage::Dual.to_string());
-    }
-    Ok(spec)
+        &stage_plan,
+        files,
+    ))
 }
 
 fn sha256_file(path: &Path) -> Result<(u64, String)> {

@@ -259,33 +259,14 @@ mod tests {
     use super::*;
 
     fn stage_artifact(stage: menderconf::Stage) -> Vec<u8> {
-        use menderartifact::{ArtifactSpec, Payload, PayloadFile};
-        use menderconf::{ServerUrl, StagePlan, STAGE_PROVIDES_KEY};
+        use menderconf::ServerUrl;
         let plan = StagePlan::new(
             stage,
             Mode::Patch,
             ServerUrl::parse("https://old.example").unwrap(),
             ServerUrl::parse("https://new.example").unwrap(),
         );
-        let mut spec = ArtifactSpec::new(
-            format!("stage-{stage}"),
-            vec!["dev".into()],
-            Payload::Module {
-                type_name: MODULE_NAME.into(),
-                files: vec![PayloadFile::from_bytes(
-                    PLAN_FILE_NAME,
-                    plan.to_json(),
-                    0o644,
-                )],
-                meta_data: None,
-            },
-        );
-        spec.provides
-            .insert(STAGE_PROVIDES_KEY.into(), stage.to_string());
-        if stage == menderconf::Stage::NewOnly {
-            spec.depends
-                .insert(STAGE_PROVIDES_KEY.into(), "dual".into());
-        }
+        let spec = mender_release::stage_module_spec("sim", vec!["dev".into()], &plan, Vec::new());
         let mut out = Vec::new();
         menderartifact::write_artifact(spec, &mut out).unwrap();
         out

@@ -209,34 +209,37 @@ fn run(args: Args) -> Result<bool> {
         bail!("--until all-on-old needs --old-server");
     }
     let ms = Duration::from_millis;
-    let mut spec = FleetSpec::new(args.devices, initial);
-    spec.id_prefix = args.id_prefix;
-    spec.device_type = args.device_type;
-    spec.artifact_name = args.artifact_name;
-    spec.modules = args.modules;
-    spec.worker_threads = args.workers;
-    spec.old_server = args.old_server;
-    spec.new_server = args.new_server;
-    spec.key_kind = match args.key {
-        KeyArg::Ed25519 => KeyKind::Ed25519,
-        KeyArg::P256 => KeyKind::P256,
-        KeyArg::Rsa2048 => KeyKind::Rsa2048,
-    };
-    spec.knobs = Knobs {
-        update_poll: ms(args.update_poll_ms),
-        inventory_poll: ms(args.inventory_poll_ms),
-        retry_poll: ms(args.retry_poll_ms),
-        start_spread: ms(args.start_spread_ms),
-        v5_fraction: args.v5_fraction,
-        offline_fraction: args.offline_fraction,
-        unreachable,
-        flaky_fraction: args.flaky_fraction,
-        flaky_loss: args.flaky_loss,
-        power_cut_during_install: args.power_cut,
-        key_regeneration_fraction: args.key_regeneration_fraction,
-        key_regeneration_at: ms(args.key_regeneration_at_ms),
-        seed: args.seed,
-        ..Knobs::default()
+    let spec = FleetSpec {
+        count: args.devices,
+        initial_config: initial,
+        id_prefix: args.id_prefix,
+        device_type: args.device_type,
+        artifact_name: args.artifact_name,
+        key_kind: match args.key {
+            KeyArg::Ed25519 => KeyKind::Ed25519,
+            KeyArg::P256 => KeyKind::P256,
+            KeyArg::Rsa2048 => KeyKind::Rsa2048,
+        },
+        modules: args.modules,
+        knobs: Knobs {
+            update_poll: ms(args.update_poll_ms),
+            inventory_poll: ms(args.inventory_poll_ms),
+            retry_poll: ms(args.retry_poll_ms),
+            start_spread: ms(args.start_spread_ms),
+            v5_fraction: args.v5_fraction,
+            offline_fraction: args.offline_fraction,
+            unreachable,
+            flaky_fraction: args.flaky_fraction,
+            flaky_loss: args.flaky_loss,
+            power_cut_during_install: args.power_cut,
+            key_regeneration_fraction: args.key_regeneration_fraction,
+            key_regeneration_at: ms(args.key_regeneration_at_ms),
+            seed: args.seed,
+            ..Knobs::default()
+        },
+        worker_threads: args.workers,
+        old_server: args.old_server,
+        new_server: args.new_server,
     };
     let fleet = Fleet::new(spec)?;
     if let Some(path) = &args.identities_out {

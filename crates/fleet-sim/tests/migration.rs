@@ -114,19 +114,31 @@ fn old_ids(s: &Setup) -> Vec<String> {
         .collect()
 }
 
-/// Module install and stage 1 from old; every device ends on `[old, new_in_stage1]`.
-fn run_stage1(s: &Setup, dir: &std::path::Path, new_in_stage1: &str) -> common::Artifacts {
+/// Builds the artifacts (stage 1 on `[old, new_in_stage1]`), uploads the module install and
+/// the stage `pick` chooses to old, and deploys the module install to every device there,
+/// waiting for every outcome. Returns the artifacts, the devices' ids on old and the module
+/// install's report.
+fn install_the_module(
+    s: &Setup,
+    dir: &std::path::Path,
+    new_in_stage1: &str,
+    pick: impl Fn(&common::Artifacts) -> &std::path::PathBuf,
+) -> (common::Artifacts, Vec<String>, FleetReport) {
     let arts = build_artifacts(dir, "mig", s.old.url(), new_in_stage1, DEVICE_TYPE);
     s.mgmt_old.upload(&arts.module_install);
-    s.mgmt_old.upload(&arts.stage1);
+    s.mgmt_old.upload(pick(&arts));
     let ids = old_ids(s);
-    assert_eq!(ids.len(), s.n);
     s.mgmt_old
         .deploy("module", "mig-module-install-x86_64", &ids);
-    assert_all_succeeded(
-        &wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n),
-        "mig-module-install-x86_64",
-    );
+    let report = wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
+    (arts, ids, report)
+}
+
+/// Module install and stage 1 from old; every device ends on `[old, new_in_stage1]`.
+fn run_stage1(s: &Setup, dir: &std::path::Path, new_in_stage1: &str) -> common::Artifacts {
+    let (arts, ids, module) = install_the_module(s, dir, new_in_stage1, |a| &a.stage1);
+    assert_eq!(ids.len(), s.n);
+    assert_all_succeeded(&module, "mig-module-install-x86_64");
     s.mgmt_old.deploy("stage1", "mig-stage1-dual", &ids);
     let report = wait_outcomes(&s.fleet, "mig-stage1-dual", s.n);
     assert_all_succeeded(&report, "mig-stage1-dual");
@@ -238,13 +250,7 @@ fn stage1_without_the_new_server_strands_the_fleet() {
 fn stage2_first_is_refused_and_changes_nothing() {
     let s = setup(30, "S2F");
     let dir = tempfile::tempdir().unwrap();
-    let arts = build_artifacts(dir.path(), "mig", s.old.url(), s.new.url(), DEVICE_TYPE);
-    s.mgmt_old.upload(&arts.module_install);
-    s.mgmt_old.upload(&arts.stage2);
-    let ids = old_ids(&s);
-    s.mgmt_old
-        .deploy("module", "mig-module-install-x86_64", &ids);
-    wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
+    let (_, ids, _) = install_the_module(&s, dir.path(), s.new.url(), |a| &a.stage2);
     s.mgmt_old
         .deploy("stage2-first", "mig-stage2-new-only", &ids);
     // Bounded: until every device has an outcome, or 6 more update checks per device.
@@ -357,13 +363,7 @@ fn a_5x_fleet_migrates_too() {
 fn a_power_cut_during_the_stage_install_leaves_the_old_config() {
     let s = setup_with(20, "PWR", |spec| spec.knobs.power_cut_during_install = 1.0);
     let dir = tempfile::tempdir().unwrap();
-    let arts = build_artifacts(dir.path(), "mig", s.old.url(), s.new.url(), DEVICE_TYPE);
-    s.mgmt_old.upload(&arts.module_install);
-    s.mgmt_old.upload(&arts.stage1);
-    let ids = old_ids(&s);
-    s.mgmt_old
-        .deploy("module", "mig-module-install-x86_64", &ids);
-    wait_outcomes(&s.fleet, "mig-module-install-x86_64", s.n);
+    let (_, ids, _) = install_the_module(&s, dir.path(), s.new.url(), |a| &a.stage1);
     s.mgmt_old.deploy("stage1", "mig-stage1-dual", &ids);
     let report = wait_outcomes(&s.fleet, "mig-stage1-dual", s.n);
     let mut booted_with_new = 0;

@@ -209,7 +209,7 @@ impl Api {
                     }
                 });
         match r {
-            Err(e) if e.is_status(404) || e.is_status(405) => {
+            Err(e) if e.endpoint_missing() => {
                 let query = status
                     .map(|s| format!("status={}", enc(s)))
                     .unwrap_or_default();
@@ -228,24 +228,30 @@ impl Api {
         }
     }
 
+    /// Every item of a paged list that decodes as `T` (items of another shape are skipped).
+    fn decoded_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &str,
+        body: Option<&Value>,
+    ) -> Result<Vec<T>, ApiError> {
+        let mut out = Vec::new();
+        self.client.get_all_pages(path, query, body, |v| {
+            if let Ok(item) = serde_json::from_value::<T>(v) {
+                out.push(item)
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Devices by id (search in chunks of 500 ids; missing ids are simply absent).
     pub fn devices_by_ids(&self, ids: &[String]) -> Result<Vec<Device>, ApiError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(crate::http::PER_PAGE_MAX) {
             let body = json!({ "id": chunk });
-            let r = self.client.get_all_pages(
-                &format!("{DEVAUTH}/devices/search"),
-                "",
-                Some(&body),
-                |v| {
-                    if let Ok(d) = serde_json::from_value::<Device>(v) {
-                        out.push(d)
-                    }
-                },
-            );
-            match r {
-                Ok(_) => {}
-                Err(e) if e.is_status(404) || e.is_status(405) => {
+            match self.decoded_pages(&format!("{DEVAUTH}/devices/search"), "", Some(&body)) {
+                Ok(found) => out.extend(found),
+                Err(e) if e.endpoint_missing() => {
                     // No search endpoint: one GET per device.
                     for id in chunk {
                         if let Some(d) = self.device(id)? {
@@ -404,25 +410,19 @@ impl Api {
         name: &str,
         name_of: impl Fn(&T) -> &str,
     ) -> Result<Vec<T>, ApiError> {
-        let mut out = Vec::new();
-        let r = self.client.get_all_pages(
+        let v2 = self.decoded_pages(
             &format!("{DEPLOYMENTS_V2}/{list}"),
             &format!("name={}", enc(name)),
             None,
-            |v| {
-                if let Ok(item) = serde_json::from_value::<T>(v) {
-                    out.push(item)
-                }
-            },
         );
-        match r {
-            Ok(_) => {}
-            Err(e) if e.is_status(404) || e.is_status(405) => {
+        let mut out = match v2 {
+            Ok(items) => items,
+            Err(e) if e.endpoint_missing() => {
                 let v = self.client.get_json(&format!("{DEPLOYMENTS_V1}/{list}"))?;
-                out = serde_json::from_value::<Vec<T>>(v).unwrap_or_default();
+                serde_json::from_value::<Vec<T>>(v).unwrap_or_default()
             }
             Err(e) => return Err(e),
-        }
+        };
         out.retain(|item| name_of(item) == name);
         Ok(out)
     }
@@ -451,7 +451,7 @@ impl Api {
                         }
                     }
                 }
-                Err(e) if e.is_status(404) || e.is_status(405) => {
+                Err(e) if e.endpoint_missing() => {
                     let v = self
                         .client
                         .get_json(&format!("{DEPLOYMENTS_V1}/deployments"))?;
@@ -542,7 +542,7 @@ impl Api {
                     }
                 }
             }
-            Err(e) if e.is_status(404) || e.is_status(405) => {
+            Err(e) if e.endpoint_missing() => {
                 for id in ids {
                     let v = self.client.get_json(&format!(
                         "{DEPLOYMENTS_V1}/deployments/{}/statistics",
@@ -563,21 +563,14 @@ impl Api {
         id: &str,
         status: Option<&str>,
     ) -> Result<Vec<DeploymentDevice>, ApiError> {
-        let mut out = Vec::new();
         let query = status
             .map(|s| format!("status={}", enc(s)))
             .unwrap_or_default();
-        self.client.get_all_pages(
+        self.decoded_pages(
             &format!("{DEPLOYMENTS_V1}/deployments/{}/devices/list", enc(id)),
             &query,
             None,
-            |v| {
-                if let Ok(d) = serde_json::from_value::<DeploymentDevice>(v) {
-                    out.push(d)
-                }
-            },
-        )?;
-        Ok(out)
+        )
     }
 
     /// A deployment's status (`pending`, `inprogress`, `finished`); `None` when gone.

@@ -115,6 +115,12 @@ impl ApiError {
     pub fn is_status(&self, code: u16) -> bool {
         self.status == Some(code)
     }
+
+    /// 404 or 405: the server lacks this endpoint (an older or open-source server); the
+    /// caller falls back to the older call.
+    pub fn endpoint_missing(&self) -> bool {
+        self.is_status(404) || self.is_status(405)
+    }
 }
 
 /// A successful response (status < 400) with the headers the orchestrator reads.
@@ -145,6 +151,19 @@ pub enum Retry {
     /// Creating POSTs: only repeat when the request certainly did not reach the handler
     /// (connection refused, 429); otherwise report [`ErrorKind::Unknown`].
     NotIdempotent,
+}
+
+impl Retry {
+    /// The kind of a request given up on: when the failure may have let it take effect
+    /// (`maybe_applied`) a creating POST's outcome is [`ErrorKind::Unknown`]; anything else
+    /// ran out of retries.
+    fn gave_up(self, maybe_applied: bool) -> ErrorKind {
+        if maybe_applied && self == Retry::NotIdempotent {
+            ErrorKind::Unknown
+        } else {
+            ErrorKind::RetriesExhausted
+        }
+    }
 }
 
 /// A request body.
@@ -581,16 +600,11 @@ impl Client {
                             if self.backed_off(&mut attempt, retry == Retry::Idempotent) {
                                 continue;
                             }
-                            let kind = if status < 400 && retry == Retry::NotIdempotent {
-                                ErrorKind::Unknown
-                            } else {
-                                ErrorKind::RetriesExhausted
-                            };
                             return Err(self.err(
                                 method,
                                 path,
                                 Some(status),
-                                kind,
+                                retry.gave_up(status < 400),
                                 format!("reading the response body: {e}"),
                                 request_id,
                                 Vec::new(),
@@ -643,8 +657,8 @@ impl Client {
                             continue;
                         }
                     }
-                    let retryable = status == 429
-                        || (matches!(status, 502..=504) && retry == Retry::Idempotent);
+                    let gateway = matches!(status, 502..=504);
+                    let retryable = status == 429 || (gateway && retry == Retry::Idempotent);
                     if retryable && attempt < self.opts.max_retries {
                         attempt += 1;
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -660,10 +674,8 @@ impl Client {
                         }
                         continue;
                     }
-                    let kind = if matches!(status, 502..=504) && retry == Retry::NotIdempotent {
-                        ErrorKind::Unknown
-                    } else if retryable {
-                        ErrorKind::RetriesExhausted
+                    let kind = if retryable || gateway {
+                        retry.gave_up(gateway)
                     } else {
                         ErrorKind::Status
                     };
@@ -690,10 +702,8 @@ impl Client {
                     }
                     let kind = if not_sent {
                         ErrorKind::Unreachable
-                    } else if retry == Retry::NotIdempotent {
-                        ErrorKind::Unknown
                     } else {
-                        ErrorKind::RetriesExhausted
+                        retry.gave_up(true)
                     };
                     return Err(self.err(
                         method,

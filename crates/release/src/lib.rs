@@ -4,6 +4,7 @@
 //! quietly puts devices back on the old server. [`check_release`] is the gate for that (one
 //! artifact in, a [`Verdict`] with reasons out); [`stage_rootfs`] makes a stage rootfs artifact
 //! from an existing release by replacing only `/etc/mender/mender.conf` inside its image.
+//! [`stage_module_spec`] is the matching `server-migration` module artifact of a stage.
 //! Artifact format: `menderartifact`; config rules: `menderconf`.
 //!
 //! Both read gzip, lzma (`.xz`, `mender-artifact --compression lzma`) and uncompressed members
@@ -16,10 +17,12 @@ mod gate;
 mod image;
 mod read;
 mod stage;
+mod stage_module;
 
 pub use error::ReleaseError;
 pub use gate::Verdict;
 pub use stage::{stage_rootfs, RootfsOptions, StagedRootfs};
+pub use stage_module::{stage_module_spec, stage_suffix};
 
 use gate::Gate;
 use image::MainConfig;

@@ -183,15 +183,10 @@ pub fn stage_rootfs(opts: &RootfsOptions) -> Result<StagedRootfs, ReleaseError> 
     image::write_main_config(spool.path(), &new_bytes, mode, uid, gid).map_err(image_err)?;
 
     let previous_name = info.name.clone();
-    let name = opts.name.clone().unwrap_or_else(|| {
-        format!(
-            "{previous_name}-{}",
-            match opts.stage {
-                Stage::Dual => "stage1-dual",
-                Stage::NewOnly => "stage2-new-only",
-            }
-        )
-    });
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{previous_name}-{}", crate::stage_suffix(opts.stage)));
     let out_path = opts.out_dir.join(format!("{name}.mender"));
     if out_path.exists() && !opts.force {
         return Err(ReleaseError::Exists(out_path));

@@ -65,6 +65,21 @@ pub fn assert_official_tool_accepts(path: &Path, public: Option<&Path>, case: &s
     }
 }
 
+/// `out` is a refusal: exit `code`, stderr naming every needle, and `not_written` absent
+/// (nothing left behind). `case` names the case in a failure.
+pub fn assert_refused(out: &Output, code: i32, needles: &[&str], not_written: &Path, case: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{case}: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{case}: no {needle:?} in {err}");
+    }
+    assert!(
+        !not_written.exists(),
+        "{case}: {} left behind",
+        not_written.display()
+    );
+}
+
 /// Whether the `plan --json` output `v` warns with a text containing `needle`.
 pub fn has_warning(v: &serde_json::Value, needle: &str) -> bool {
     v["warnings"]

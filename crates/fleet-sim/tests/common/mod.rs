@@ -175,14 +175,9 @@ pub fn build_artifacts(
     std::fs::write(&captured, format!("{{\"ServerURL\": \"{old}\"}}\n")).unwrap();
     // The module binary is never run: the simulated single-file module records the module as
     // installed under its file name. `artifacts` checks it is an x86-64 program (`--arch`), so
-    // it is a minimal static ELF header.
+    // it is the CLI's stand-in static ELF header.
     let module = dir.join("server-migration");
-    let mut elf = vec![0u8; 128];
-    elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-    elf[16] = 2; // ET_EXEC
-    elf[18] = 62; // EM_X86_64
-    elf[24] = 1; // entry point
-    std::fs::write(&module, elf).unwrap();
+    std::fs::write(&module, mender_migrate::fake_elf(62, 64, None)).unwrap();
     let args: Vec<String> = [
         "mender-migrate",
         "artifacts",

@@ -14,12 +14,9 @@ use mender_fleet::{
     Selection, TenantRoute, TokenSource,
 };
 use mender_fleet_sim::{Fleet as SimFleet, FleetSpec, InitialConfig, Unreachable};
-use menderartifact::{
-    module_image_single_file, write_artifact_to_path, ArtifactSpec, Payload, PayloadFile,
-};
-use menderconf::{
-    Mode, ServerUrl, Stage, StagePlan, MODULE_NAME, PLAN_FILE_NAME, STAGE_PROVIDES_KEY,
-};
+use mender_release::stage_module_spec;
+use menderartifact::{module_image_single_file, write_artifact_to_path};
+use menderconf::{Mode, ServerUrl, Stage, StagePlan, MODULE_NAME};
 use mock_mender_server::{AuthStatus, MockServer, ServerConfig};
 
 pub const DEVICE_TYPE: &str = "qemux86-64";
@@ -86,32 +83,11 @@ pub fn write_artifacts_for(dir: &Path, old: &str, new: &str, device_type: &str, 
     .unwrap();
     write_artifact_to_path(spec, &dir.join(format!("{prefix}-module-install.mender"))).unwrap();
     std::fs::remove_file(&module).unwrap();
-    for (stage, suffix) in [
-        (Stage::Dual, "stage1-dual"),
-        (Stage::NewOnly, "stage2-new-only"),
-    ] {
-        let name = format!("{prefix}-{suffix}");
+    for stage in [Stage::Dual, Stage::NewOnly] {
         let plan = StagePlan::new(stage, Mode::Patch, url(old), url(new));
-        let mut spec = ArtifactSpec::new(
-            &name,
-            vec![device_type.to_string()],
-            Payload::Module {
-                type_name: MODULE_NAME.into(),
-                files: vec![PayloadFile::from_bytes(
-                    PLAN_FILE_NAME,
-                    plan.to_json(),
-                    0o644,
-                )],
-                meta_data: None,
-            },
-        );
-        spec.provides
-            .insert(STAGE_PROVIDES_KEY.into(), stage.to_string());
-        if stage == Stage::NewOnly {
-            spec.depends
-                .insert(STAGE_PROVIDES_KEY.into(), Stage::Dual.to_string());
-        }
-        write_artifact_to_path(spec, &dir.join(format!("{name}.mender"))).unwrap();
+        let spec = stage_module_spec(prefix, vec![device_type.to_string()], &plan, Vec::new());
+        let path = dir.join(format!("{}.mender", spec.name));
+        write_artifact_to_path(spec, &path).unwrap();
     }
 }
 
